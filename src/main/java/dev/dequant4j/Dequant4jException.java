@@ -1,0 +1,65 @@
+package dev.dequant4j;
+
+import java.nio.file.Path;
+import java.util.Optional;
+
+/**
+ * Bad input or a failed run: a malformed or unsupported file, an adapter that does not fit its base, an I/O error.
+ * The message is one line that names the file and, where there is one, the tensor.
+ */
+public class Dequant4jException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    private final transient Path file;
+    private final String tensor;
+    private final String detail;
+
+    public Dequant4jException(Path file, String tensor, String detail, Throwable cause) {
+        super(compose(file, tensor, detail), cause);
+        this.file = file;
+        this.tensor = tensor;
+        this.detail = detail;
+    }
+
+    public Dequant4jException(Path file, String tensor, String detail) {
+        this(file, tensor, detail, null);
+    }
+
+    public Dequant4jException(Path file, String detail, Throwable cause) {
+        this(file, null, detail, cause);
+    }
+
+    public Dequant4jException(Path file, String detail) {
+        this(file, null, detail, null);
+    }
+
+    public Dequant4jException(String detail) {
+        this(null, null, detail, null);
+    }
+
+    private static String compose(Path file, String tensor, String detail) {
+        StringBuilder sb = new StringBuilder();
+        if (file != null) {
+            sb.append(file).append(": ");
+        }
+        if (tensor != null) {
+            sb.append("tensor '").append(tensor).append("': ");
+        }
+        return sb.append(detail).toString().replace('\n', ' ');
+    }
+
+    /** The file the problem is in, if it is about one. */
+    public Optional<Path> file() {
+        return Optional.ofNullable(file);
+    }
+
+    /** The tensor the problem is about, if any. */
+    public Optional<String> tensor() {
+        return Optional.ofNullable(tensor);
+    }
+
+    /** The message without the file and tensor. */
+    public String detail() {
+        return detail;
+    }
+}

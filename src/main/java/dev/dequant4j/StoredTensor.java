@@ -1,0 +1,54 @@
+package dev.dequant4j;
+
+import java.nio.file.Path;
+import java.util.Arrays;
+
+/** A tensor exactly as stored in a safetensors file, including bitsandbytes component keys. */
+public final class StoredTensor {
+    private final String name;
+    private final DType dtype;
+    private final long[] shape;
+    private final long byteSize;
+    private final Path file;
+    private final long fileOffset;
+
+    StoredTensor(String name, DType dtype, long[] shape, long byteSize, Path file, long fileOffset) {
+        this.name = name;
+        this.dtype = dtype;
+        this.shape = shape.clone();
+        this.byteSize = byteSize;
+        this.file = file;
+        this.fileOffset = fileOffset;
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public DType dtype() {
+        return dtype;
+    }
+
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    public long byteSize() {
+        return byteSize;
+    }
+
+    /** The safetensors file that holds it. */
+    public Path file() {
+        return file;
+    }
+
+    /** Absolute offset of its first byte in {@link #file()}. */
+    public long fileOffset() {
+        return fileOffset;
+    }
+
+    @Override
+    public String toString() {
+        return name + " " + dtype + Arrays.toString(shape);
+    }
+}

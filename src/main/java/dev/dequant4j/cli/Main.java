@@ -1,0 +1,74 @@
+package dev.dequant4j.cli;
+
+import dev.dequant4j.Dequant4jException;
+import java.io.PrintWriter;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * The dequant4j command line. Exit codes: 0 success, 1 bad input or a failed run (one line on stderr starting with
+ * {@code error:}), 2 usage error. {@code --debug} adds the stack trace.
+ */
+@Command(name = "dequant4j", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
+        description = "Reads bitsandbytes-quantized checkpoints and LoRA adapters; exports plain FP16/BF16/F32 models.",
+        subcommands = {InspectCommand.class})
+public final class Main implements Runnable {
+    @Option(names = "--debug", scope = CommandLine.ScopeType.INHERIT, description = "Print stack traces of errors.")
+    boolean debug;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(new CommandLine(this), "a command is required: inspect");
+    }
+
+    public static void main(String[] args) {
+        System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
+    }
+
+    /** Runs the command line and returns its exit code (for tests). */
+    public static int run(String[] args, PrintWriter out, PrintWriter err) {
+        boolean debug = java.util.Arrays.asList(args).contains("--debug");
+        CommandLine cl = new CommandLine(new Main());
+        cl.setOut(out);
+        cl.setErr(err);
+        cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            err.println("error: " + oneLine(ex));
+            if (debug) {
+                ex.printStackTrace(err);
+            }
+            err.flush();
+            return ex instanceof IllegalArgumentException && !(ex instanceof Dequant4jException) ? 2 : 1;
+        });
+        cl.setParameterExceptionHandler((ex, a) -> {
+            err.println("error: " + ex.getMessage());
+            if (ex.getCommandLine() != null) {
+                err.println("Try '" + ex.getCommandLine().getCommandSpec().qualifiedName() + " --help' for usage.");
+            }
+            err.flush();
+            return 2;
+        });
+        return cl.execute(args);
+    }
+
+    static String oneLine(Throwable e) {
+        String m = e instanceof Dequant4jException ? e.getMessage() : null;
+        if (m == null) {
+            m = e.getMessage() != null ? e.getMessage() : e.toString();
+            if (!(e instanceof Dequant4jException) && !(e instanceof IllegalArgumentException)
+                    && !(e instanceof java.io.IOException)) {
+                m = e.getClass().getSimpleName() + ": " + m;
+            }
+        }
+        return m.replace('\n', ' ');
+    }
+
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = Main.class.getPackage().getImplementationVersion();
+            return new String[] {"dequant4j " + (v != null ? v : "(development build)"),
+                "Java " + Runtime.version()};
+        }
+    }
+}

@@ -1,0 +1,12 @@
+package dev.dequant4j.internal.bnb;
+
+final class Checks {
+    private Checks() {}
+
+    static void range(LogicalTensor t, long start, int count) {
+        if (start < 0 || count < 0 || start + count > t.numel()) {
+            throw new IndexOutOfBoundsException("elements [" + start + ", " + (start + count) + ") outside "
+                    + t.name() + " (" + t.numel() + " elements)");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+package dev.dequant4j.internal.bnb;
+
+import dev.dequant4j.DType;
+import dev.dequant4j.QuantKind;
+import dev.dequant4j.internal.cpu.CpuKernels;
+import dev.dequant4j.internal.cpu.Kernels;
+import dev.dequant4j.internal.safetensors.TensorStore;
+import java.util.List;
+
+/**
+ * A bitsandbytes 4-bit weight (NF4 or FP4, with or without double quantization), dequantized exactly as bnb's
+ * {@code dequantize_4bit}: blocks over the flattened tensor, high nibble first, the built-in code table, and with
+ * double quantization {@code absmax = f32(f32(nested_quant_map[code] * nested_absmax[j / 256]) + offset)}.
+ *
+ * @param nestedMap    the 256-entry dynamic map, or null without double quantization
+ * @param nestedAbsmax the second-level scales, or null without double quantization
+ */
+public record FourBitTensor(String name, QuantState state, long[] shape, TensorStore.Ref weight, TensorStore.Ref absmax,
+                            float[] nestedMap, float[] nestedAbsmax, List<String> components, long storedBytes)
+        implements LogicalTensor {
+    @Override
+    public QuantKind kind() {
+        return state.quantType().equals("nf4") ? QuantKind.NF4 : QuantKind.FP4;
+    }
+
+    @Override
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    @Override
+    public long numel() {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return n;
+    }
+
+    @Override
+    public DType dtype() {
+        return state.dtype();
+    }
+
+    @Override
+    public DType storedDtype() {
+        return weight.entry().dtype();
+    }
+
+    @Override
+    public int blocksize() {
+        return state.blocksize();
+    }
+
+    @Override
+    public boolean doubleQuant() {
+        return state.nested();
+    }
+
+    @Override
+    public boolean isFloat() {
+        return true;
+    }
+
+    /** Number of 4-bit blocks. */
+    public long blocks() {
+        return (numel() + state.blocksize() - 1) / state.blocksize();
+    }
+
+    /** The float32 scales of blocks {@code [firstBlock, firstBlock + count)}. */
+    public float[] absmax(long firstBlock, int count) {
+        float[] out = new float[count];
+        if (state.nested()) {
+            byte[] codes = new byte[count];
+            absmax.copyBytes(firstBlock, codes, 0, count);
+            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nestedAbsmax, firstBlock,
+                    state.nestedOffset(), out);
+        } else {
+            switch (absmax.entry().dtype()) {
+                case F32 -> absmax.copyFloats(firstBlock * 4, out, 0, count);
+                case F16, BF16 -> {
+                    short[] tmp = new short[count];
+                    absmax.copyShorts(firstBlock * 2, tmp, 0, count);
+                    if (absmax.entry().dtype() == DType.F16) {
+                        Kernels.get().f16ToF32(tmp, 0, out, 0, count);
+                    } else {
+                        Kernels.get().bf16ToF32(tmp, 0, out, 0, count);
+                    }
+                }
+                default -> throw new IllegalStateException("absmax dtype checked at open");
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public void readF32(long start, float[] dst, int dstOff, int count) {
+        Checks.range(this, start, count);
+        if (count == 0) {
+            return;
+        }
+        int shift = state.blockShift();
+        long end = start + count;
+        long b0 = start >>> shift;
+        int nb = (int) (((end - 1) >>> shift) - b0 + 1);
+        float[] scales = absmax(b0, nb);
+        long byte0 = start >>> 1;
+        int nbytes = (int) (((end - 1) >>> 1) - byte0 + 1);
+        byte[] packed = new byte[nbytes];
+        weight.copyBytes(byte0, packed, 0, nbytes);
+        CpuKernels k = Kernels.get();
+        k.dequant4bit(state.code(), packed, start, count, scales, shift, dst, dstOff);
+    }
+}

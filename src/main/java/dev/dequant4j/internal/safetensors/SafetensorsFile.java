@@ -1,0 +1,386 @@
+package dev.dequant4j.internal.safetensors;
+
+import dev.dequant4j.DType;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.json.JsonException;
+import dev.dequant4j.internal.json.JsonReader;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A safetensors file mapped once into memory, with its header validated as the safetensors library does
+ * ({@code Metadata::validate}): the header length fits the file and the 100 MB limit, the header is a JSON object
+ * that starts with '{', metadata values are strings, every shape's element count fits 64 bits and matches its byte
+ * range, and the byte ranges tile the data section exactly, with no hole, no overlap and nothing after the last one.
+ *
+ * <p>Opening costs time proportional to the header, not the data: the data stays in the page cache, and
+ * {@link #data(TensorEntry)} returns zero-copy slices of the mapping.
+ */
+public final class SafetensorsFile implements AutoCloseable {
+    /** The safetensors library's {@code MAX_HEADER_SIZE}. */
+    public static final long MAX_HEADER_BYTES = 100_000_000L;
+    /** PyTorch's and NumPy's limit on the number of dimensions. */
+    public static final int MAX_RANK = 64;
+
+    private static final ValueLayout.OfLong U64_LE = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN);
+
+    private final Path path;
+    private final Arena arena;
+    private final boolean ownsArena;
+    private final FileChannel channel;
+    private final MemorySegment mapping;
+    private final long fileSize;
+    private final long dataStart;
+    private final Map<String, String> metadata;
+    private final Map<String, TensorEntry> tensors;
+
+    private SafetensorsFile(Path path, Arena arena, boolean ownsArena, FileChannel channel, MemorySegment mapping,
+                            long fileSize, long dataStart, Map<String, String> metadata,
+                            Map<String, TensorEntry> tensors) {
+        this.path = path;
+        this.arena = arena;
+        this.ownsArena = ownsArena;
+        this.channel = channel;
+        this.mapping = mapping;
+        this.fileSize = fileSize;
+        this.dataStart = dataStart;
+        this.metadata = metadata;
+        this.tensors = tensors;
+    }
+
+    /** Opens and validates a file with its own arena, released by {@link #close()}. */
+    public static SafetensorsFile open(Path path) {
+        Arena arena = Arena.ofShared();
+        try {
+            return open(path, arena, true);
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
+        }
+    }
+
+    /** Opens and validates a file whose mapping lives in {@code arena}, which the caller closes. */
+    public static SafetensorsFile open(Path path, Arena arena) {
+        return open(path, arena, false);
+    }
+
+    private static SafetensorsFile open(Path path, Arena arena, boolean ownsArena) {
+        FileChannel ch;
+        try {
+            if (Files.isDirectory(path)) {
+                throw new Dequant4jException(path, "is a directory, not a safetensors file");
+            }
+            ch = FileChannel.open(path, StandardOpenOption.READ);
+        } catch (NoSuchFileException e) {
+            throw new Dequant4jException(path, "no such file");
+        } catch (IOException e) {
+            throw new Dequant4jException(path, "cannot open: " + e.getMessage(), e);
+        }
+        try {
+            long size = ch.size();
+            MemorySegment map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
+            SafetensorsFile f = parse(path, arena, ownsArena, ch, map, size);
+            return f;
+        } catch (IOException e) {
+            closeQuietly(ch);
+            throw new Dequant4jException(path, "cannot map: " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            closeQuietly(ch);
+            throw e;
+        }
+    }
+
+    private static void closeQuietly(FileChannel ch) {
+        try {
+            ch.close();
+        } catch (IOException ignored) {
+            // nothing useful to do: the open already failed
+        }
+    }
+
+    private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, FileChannel ch, MemorySegment map,
+                                         long size) {
+        checkNotAPointerOrPage(path, map, size);
+        if (size < 8) {
+            throw new Dequant4jException(path, "file is " + size + " bytes, too small to be safetensors (truncated?)");
+        }
+        long n = map.get(U64_LE, 0);
+        if (n < 0 || n > MAX_HEADER_BYTES) {
+            throw new Dequant4jException(path, "header length " + Long.toUnsignedString(n)
+                    + " exceeds the safetensors limit of " + MAX_HEADER_BYTES + " bytes (corrupt or not safetensors)");
+        }
+        if (n > size - 8) {
+            throw new Dequant4jException(path, "header length " + n + " runs past the end of the file ("
+                    + size + " bytes; truncated download?)");
+        }
+        if (n == 0 || map.get(ValueLayout.JAVA_BYTE, 8) != '{') {
+            throw new Dequant4jException(path, "header does not start with '{' (not a safetensors file?)");
+        }
+        byte[] header = map.asSlice(8, n).toArray(ValueLayout.JAVA_BYTE);
+        long dataLen = size - 8 - n;
+
+        Map<String, String> metadata = Map.of();
+        Map<String, TensorEntry> tensors = new LinkedHashMap<>();
+        JsonReader r = new JsonReader(header, 0, header.length, 8, 8);
+        String current = null;
+        try {
+            r.beginObject();
+            while (r.hasNext()) {
+                String name = r.nextName();
+                if (name.equals("__metadata__")) {
+                    metadata = readMetadata(r);
+                    continue;
+                }
+                current = name;
+                tensors.put(name, readEntry(path, r, name, dataLen));
+                current = null;
+            }
+            r.endObject();
+            r.endDocument();
+        } catch (JsonException e) {
+            String what = e.getMessage().startsWith("duplicate key")
+                    ? "duplicate tensor name in header: " + e.getMessage() : "invalid header JSON: " + e.getMessage();
+            throw new Dequant4jException(path, current, what, e);
+        }
+        checkTiling(path, tensors.values(), dataLen);
+        return new SafetensorsFile(path, arena, ownsArena, ch, map, size, 8 + n, metadata,
+                Collections.unmodifiableMap(tensors));
+    }
+
+    /** Recognises the files most often mistaken for weights: Git LFS pointers and HTML error pages. */
+    private static void checkNotAPointerOrPage(Path path, MemorySegment map, long size) {
+        int probe = (int) Math.min(size, 64);
+        if (probe == 0) {
+            return;
+        }
+        String head = new String(map.asSlice(0, probe).toArray(ValueLayout.JAVA_BYTE), StandardCharsets.ISO_8859_1);
+        if (head.startsWith("version https://git-lfs")) {
+            throw new Dequant4jException(path, "this is a Git LFS pointer, not the weights: run git lfs pull");
+        }
+        String lower = head.stripLeading().toLowerCase(java.util.Locale.ROOT);
+        if (lower.startsWith("<!doctype html") || lower.startsWith("<html")) {
+            throw new Dequant4jException(path, "this is an HTML page, not safetensors (a failed download?)");
+        }
+    }
+
+    private static Map<String, String> readMetadata(JsonReader r) {
+        if (r.peek() == JsonReader.Token.NULL) {
+            r.nextNull();
+            return Map.of();
+        }
+        if (r.peek() != JsonReader.Token.BEGIN_OBJECT) {
+            throw r.error("__metadata__ must be an object of strings");
+        }
+        Map<String, String> m = new LinkedHashMap<>();
+        r.beginObject();
+        while (r.hasNext()) {
+            String k = r.nextName();
+            if (r.peek() != JsonReader.Token.STRING) {
+                throw r.error("__metadata__ value for \"" + k + "\" must be a string");
+            }
+            m.put(k, r.nextString());
+        }
+        r.endObject();
+        return Collections.unmodifiableMap(m);
+    }
+
+    private static TensorEntry readEntry(Path path, JsonReader r, String name, long dataLen) {
+        if (r.peek() != JsonReader.Token.BEGIN_OBJECT) {
+            throw r.error("tensor entry must be an object");
+        }
+        String dtypeName = null;
+        long[] shape = null;
+        long begin = -1;
+        long end = -1;
+        r.beginObject();
+        while (r.hasNext()) {
+            String k = r.nextName();
+            switch (k) {
+                case "dtype" -> {
+                    if (r.peek() != JsonReader.Token.STRING) {
+                        throw r.error("dtype must be a string");
+                    }
+                    dtypeName = r.nextString();
+                }
+                case "shape" -> shape = readShape(r);
+                case "data_offsets" -> {
+                    if (r.peek() != JsonReader.Token.BEGIN_ARRAY) {
+                        throw r.error("data_offsets must be an array of two integers");
+                    }
+                    r.beginArray();
+                    long[] o = new long[2];
+                    int i = 0;
+                    while (r.hasNext()) {
+                        if (i == 2) {
+                            throw r.error("data_offsets must have exactly two entries");
+                        }
+                        long v = r.nextLong();
+                        if (v < 0) {
+                            throw new Dequant4jException(path, name, "negative data offset " + v);
+                        }
+                        o[i++] = v;
+                    }
+                    r.endArray();
+                    if (i != 2) {
+                        throw r.error("data_offsets must have exactly two entries");
+                    }
+                    begin = o[0];
+                    end = o[1];
+                }
+                default -> r.skipValue();
+            }
+        }
+        r.endObject();
+        if (dtypeName == null) {
+            throw new Dequant4jException(path, name, "header entry has no dtype");
+        }
+        if (shape == null) {
+            throw new Dequant4jException(path, name, "header entry has no shape");
+        }
+        if (begin < 0) {
+            throw new Dequant4jException(path, name, "header entry has no data_offsets");
+        }
+        String dn = dtypeName;
+        DType dtype = DType.fromSafetensorsName(dtypeName).orElseThrow(() -> new Dequant4jException(path, name,
+                "unknown dtype '" + dn + "' (not one of the safetensors dtypes)"));
+        long numel = 1;
+        for (long d : shape) {
+            if (d < 0) {
+                throw new Dequant4jException(path, name, "negative dimension in shape " + Arrays.toString(shape));
+            }
+            try {
+                numel = Math.multiplyExact(numel, d);
+            } catch (ArithmeticException e) {
+                throw new Dequant4jException(path, name,
+                        "shape " + Arrays.toString(shape) + " has more elements than fit in 64 bits");
+            }
+        }
+        long bytes = dtype.byteSize(numel);
+        if (bytes < 0) {
+            throw new Dequant4jException(path, name, "shape " + Arrays.toString(shape) + " of " + dtype
+                    + " is not a whole number of bytes or overflows 64 bits");
+        }
+        if (end < begin) {
+            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end + "] end before they begin");
+        }
+        if (end > dataLen) {
+            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end
+                    + "] run past the end of the file (data section is " + dataLen + " bytes; truncated?)");
+        }
+        if (end - begin != bytes) {
+            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end + "] hold " + (end - begin)
+                    + " bytes but " + dtype + Arrays.toString(shape) + " needs " + bytes);
+        }
+        return new TensorEntry(name, dtype, shape, begin, end);
+    }
+
+    private static long[] readShape(JsonReader r) {
+        if (r.peek() != JsonReader.Token.BEGIN_ARRAY) {
+            throw r.error("shape must be an array of integers");
+        }
+        r.beginArray();
+        long[] dims = new long[4];
+        int n = 0;
+        while (r.hasNext()) {
+            if (n == MAX_RANK) {
+                throw r.error("shape has more than " + MAX_RANK + " dimensions");
+            }
+            if (n == dims.length) {
+                dims = Arrays.copyOf(dims, n * 2);
+            }
+            dims[n++] = r.nextLong();
+        }
+        r.endArray();
+        return Arrays.copyOf(dims, n);
+    }
+
+    private static void checkTiling(Path path, java.util.Collection<TensorEntry> entries, long dataLen) {
+        List<TensorEntry> sorted = new ArrayList<>(entries);
+        sorted.sort(Comparator.comparingLong(TensorEntry::begin).thenComparingLong(TensorEntry::end));
+        long expected = 0;
+        String previous = null;
+        for (TensorEntry e : sorted) {
+            if (e.begin() < expected) {
+                throw new Dequant4jException(path, e.name(), "data_offsets [" + e.begin() + ", " + e.end()
+                        + "] overlap tensor '" + previous + "' (which ends at " + expected + ")");
+            }
+            if (e.begin() > expected) {
+                throw new Dequant4jException(path, e.name(), "hole of " + (e.begin() - expected)
+                        + " bytes in the data section before this tensor (data_offsets start at " + e.begin() + ")");
+            }
+            expected = e.end();
+            previous = e.name();
+        }
+        if (expected != dataLen) {
+            throw new Dequant4jException(path, (dataLen - expected) + " trailing bytes after the last tensor "
+                    + "(the data section is " + dataLen + " bytes, the tensors cover " + expected + ")");
+        }
+    }
+
+    public Path path() {
+        return path;
+    }
+
+    public long fileSize() {
+        return fileSize;
+    }
+
+    /** File offset of the data section (8 + header length). */
+    public long dataStart() {
+        return dataStart;
+    }
+
+    public Map<String, String> metadata() {
+        return metadata;
+    }
+
+    /** Tensors in header order. */
+    public Map<String, TensorEntry> tensors() {
+        return tensors;
+    }
+
+    public TensorEntry get(String name) {
+        return tensors.get(name);
+    }
+
+    /** Zero-copy, read-only view of a tensor's bytes. */
+    public MemorySegment data(TensorEntry e) {
+        return mapping.asSlice(dataStart + e.begin(), e.byteSize());
+    }
+
+    /** The arena that owns the mapping. */
+    public Arena arena() {
+        return arena;
+    }
+
+    /**
+     * The current size of the file on disk. A file that shrank after it was mapped cannot be read safely (reading a
+     * page past the new end faults), so readers compare this with {@link #fileSize()} before copying.
+     */
+    public long currentSize() throws IOException {
+        return channel.size();
+    }
+
+    @Override
+    public void close() {
+        closeQuietly(channel);
+        if (ownsArena) {
+            arena.close();
+        }
+    }
+}

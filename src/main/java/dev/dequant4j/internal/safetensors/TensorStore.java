@@ -1,0 +1,224 @@
+package dev.dequant4j.internal.safetensors;
+
+import dev.dequant4j.Dequant4jException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The stored tensors of one checkpoint, across one file or the shards of an index, looked up by name. All files are
+ * mapped in one shared arena, so any thread may read and {@link #close()} releases everything at once.
+ */
+public final class TensorStore implements AutoCloseable {
+    /** A stored tensor and the file that holds it. */
+    public record Ref(SafetensorsFile file, TensorEntry entry) {
+        public MemorySegment data() {
+            return file.data(entry);
+        }
+
+        public String name() {
+            return entry.name();
+        }
+
+        public Path path() {
+            return file.path();
+        }
+
+        /** Copies {@code len} bytes from byte {@code offset} of this tensor. */
+        public void copyBytes(long offset, byte[] dst, int dstOff, int len) {
+            MemorySegment src = guard(offset, len);
+            try {
+                MemorySegment.copy(src, ValueLayout.JAVA_BYTE, offset, dst, dstOff, len);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
+        /** Copies {@code n} little-endian 16-bit values starting at byte {@code offset}. */
+        public void copyShorts(long offset, short[] dst, int dstOff, int n) {
+            MemorySegment src = guard(offset, 2L * n);
+            try {
+                MemorySegment.copy(src, SHORT_LE, offset, dst, dstOff, n);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
+        /** Copies {@code n} little-endian floats starting at byte {@code offset}. */
+        public void copyFloats(long offset, float[] dst, int dstOff, int n) {
+            MemorySegment src = guard(offset, 4L * n);
+            try {
+                MemorySegment.copy(src, FLOAT_LE, offset, dst, dstOff, n);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
+        /** Copies {@code n} little-endian doubles starting at byte {@code offset}. */
+        public void copyDoubles(long offset, double[] dst, int dstOff, int n) {
+            MemorySegment src = guard(offset, 8L * n);
+            try {
+                MemorySegment.copy(src, DOUBLE_LE, offset, dst, dstOff, n);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
+        /** All bytes of this tensor (which must be small enough for an array). */
+        public byte[] bytes() {
+            long size = entry.byteSize();
+            if (size > Integer.MAX_VALUE - 8) {
+                throw new Dequant4jException(file.path(), entry.name(), "too large to read into one array");
+            }
+            byte[] b = new byte[(int) size];
+            copyBytes(0, b, 0, b.length);
+            return b;
+        }
+
+        /**
+         * The tensor's bytes, after checking that the file still has the size it had when it was mapped: reading
+         * a mapped page past the end of a file that shrank would fault.
+         */
+        private MemorySegment guard(long offset, long len) {
+            if (offset < 0 || len < 0 || offset + len > entry.byteSize()) {
+                throw new IndexOutOfBoundsException("read of " + len + " bytes at " + offset + " outside "
+                        + entry.name() + " (" + entry.byteSize() + " bytes)");
+            }
+            try {
+                if (file.currentSize() < file.fileSize()) {
+                    throw new Dequant4jException(file.path(), entry.name(), "file was truncated after it was opened ("
+                            + file.currentSize() + " bytes now, " + file.fileSize() + " before)");
+                }
+                return file.data(entry);
+            } catch (java.io.IOException | IllegalStateException e) {
+                throw readFailure(e);
+            }
+        }
+
+        private Dequant4jException readFailure(Throwable e) {
+            if (e instanceof IllegalStateException || e instanceof java.nio.channels.ClosedChannelException) {
+                return new Dequant4jException(file.path(), entry.name(), "checkpoint is closed", e);
+            }
+            return new Dequant4jException(file.path(), entry.name(),
+                    "read failed (file changed or truncated while open?): " + e, e);
+        }
+    }
+
+    private static final ValueLayout.OfShort SHORT_LE = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfFloat FLOAT_LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfDouble DOUBLE_LE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+    private final Arena arena;
+    private final List<SafetensorsFile> files;
+    private final Map<String, Ref> refs;
+    private final ShardIndex index;
+
+    private TensorStore(Arena arena, List<SafetensorsFile> files, Map<String, Ref> refs, ShardIndex index) {
+        this.arena = arena;
+        this.files = files;
+        this.refs = refs;
+        this.index = index;
+    }
+
+    /** One safetensors file. */
+    public static TensorStore openFile(Path file) {
+        Arena arena = Arena.ofShared();
+        try {
+            SafetensorsFile f = SafetensorsFile.open(file, arena);
+            Map<String, Ref> refs = new LinkedHashMap<>();
+            for (TensorEntry e : f.tensors().values()) {
+                refs.put(e.name(), new Ref(f, e));
+            }
+            return new TensorStore(arena, List.of(f), Collections.unmodifiableMap(refs), null);
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
+        }
+    }
+
+    /**
+     * The shards named by an index. Every tensor of the index must be in its shard, and every tensor of a shard
+     * must be in the index and mapped to that shard.
+     */
+    public static TensorStore openSharded(Path indexFile) {
+        ShardIndex index = ShardIndex.read(indexFile);
+        Path dir = indexFile.toAbsolutePath().getParent();
+        Arena arena = Arena.ofShared();
+        List<SafetensorsFile> files = new ArrayList<>();
+        try {
+            Map<String, SafetensorsFile> byShard = new LinkedHashMap<>();
+            for (String shard : index.shardNames()) {
+                SafetensorsFile f = SafetensorsFile.open(dir.resolve(shard), arena);
+                files.add(f);
+                byShard.put(shard, f);
+            }
+            Map<String, Ref> refs = new LinkedHashMap<>();
+            for (Map.Entry<String, String> e : index.weightMap().entrySet()) {
+                SafetensorsFile f = byShard.get(e.getValue());
+                TensorEntry entry = f.get(e.getKey());
+                if (entry == null) {
+                    throw new Dequant4jException(indexFile, e.getKey(),
+                            "listed in the index under " + e.getValue() + ", but that shard does not contain it");
+                }
+                refs.put(e.getKey(), new Ref(f, entry));
+            }
+            for (Map.Entry<String, SafetensorsFile> s : byShard.entrySet()) {
+                for (TensorEntry entry : s.getValue().tensors().values()) {
+                    String mapped = index.weightMap().get(entry.name());
+                    if (mapped == null) {
+                        throw new Dequant4jException(s.getValue().path(), entry.name(),
+                                "is in this shard but not in " + ShardIndex.FILE_NAME);
+                    }
+                    if (!mapped.equals(s.getKey())) {
+                        throw new Dequant4jException(s.getValue().path(), entry.name(),
+                                "is in this shard but the index maps it to " + mapped);
+                    }
+                }
+            }
+            return new TensorStore(arena, Collections.unmodifiableList(files), Collections.unmodifiableMap(refs),
+                    index);
+        } catch (RuntimeException e) {
+            for (SafetensorsFile f : files) {
+                f.close();
+            }
+            arena.close();
+            throw e;
+        }
+    }
+
+    public Map<String, Ref> refs() {
+        return refs;
+    }
+
+    public Ref get(String name) {
+        return refs.get(name);
+    }
+
+    public List<SafetensorsFile> files() {
+        return files;
+    }
+
+    /** The index, for a sharded checkpoint. */
+    public ShardIndex index() {
+        return index;
+    }
+
+    public Arena arena() {
+        return arena;
+    }
+
+    @Override
+    public void close() {
+        for (SafetensorsFile f : files) {
+            f.close();
+        }
+        arena.close();
+    }
+}
