@@ -1,0 +1,76 @@
+package dev.dequant4j.internal.lora;
+
+import java.util.Arrays;
+
+/**
+ * One step of merging adapters into a base tensor, as data, so that every backend (the scalar reference, the Vector
+ * API kernels, CUDA) runs the same steps. A tensor's steps run in order on its float32 values, viewed as a
+ * {@code rows x cols} matrix with {@code rows = shape[0]} and {@code cols = numel / rows} (a 1-D tensor is one column:
+ * {@code rows = shape[0], cols = 1}). The result is rounded once to the output dtype at the end.
+ *
+ * <p>LoRA deltas are always given in row form, {@code delta[i, :] = sum_k left[i, k] * right[k, :]}: for a plain
+ * linear weight {@code left = B} ({@code out x r}) and {@code right = A} ({@code r x in}); for a transposed delta
+ * (embeddings, {@code fan_in_fan_out}) {@code left = A^T} and {@code right = B^T}.
+ */
+public sealed interface MergeOp {
+
+    /**
+     * {@code W = W + scale * (left @ right)}: per element, {@code acc = left[i,0]*right[0,c]}, then
+     * {@code acc = acc + left[i,k]*right[k,c]} for k = 1..r-1, then {@code W = W + f32(acc * scale)}; every operation
+     * a single binary32 rounding, never fused (see {@code CpuKernels.loraDelta}).
+     *
+     * @param adapter the adapter's name or index, for statistics and messages
+     */
+    record Lora(String adapter, float[] left, float[] right, int r, float scale) implements MergeOp {
+        @Override
+        public String toString() {
+            return "Lora[" + adapter + ", r=" + r + ", scale=" + scale + "]";
+        }
+    }
+
+    /**
+     * DoRA (PEFT's {@code merge_safe}): {@code Wd = W + scale * (left @ right)} as in {@link Lora}; then for each
+     * output unit {@code o} (a row, or with {@code perColumn} a column: embeddings and {@code fan_in_fan_out}
+     * weights), {@code norm[o] = (float) sqrt(sum of Wd^2 over the unit, accumulated in double in index order)},
+     * {@code factor = f32(magnitude[o] / norm[o])}, {@code W = f32(factor * Wd)}.
+     */
+    record Dora(String adapter, float[] left, float[] right, int r, float scale, float[] magnitude, boolean perColumn)
+            implements MergeOp {
+        @Override
+        public String toString() {
+            return "Dora[" + adapter + ", r=" + r + ", scale=" + scale + (perColumn ? ", per column" : "") + "]";
+        }
+    }
+
+    /** {@code W[i] = W[i] + f32(values[i] * scale)} for a 1-D tensor (PEFT's {@code lora_bias}). */
+    record AddScaled(String adapter, float[] values, float scale) implements MergeOp {
+        @Override
+        public String toString() {
+            return "AddScaled[" + adapter + ", scale=" + scale + "]";
+        }
+    }
+
+    /** {@code W = values} (a {@code modules_to_save} copy or a replacement bias); {@code values} has numel entries. */
+    record Replace(String adapter, ValuesSource values) implements MergeOp {
+        @Override
+        public String toString() {
+            return "Replace[" + adapter + "]";
+        }
+    }
+
+    /** {@code W[rows[j], :] = values[j, :]} (PEFT trainable tokens: rows are replaced, not added to). */
+    record ReplaceRows(String adapter, long[] rows, float[] values) implements MergeOp {
+        @Override
+        public String toString() {
+            return "ReplaceRows[" + adapter + ", " + rows.length + " rows: " + Arrays.toString(
+                    Arrays.copyOf(rows, Math.min(rows.length, 8))) + "]";
+        }
+    }
+
+    /** Float32 values of a tensor, read in ranges (large replacements are not held in memory). */
+    interface ValuesSource {
+        long numel();
+
+        void readF32(long start, float[] dst, int dstOff, int count);
+    }
+}
