@@ -345,6 +345,11 @@ public final class SafetensorsFile implements AutoCloseable {
         return dataStart;
     }
 
+    /** The length prefix and header JSON (with its padding), as stored. */
+    public byte[] headerBytes() {
+        return mapping.asSlice(0, dataStart).toArray(ValueLayout.JAVA_BYTE);
+    }
+
     public Map<String, String> metadata() {
         return metadata;
     }

@@ -71,6 +71,16 @@ public final class TensorStore implements AutoCloseable {
             }
         }
 
+        /** Copies {@code len} bytes from byte {@code offset} of this tensor into {@code dst} at {@code dstOff}. */
+        public void copyTo(long offset, MemorySegment dst, long dstOff, long len) {
+            MemorySegment src = guard(offset, len);
+            try {
+                MemorySegment.copy(src, offset, dst, dstOff, len);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
         /** All bytes of this tensor (which must be small enough for an array). */
         public byte[] bytes() {
             long size = entry.byteSize();

@@ -1,0 +1,162 @@
+package dev.dequant4j.internal.export;
+
+import dev.dequant4j.DType;
+import dev.dequant4j.internal.bnb.PlainTensor;
+import dev.dequant4j.internal.cpu.CpuKernels;
+import dev.dequant4j.internal.lora.MergeRunner;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+
+/**
+ * Produces the output bytes of one unit on the CPU: read (dequantize) float32 values in cache-sized sub-chunks,
+ * apply the merge steps, check for non-finite values, round once to the output dtype, and store into the unit's
+ * buffer. One instance per worker thread (it owns scratch arrays).
+ */
+final class CpuMaterializer {
+    /** Elements per sub-chunk: 256 KiB of float32, so a sub-chunk and its base copy stay in L2. */
+    static final int SUB = 1 << 16;
+
+    private static final ValueLayout.OfShort SHORT_LE =
+            ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfFloat FLOAT_LE =
+            ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+    private final CpuKernels kernels;
+    private float[] f32 = new float[SUB];
+    private float[] base = new float[SUB];
+    private short[] half = new short[SUB];
+
+    CpuMaterializer(CpuKernels kernels) {
+        this.kernels = kernels;
+    }
+
+    void produce(ExportPlan.OutputTensor t, ExportPlan.Unit u, MergeRunner runner, TensorTally tally,
+                 MemorySegment buf) {
+        if (t.raw()) {
+            ((PlainTensor) t.source()).ref().copyTo(u.start(), buf, 0, u.count());
+            return;
+        }
+        if (t.transpose()) {
+            produceTransposed(t, runner, tally, buf);
+            return;
+        }
+        boolean merging = runner != null;
+        long cols = Math.max(1, t.cols());
+        int step = merging ? (int) (Math.max(1, SUB / cols) * cols) : SUB;
+        ensure(step);
+        long end = u.start() + u.count();
+        for (long s = u.start(); s < end; s += step) {
+            int c = (int) Math.min(step, end - s);
+            t.source().readF32(s, f32, 0, c);
+            if (merging) {
+                System.arraycopy(f32, 0, base, 0, c);
+                runner.apply(s / cols, (int) (c / cols), f32, 0);
+            }
+            finish(t, s, c, f32, merging ? base : null, half, tally, buf, s - u.start());
+        }
+    }
+
+    /**
+     * A bnb-quantized Conv1D weight (GPT-2): bitsandbytes quantized it as [out, in], adapters were trained on that
+     * layout, the original model stores [in, out]. Merge in the source layout, then transpose.
+     */
+    private void produceTransposed(ExportPlan.OutputTensor t, MergeRunner runner, TensorTally tally,
+                                   MemorySegment buf) {
+        long n = t.numel();
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new IllegalStateException(t.name() + " is too large to transpose in memory");
+        }
+        long[] src = t.source().shape();
+        int outF = (int) src[0];
+        int inF = (int) src[1];
+        float[] a = new float[(int) n];
+        t.source().readF32(0, a, 0, (int) n);
+        float[] before = null;
+        if (runner != null) {
+            before = a.clone();
+            runner.apply(0, outF, a, 0);
+        }
+        float[] tr = new float[(int) n];
+        float[] trBefore = before == null ? null : new float[(int) n];
+        for (int o = 0; o < outF; o++) {
+            for (int i = 0; i < inF; i++) {
+                tr[i * outF + o] = a[o * inF + i];
+                if (trBefore != null) {
+                    trBefore[i * outF + o] = before[o * inF + i];
+                }
+            }
+        }
+        finish(t, 0, (int) n, tr, trBefore, new short[t.dtype() == DType.F32 ? 0 : (int) n], tally, buf, 0);
+    }
+
+    private void ensure(int n) {
+        if (f32.length < n) {
+            f32 = new float[n];
+            base = new float[n];
+            half = new short[n];
+        }
+    }
+
+    /**
+     * Tallies, rounds and stores elements {@code [s, s + c)} held in {@code f32[0..c)} at buffer element {@code at};
+     * {@code base} holds the values before merging, or is null for an unmerged tensor.
+     */
+    private void finish(ExportPlan.OutputTensor t, long s, int c, float[] f32, float[] base, short[] half,
+                        TensorTally tally, MemorySegment buf, long at) {
+        boolean merging = base != null;
+        long nonFinite = 0;
+        long first = -1;
+        double maxAbs = 0;
+        double d2 = 0;
+        double b2 = 0;
+        for (int i = 0; i < c; i++) {
+            float v = f32[i];
+            if (!Float.isFinite(v)) {
+                if (first < 0) {
+                    first = s + i;
+                }
+                nonFinite++;
+            }
+        }
+        if (merging) {
+            for (int i = 0; i < c; i++) {
+                double b = base[i];
+                double d = (double) f32[i] - b;
+                maxAbs = Math.max(maxAbs, Math.abs(d));
+                d2 += d * d;
+                b2 += b * b;
+            }
+        }
+        switch (t.dtype()) {
+            case F32 -> MemorySegment.copy(f32, 0, buf, FLOAT_LE, at * 4, c);
+            case F16 -> {
+                kernels.f32ToF16(f32, 0, half, 0, c);
+                for (int i = 0; i < c; i++) {
+                    // A finite float32 beyond the float16 range becomes infinity: as bad as a NaN for the model.
+                    if ((half[i] & 0x7C00) == 0x7C00 && Float.isFinite(f32[i])) {
+                        if (first < 0) {
+                            first = s + i;
+                        }
+                        nonFinite++;
+                    }
+                }
+                MemorySegment.copy(half, 0, buf, SHORT_LE, at * 2, c);
+            }
+            case BF16 -> {
+                kernels.f32ToBf16(f32, 0, half, 0, c);
+                for (int i = 0; i < c; i++) {
+                    if ((half[i] & 0x7F80) == 0x7F80 && Float.isFinite(f32[i])) {
+                        if (first < 0) {
+                            first = s + i;
+                        }
+                        nonFinite++;
+                    }
+                }
+                MemorySegment.copy(half, 0, buf, SHORT_LE, at * 2, c);
+            }
+            default -> throw new IllegalStateException("output dtype " + t.dtype());
+        }
+        tally.add(nonFinite, first, maxAbs, d2, b2);
+    }
+}

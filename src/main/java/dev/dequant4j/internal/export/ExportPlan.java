@@ -1,0 +1,153 @@
+package dev.dequant4j.internal.export;
+
+import dev.dequant4j.DType;
+import dev.dequant4j.QuantKind;
+import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.lora.MergeOp;
+import dev.dequant4j.internal.safetensors.ShardedLayout;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Everything an export will write, computed before any data moves: the output tensors (name, source, merge steps,
+ * dtype, shape), their placement in shards, and the units of work. A unit is a run of whole rows (or, without merge
+ * steps, of elements) of one tensor whose output bytes are contiguous in the file; units are numbered in file order,
+ * so a single writer can write every shard sequentially while workers produce units in parallel.
+ */
+public final class ExportPlan {
+    /**
+     * One output tensor.
+     *
+     * @param raw       copied byte for byte (a non-float tensor); {@code dtype} is then the stored dtype
+     * @param transpose the source is {@code [out, in]} and the output {@code [in, out]} (bnb-quantized Conv1D weights)
+     */
+    public record OutputTensor(String name, LogicalTensor source, List<MergeOp> ops, DType dtype, long[] shape,
+                               boolean raw, boolean transpose) {
+        public OutputTensor {
+            ops = List.copyOf(ops);
+            shape = shape.clone();
+        }
+
+        @Override
+        public long[] shape() {
+            return shape.clone();
+        }
+
+        public long numel() {
+            long n = 1;
+            for (long d : shape) {
+                n *= d;
+            }
+            return n;
+        }
+
+        /** Rows of the merge view: {@code shape[0]} (1 for a scalar). */
+        public long rows() {
+            return shape.length == 0 ? 1 : shape[0];
+        }
+
+        /** Columns of the merge view: {@code numel / rows}. */
+        public long cols() {
+            long r = rows();
+            return r == 0 ? 0 : numel() / r;
+        }
+
+        public long byteSize() {
+            return dtype.byteSize(numel());
+        }
+
+        public QuantKind sourceKind() {
+            return source.kind();
+        }
+    }
+
+    /**
+     * A unit of work: elements {@code [start, start + count)} of a tensor (bytes, for a raw tensor), written at
+     * {@code fileOffset} of shard {@code shard}.
+     */
+    public record Unit(int seq, int tensorIndex, long start, long count, int shard, long fileOffset, long byteSize,
+                       boolean lastOfTensor) {}
+
+    private final List<OutputTensor> tensors;
+    private final ShardedLayout layout;
+    private final List<Unit> units;
+
+    private ExportPlan(List<OutputTensor> tensors, ShardedLayout layout, List<Unit> units) {
+        this.tensors = tensors;
+        this.layout = layout;
+        this.units = units;
+    }
+
+    /**
+     * @param tensors   the output tensors, in output order
+     * @param unitBytes target output bytes per unit (units of merged tensors hold at least one whole row)
+     */
+    public static ExportPlan build(List<OutputTensor> tensors, long maxShardBytes, long unitBytes) {
+        List<ShardedLayout.Spec> specs = new ArrayList<>(tensors.size());
+        for (OutputTensor t : tensors) {
+            specs.add(new ShardedLayout.Spec(t.name(), t.dtype(), t.shape()));
+        }
+        ShardedLayout layout = ShardedLayout.plan(specs, maxShardBytes, 64);
+        Map<String, Integer> index = new java.util.HashMap<>();
+        for (int i = 0; i < tensors.size(); i++) {
+            index.put(tensors.get(i).name(), i);
+        }
+        List<Unit> units = new ArrayList<>();
+        for (ShardedLayout.Shard shard : layout.shards()) {
+            for (ShardedLayout.Placement p : shard.placements()) {
+                int ti = index.get(p.spec().name());
+                OutputTensor t = tensors.get(ti);
+                addUnits(units, ti, t, p, unitBytes);
+            }
+        }
+        return new ExportPlan(Collections.unmodifiableList(tensors), layout, Collections.unmodifiableList(units));
+    }
+
+    private static void addUnits(List<Unit> units, int ti, OutputTensor t, ShardedLayout.Placement p, long unitBytes) {
+        long total;
+        long step;
+        if (t.raw()) {
+            total = t.byteSize();
+            step = Math.max(1, unitBytes);
+        } else {
+            total = t.numel();
+            long perElem = t.dtype().bits() / 8;
+            step = Math.max(1, unitBytes / perElem);
+            if (t.transpose()) {
+                step = Math.max(1, total);
+            } else if (!t.ops().isEmpty()) {
+                long cols = Math.max(1, t.cols());
+                step = Math.max(1, step / cols) * cols;
+            }
+        }
+        if (total == 0) {
+            units.add(new Unit(units.size(), ti, 0, 0, p.shard(), p.fileOffset(), 0, true));
+            return;
+        }
+        for (long s = 0; s < total; s += step) {
+            long c = Math.min(step, total - s);
+            long off = t.raw() ? s : t.dtype().byteSize(s);
+            long bytes = t.raw() ? c : t.dtype().byteSize(c);
+            units.add(new Unit(units.size(), ti, s, c, p.shard(), p.fileOffset() + off, bytes, s + c == total));
+        }
+    }
+
+    public List<OutputTensor> tensors() {
+        return tensors;
+    }
+
+    public ShardedLayout layout() {
+        return layout;
+    }
+
+    public List<Unit> units() {
+        return units;
+    }
+
+    /** Output bytes of all files, headers included. */
+    public long totalFileBytes() {
+        return layout.totalFileBytes();
+    }
+}

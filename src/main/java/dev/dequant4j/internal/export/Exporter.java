@@ -1,0 +1,549 @@
+package dev.dequant4j.internal.export;
+
+import dev.dequant4j.Backend;
+import dev.dequant4j.Checkpoint;
+import dev.dequant4j.DType;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.ExportResult;
+import dev.dequant4j.ProgressListener;
+import dev.dequant4j.QuantKind;
+import dev.dequant4j.TensorStats;
+import dev.dequant4j.internal.Internals;
+import dev.dequant4j.internal.bnb.FourBitTensor;
+import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.bnb.PlainTensor;
+import dev.dequant4j.internal.cpu.CpuKernels;
+import dev.dequant4j.internal.cpu.Kernels;
+import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNull;
+import dev.dequant4j.internal.json.JsonNumber;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonString;
+import dev.dequant4j.internal.json.JsonValue;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.lora.MergeOp;
+import dev.dequant4j.internal.lora.MergeRunner;
+import dev.dequant4j.internal.safetensors.AtomicDirectory;
+import dev.dequant4j.internal.safetensors.SafetensorsFile;
+import dev.dequant4j.internal.safetensors.ShardIndex;
+import dev.dequant4j.internal.safetensors.ShardedLayout;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+
+/**
+ * The export pipeline: plan every output byte up front, then materialize units in parallel under a memory budget
+ * and write them in file order into a temporary directory that is renamed into place only when complete.
+ */
+public final class Exporter {
+    /** Model types whose linear layers are GPT-2 {@code Conv1D} ([in, out] weights; bnb quantizes them as [out, in]). */
+    static final Set<String> CONV1D_MODEL_TYPES = Set.of("gpt2", "openai-gpt", "imagegpt", "decision_transformer");
+
+    /** Files copied unchanged from the model directory (tokenizer, generation and chat-template files). */
+    static final List<String> COPIED_GLOBS = List.of("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+            "special_tokens_map.json", "generation_config.json", "chat_template.*", "*.tiktoken", "vocab.*",
+            "merges.txt", "added_tokens.json", "preprocessor_config.json");
+
+    public static final long DEFAULT_MAX_SHARD_BYTES = 5_000_000_000L;
+    public static final long DEFAULT_MEMORY_BUDGET = 512L << 20;
+    static final long MAX_UNIT_BYTES = 16L << 20;
+    static final long MIN_UNIT_BYTES = 1L << 20;
+
+    /**
+     * Everything an export needs.
+     *
+     * @param base16   the original 16-bit checkpoint to merge into instead of the dequantized base, or null
+     * @param ops      merge steps per base logical tensor name
+     * @param adapters manifest records of the adapters, in order
+     * @param dtype    output dtype, or null for the model's own
+     * @param channels opens output files (a seam for fault-injection tests)
+     */
+    public record Request(Checkpoint base, Checkpoint base16, Map<String, List<MergeOp>> ops, List<JsonValue> adapters,
+                          List<Path> adapterDirs, DType dtype, Backend backend, long maxShardBytes, int threads,
+                          long memoryBudget, ProgressListener progress, Path target, boolean overwrite,
+                          boolean allowNonFinite, OrderedWriter.ChannelFactory channels) {}
+
+    private Exporter() {}
+
+    public static ExportResult run(Request r) {
+        long t0 = System.nanoTime();
+        Internals.CheckpointAccess acc = Internals.checkpoint();
+        Checkpoint source = r.base16() != null ? r.base16() : r.base();
+        JsonObject config = acc.config(source) != null ? acc.config(source) : acc.config(r.base());
+        Map<String, LogicalTensor> sources = acc.logical(source);
+        if (r.base16() != null) {
+            checkBase16(r.base(), r.base16(), acc);
+        }
+        String backendReason = chooseBackend(r.backend());
+        DType dtype = r.dtype() != null ? r.dtype() : defaultDtype(config, acc.logical(r.base()));
+        if (!dtype.isOutputType()) {
+            throw new IllegalArgumentException("output dtype must be F16, BF16 or F32, not " + dtype);
+        }
+        boolean tied = config != null && config.get("tie_word_embeddings") == JsonBoolean.TRUE;
+        boolean conv1d = config != null && config.get("model_type") instanceof JsonString mt
+                && CONV1D_MODEL_TYPES.contains(mt.value());
+        boolean untie = tied && r.ops().containsKey("lm_head.weight") && sources.containsKey("lm_head.weight");
+
+        List<ExportPlan.OutputTensor> outs = new ArrayList<>();
+        for (LogicalTensor t : sources.values()) {
+            List<MergeOp> ops = r.ops().getOrDefault(t.name(), List.of());
+            if (tied && !untie && t.name().equals("lm_head.weight") && ops.isEmpty()) {
+                continue;
+            }
+            boolean raw = t.kind() == QuantKind.PLAIN && !t.isFloat();
+            if (raw && !ops.isEmpty()) {
+                throw new Dequant4jException(sourcePath(t), t.name(), "adapter targets a tensor of dtype "
+                        + t.dtype() + ", which is not a float type");
+            }
+            boolean transpose = conv1d && t.kind() != QuantKind.PLAIN && t.shape().length == 2;
+            long[] shape = t.shape();
+            if (transpose) {
+                shape = new long[] {shape[1], shape[0]};
+            }
+            outs.add(new ExportPlan.OutputTensor(t.name(), t, ops, raw ? t.dtype() : dtype, shape, raw, transpose));
+        }
+        for (String name : r.ops().keySet()) {
+            if (!sources.containsKey(name)) {
+                throw new Dequant4jException(source.path(), name, "adapter targets a tensor the base does not have");
+            }
+        }
+
+        int threads = r.threads() > 0 ? r.threads() : Runtime.getRuntime().availableProcessors();
+        long budget = r.memoryBudget() > 0 ? r.memoryBudget() : DEFAULT_MEMORY_BUDGET;
+        int poolSize = 2 * threads + 2;
+        long unitBytes = Math.clamp(budget / poolSize, MIN_UNIT_BYTES, MAX_UNIT_BYTES);
+        long maxShard = r.maxShardBytes() > 0 ? r.maxShardBytes() : DEFAULT_MAX_SHARD_BYTES;
+        ExportPlan plan = ExportPlan.build(outs, maxShard, unitBytes);
+
+        Path target = r.target().toAbsolutePath().normalize();
+        checkTarget(target, r);
+        checkFreeSpace(target, plan.totalFileBytes());
+
+        CpuKernels kernels = Kernels.get();
+        List<MergeRunner> runners = new ArrayList<>();
+        List<TensorTally> tallies = new ArrayList<>();
+        for (ExportPlan.OutputTensor t : plan.tensors()) {
+            tallies.add(new TensorTally());
+            if (t.ops().isEmpty()) {
+                runners.add(null);
+            } else {
+                long[] s = t.source().shape();
+                long rows = s.length == 0 ? 1 : s[0];
+                long cols = rows == 0 ? 0 : t.numel() / rows;
+                if (cols > Integer.MAX_VALUE / 2) {
+                    throw new Dequant4jException(sourcePath(t.source()), t.name(), "rows of " + cols
+                            + " elements are too long to merge");
+                }
+                runners.add(new MergeRunner(t.ops(), rows, (int) cols, kernels));
+            }
+        }
+
+        ProgressListener progress = r.progress() != null ? r.progress() : ProgressListener.NONE;
+        List<TensorStats> stats;
+        List<Manifest.FileRecord> files = new ArrayList<>();
+        try (AtomicDirectory out = AtomicDirectory.create(target, r.overwrite())) {
+            progress.onStart(plan.tensors().size(), plan.totalFileBytes());
+            prepass(plan, runners);
+            String[] shas = execute(plan, runners, tallies, kernels, threads, poolSize, unitBytes, out.dir(), r,
+                    progress);
+            stats = new ArrayList<>();
+            for (int i = 0; i < plan.tensors().size(); i++) {
+                ExportPlan.OutputTensor t = plan.tensors().get(i);
+                TensorTally tally = tallies.get(i);
+                stats.add(new TensorStats(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.ops().size(),
+                        tally.maxAbsDelta(), tally.relDeltaNorm()));
+            }
+            List<ShardedLayout.Shard> shards = plan.layout().shards();
+            for (int i = 0; i < shards.size(); i++) {
+                files.add(new Manifest.FileRecord(shards.get(i).fileName(), shards.get(i).fileSize(), shas[i]));
+            }
+            byte[] index = plan.layout().indexJson();
+            if (index != null) {
+                files.add(writeSmall(out.dir(), ShardIndex.FILE_NAME, index));
+            }
+            if (config != null) {
+                files.add(writeSmall(out.dir(), "config.json", ConfigRewriter.rewrite(config, dtype, untie)));
+            }
+            files.addAll(copyModelFiles(r.base().directory(), r.base16() != null ? r.base16().directory() : null,
+                    out.dir()));
+            JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
+                    ? JsonNull.NULL : sourceRecord(r.base16(), acc), r.adapters(), options(r, dtype, threads,
+                    budget, maxShard, backendReason), files, stats);
+            writeSmall(out.dir(), Manifest.FILE_NAME,
+                    (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
+            if (progress.isCancelled()) {
+                throw new Dequant4jException(target, "export cancelled");
+            }
+            out.commit();
+        }
+        List<Path> paths = new ArrayList<>();
+        for (Manifest.FileRecord f : files) {
+            paths.add(target.resolve(f.name()));
+        }
+        paths.add(target.resolve(Manifest.FILE_NAME));
+        ExportResult result = new ExportResult(target, dtype, plan.tensors().size(), plan.totalFileBytes(), paths,
+                Duration.ofNanos(System.nanoTime() - t0), Backend.CPU, backendReason, stats);
+        progress.onDone(result);
+        return result;
+    }
+
+    private static String chooseBackend(Backend requested) {
+        Backend b = requested == null ? Backend.AUTO : requested;
+        return switch (b) {
+            case CPU -> "cpu (requested)";
+            case AUTO -> "cpu: this build has no CUDA backend";
+            case CUDA -> throw new Dequant4jException("--backend cuda: this build has no CUDA backend");
+        };
+    }
+
+    /** The model's dtype from config.json, else the quant states' dtype, else the first float plain tensor's. */
+    static DType defaultDtype(JsonObject config, Map<String, LogicalTensor> tensors) {
+        return ConfigRewriter.modelDtype(config).orElseGet(() -> {
+            for (LogicalTensor t : tensors.values()) {
+                if (t instanceof FourBitTensor f) {
+                    return f.dtype();
+                }
+            }
+            for (LogicalTensor t : tensors.values()) {
+                if (t.kind() == QuantKind.PLAIN && t.dtype().isOutputType()) {
+                    return t.dtype();
+                }
+            }
+            return DType.F16;
+        });
+    }
+
+    private static void checkBase16(Checkpoint quantized, Checkpoint base16, Internals.CheckpointAccess acc) {
+        Map<String, LogicalTensor> q = acc.logical(quantized);
+        Map<String, LogicalTensor> b = acc.logical(base16);
+        for (LogicalTensor t : q.values()) {
+            LogicalTensor o = b.get(t.name());
+            if (o == null) {
+                throw new Dequant4jException(base16.path(), t.name(), "is in the quantized checkpoint but not in the "
+                        + "16-bit base: --base16 must be the original model of " + quantized.path());
+            }
+            if (!Arrays.equals(o.shape(), t.shape())) {
+                throw new Dequant4jException(base16.path(), t.name(), "has shape " + Arrays.toString(o.shape())
+                        + " in the 16-bit base but " + Arrays.toString(t.shape()) + " in the quantized checkpoint");
+            }
+            if (t.kind() != QuantKind.PLAIN && o.kind() != QuantKind.PLAIN) {
+                throw new Dequant4jException(base16.path(), t.name(), "is quantized in the --base16 checkpoint too; "
+                        + "it must be the original 16-bit model");
+            }
+        }
+        for (String name : b.keySet()) {
+            if (!q.containsKey(name)) {
+                throw new Dequant4jException(base16.path(), name, "is in the 16-bit base but not in the quantized "
+                        + "checkpoint: --base16 must be the original model of " + quantized.path());
+            }
+        }
+    }
+
+    private static Path sourcePath(LogicalTensor t) {
+        return switch (t) {
+            case PlainTensor p -> p.ref().path();
+            case FourBitTensor f -> f.weight().path();
+            case dev.dequant4j.internal.bnb.Int8Tensor i -> i.weight().path();
+        };
+    }
+
+    /** The target must not be, or contain, any input: replacing it would delete what we read. */
+    private static void checkTarget(Path target, Request r) {
+        List<Path> inputs = new ArrayList<>();
+        inputs.add(r.base().directory());
+        if (r.base16() != null) {
+            inputs.add(r.base16().directory());
+        }
+        inputs.addAll(r.adapterDirs());
+        Path realTarget = realOrSelf(target);
+        for (Path in : inputs) {
+            Path real = realOrSelf(in.toAbsolutePath().normalize());
+            if (real.startsWith(realTarget)) {
+                throw new Dequant4jException(target, "output would replace an input (" + in + "); choose another --out");
+            }
+        }
+    }
+
+    private static Path realOrSelf(Path p) {
+        try {
+            return p.toRealPath();
+        } catch (IOException e) {
+            return p;
+        }
+    }
+
+    private static void checkFreeSpace(Path target, long bytes) {
+        Path parent = target.getParent();
+        while (parent != null && !Files.exists(parent)) {
+            parent = parent.getParent();
+        }
+        if (parent == null) {
+            return;
+        }
+        try {
+            long usable = Files.getFileStore(parent).getUsableSpace();
+            long need = bytes + (16L << 20);
+            if (usable < need) {
+                throw new Dequant4jException(target, "not enough free space: the export needs " + need
+                        + " bytes, " + parent + " has " + usable + " usable");
+            }
+        } catch (IOException e) {
+            // The file store cannot tell its free space; a full disk still fails cleanly while writing.
+        }
+    }
+
+    /** Computes the column norms that per-column DoRA steps need, before any unit is produced. */
+    private static void prepass(ExportPlan plan, List<MergeRunner> runners) {
+        for (int i = 0; i < runners.size(); i++) {
+            MergeRunner runner = runners.get(i);
+            if (runner == null || !runner.needsPrepass()) {
+                continue;
+            }
+            ExportPlan.OutputTensor t = plan.tensors().get(i);
+            long cols = Math.max(1, t.numel() / Math.max(1, t.source().shape()[0]));
+            int chunkRows = (int) Math.max(1, CpuMaterializer.SUB / cols);
+            runner.prepass((row0, rows, w) -> t.source().readF32(row0 * cols, w, 0, (int) (rows * cols)), chunkRows);
+        }
+    }
+
+    /** Runs the workers and the writer; returns the SHA-256 of every shard. */
+    private static String[] execute(ExportPlan plan, List<MergeRunner> runners, List<TensorTally> tallies,
+                                    CpuKernels kernels, int threads, int poolSize, long unitBytes, Path dir,
+                                    Request r, ProgressListener progress) {
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        AtomicInteger tensorsDone = new AtomicInteger();
+        OrderedWriter writer = new OrderedWriter(dir, plan, r.channels() != null ? r.channels()
+                : OrderedWriter.DEFAULT_CHANNELS, (u, done) -> {
+                    progress.onBytes(done);
+                    if (u.lastOfTensor()) {
+                        progress.onTensor(plan.tensors().get(u.tensorIndex()).name(), tensorsDone.incrementAndGet(),
+                                done);
+                    }
+                });
+        try (Arena arena = Arena.ofShared()) {
+            BlockingQueue<MemorySegment> pool = new ArrayBlockingQueue<>(poolSize);
+            for (int i = 0; i < poolSize; i++) {
+                pool.add(arena.allocate(unitBytes, 4096));
+            }
+            AtomicInteger next = new AtomicInteger();
+            List<Thread> workers = new ArrayList<>();
+            for (int w = 0; w < threads; w++) {
+                Thread th = Thread.ofPlatform().name("dequant4j-worker-" + w).unstarted(() -> {
+                    CpuMaterializer m = new CpuMaterializer(kernels);
+                    try {
+                        while (failure.get() == null) {
+                            MemorySegment buf = pool.take();
+                            int seq = next.getAndIncrement();
+                            if (seq >= plan.units().size()) {
+                                pool.add(buf);
+                                return;
+                            }
+                            if (progress.isCancelled()) {
+                                pool.add(buf);
+                                throw new Dequant4jException(r.target(), "export cancelled");
+                            }
+                            ExportPlan.Unit u = plan.units().get(seq);
+                            ExportPlan.OutputTensor t = plan.tensors().get(u.tensorIndex());
+                            MemorySegment target = buf;
+                            Arena big = null;
+                            if (u.byteSize() > buf.byteSize()) {
+                                big = Arena.ofShared();
+                                target = big.allocate(u.byteSize(), 4096);
+                            }
+                            Arena bigArena = big;
+                            Runnable release = () -> {
+                                if (bigArena != null) {
+                                    bigArena.close();
+                                }
+                                pool.add(buf);
+                            };
+                            try {
+                                TensorTally tally = tallies.get(u.tensorIndex());
+                                m.produce(t, u, runners.get(u.tensorIndex()), tally, target);
+                                if (!r.allowNonFinite() && tally.nonFinite() > 0) {
+                                    throw nonFinite(t, tally);
+                                }
+                            } catch (RuntimeException | Error e) {
+                                release.run();
+                                throw e;
+                            }
+                            writer.submit(u, target, release);
+                        }
+                    } catch (Throwable e) {
+                        failure.compareAndSet(null, e);
+                        writer.abort();
+                    }
+                });
+                workers.add(th);
+            }
+            Thread writerThread = Thread.ofPlatform().name("dequant4j-writer").unstarted(() -> {
+                try {
+                    writer.run();
+                } catch (Throwable e) {
+                    failure.compareAndSet(null, e);
+                    for (Thread w : workers) {
+                        w.interrupt();
+                    }
+                }
+            });
+            workers.forEach(Thread::start);
+            writerThread.start();
+            try {
+                for (Thread w : workers) {
+                    w.join();
+                }
+                if (failure.get() != null) {
+                    writer.abort();
+                }
+                writerThread.join();
+            } catch (InterruptedException e) {
+                failure.compareAndSet(null, e);
+                writer.abort();
+                for (Thread w : workers) {
+                    w.interrupt();
+                }
+                Thread.currentThread().interrupt();
+                joinQuietly(workers, writerThread);
+            }
+        }
+        Throwable f = failure.get();
+        if (f != null) {
+            if (f instanceof Dequant4jException d) {
+                throw d;
+            }
+            if (f instanceof InterruptedException) {
+                throw new Dequant4jException(r.target(), "export interrupted", f);
+            }
+            throw new Dequant4jException(r.target(), "export failed: " + f, f);
+        }
+        String[] shas = new String[plan.layout().shards().size()];
+        for (int i = 0; i < shas.length; i++) {
+            shas[i] = writer.sha256(i);
+        }
+        return shas;
+    }
+
+    private static void joinQuietly(List<Thread> workers, Thread writer) {
+        try {
+            for (Thread w : workers) {
+                w.join(10_000);
+            }
+            writer.join(10_000);
+        } catch (InterruptedException ignored) {
+            // already shutting down
+        }
+    }
+
+    private static Dequant4jException nonFinite(ExportPlan.OutputTensor t, TensorTally tally) {
+        String what = t.ops().isEmpty() ? "" : " after merging";
+        return new Dequant4jException(sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
+                + what + " in " + t.dtype() + " (NaN, infinity or beyond the dtype's range; first at element "
+                + tally.firstNonFinite() + "); pass --allow-non-finite to write them anyway");
+    }
+
+    private static Manifest.FileRecord writeSmall(Path dir, String name, byte[] bytes) {
+        Path p = dir.resolve(name);
+        try {
+            Files.write(p, bytes, java.nio.file.StandardOpenOption.CREATE_NEW);
+        } catch (IOException e) {
+            throw new Dequant4jException(p, "write failed: " + e.getMessage(), e);
+        }
+        java.security.MessageDigest md = Manifest.sha();
+        return new Manifest.FileRecord(name, bytes.length, java.util.HexFormat.of().formatHex(md.digest(bytes)));
+    }
+
+    /** Copies tokenizer, generation and chat-template files (from the model dir, else from the 16-bit base's). */
+    private static List<Manifest.FileRecord> copyModelFiles(Path modelDir, Path base16Dir, Path out) {
+        Map<String, Path> chosen = new LinkedHashMap<>();
+        for (Path dir : new Path[] {modelDir, base16Dir}) {
+            if (dir == null || !Files.isDirectory(dir)) {
+                continue;
+            }
+            for (String glob : COPIED_GLOBS) {
+                try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
+                    for (Path p : ds) {
+                        String name = p.getFileName().toString();
+                        if (Files.isRegularFile(p) && !chosen.containsKey(name)) {
+                            chosen.put(name, p);
+                        }
+                    }
+                } catch (IOException e) {
+                    throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
+                }
+            }
+        }
+        List<Manifest.FileRecord> records = new ArrayList<>();
+        for (Map.Entry<String, Path> e : chosen.entrySet()) {
+            Path dst = out.resolve(e.getKey());
+            try {
+                Files.copy(e.getValue(), dst);
+                records.add(new Manifest.FileRecord(e.getKey(), Files.size(dst), Manifest.sha256(dst)));
+            } catch (IOException ex) {
+                throw new Dequant4jException(e.getValue(), "cannot copy: " + ex.getMessage(), ex);
+            }
+        }
+        return records;
+    }
+
+    private static JsonObject tool() {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("name", new JsonString("dequant4j"));
+        String v = Exporter.class.getPackage().getImplementationVersion();
+        m.put("version", new JsonString(v != null ? v : "development"));
+        m.put("java", new JsonString(Runtime.version().toString()));
+        m.put("cpu_kernels", new JsonString(Kernels.get().name()));
+        m.put("created", new JsonString(Instant.now().toString()));
+        return new JsonObject(m);
+    }
+
+    private static JsonObject sourceRecord(Checkpoint c, Internals.CheckpointAccess acc) {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("path", new JsonString(c.path().toAbsolutePath().normalize().toString()));
+        List<JsonValue> files = new ArrayList<>();
+        for (SafetensorsFile f : acc.store(c).files()) {
+            Map<String, JsonValue> fm = new LinkedHashMap<>();
+            fm.put("name", new JsonString(f.path().getFileName().toString()));
+            fm.put("size", JsonNumber.of(f.fileSize()));
+            fm.put("header_sha256", new JsonString(Manifest.headerSha256(f)));
+            files.add(new JsonObject(fm));
+        }
+        m.put("files", new dev.dequant4j.internal.json.JsonArray(files));
+        Path cfg = acc.configFile(c);
+        try {
+            m.put("config_sha256", cfg == null ? JsonNull.NULL : new JsonString(Manifest.sha256(cfg)));
+        } catch (IOException e) {
+            throw new Dequant4jException(cfg, "cannot read: " + e.getMessage(), e);
+        }
+        return new JsonObject(m);
+    }
+
+    private static JsonObject options(Request r, DType dtype, int threads, long budget, long maxShard,
+                                      String backendReason) {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("dtype", new JsonString(dtype.name()));
+        m.put("backend", new JsonString(backendReason));
+        m.put("max_shard_bytes", JsonNumber.of(maxShard));
+        m.put("threads", JsonNumber.of(threads));
+        m.put("memory_budget", JsonNumber.of(budget));
+        m.put("merge_base", new JsonString(r.base16() != null ? "base16" : "dequantized"));
+        m.put("allow_non_finite", JsonBoolean.of(r.allowNonFinite()));
+        return new JsonObject(m);
+    }
+}

@@ -1,0 +1,210 @@
+package dev.dequant4j.internal.export;
+
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.TensorStats;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.json.JsonException;
+import dev.dequant4j.internal.json.JsonNumber;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonString;
+import dev.dequant4j.internal.json.JsonValue;
+import dev.dequant4j.internal.safetensors.SafetensorsFile;
+import dev.dequant4j.internal.safetensors.ShardIndex;
+import dev.dequant4j.internal.safetensors.TensorEntry;
+import dev.dequant4j.internal.safetensors.TensorStore;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.security.DigestInputStream;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * {@code dequant4j-manifest.json}: what an export wrote and from what — tool version, sources and the hashes of
+ * their headers, adapters and their scalings, options, every file with its size and SHA-256, every tensor with its
+ * dtype, shape and merge statistics — and the check of a directory against it ({@code verify}).
+ */
+public final class Manifest {
+    public static final String FILE_NAME = "dequant4j-manifest.json";
+    static final String FORMAT = "dequant4j-manifest/1";
+
+    private Manifest() {}
+
+    /** A written file and its hash. */
+    public record FileRecord(String name, long size, String sha256) {}
+
+    static JsonObject build(JsonObject tool, JsonObject source, JsonValue base16, List<JsonValue> adapters,
+                            JsonObject options, List<FileRecord> files, List<TensorStats> stats) {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("format", new JsonString(FORMAT));
+        m.put("tool", tool);
+        m.put("source", source);
+        m.put("base16", base16);
+        m.put("adapters", new JsonArray(adapters));
+        m.put("options", options);
+        List<JsonValue> fl = new ArrayList<>();
+        for (FileRecord f : files) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("name", new JsonString(f.name()));
+            o.put("size", JsonNumber.of(f.size()));
+            o.put("sha256", new JsonString(f.sha256()));
+            fl.add(new JsonObject(o));
+        }
+        m.put("files", new JsonArray(fl));
+        List<JsonValue> tl = new ArrayList<>();
+        for (TensorStats s : stats) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("name", new JsonString(s.name()));
+            o.put("dtype", new JsonString(s.dtype().name()));
+            List<JsonValue> shape = new ArrayList<>();
+            for (long d : s.shape()) {
+                shape.add(JsonNumber.of(d));
+            }
+            o.put("shape", new JsonArray(shape));
+            o.put("source_kind", new JsonString(s.sourceKind().name()));
+            o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
+            o.put("max_abs_delta", number(s.maxAbsDelta()));
+            o.put("rel_delta_norm", number(s.relDeltaNorm()));
+            tl.add(new JsonObject(o));
+        }
+        m.put("tensors", new JsonArray(tl));
+        return new JsonObject(m);
+    }
+
+    private static JsonValue number(double d) {
+        return Double.isFinite(d) ? JsonNumber.of(d) : new JsonString(Double.toString(d));
+    }
+
+    /** SHA-256 (hex) of a whole file. */
+    public static String sha256(Path file) throws IOException {
+        MessageDigest md = sha();
+        try (InputStream in = new DigestInputStream(Files.newInputStream(file), md)) {
+            in.transferTo(java.io.OutputStream.nullOutputStream());
+        }
+        return HexFormat.of().formatHex(md.digest());
+    }
+
+    /** SHA-256 (hex) of a safetensors file's header (length prefix and JSON): identifies a source cheaply. */
+    static String headerSha256(SafetensorsFile f) {
+        MessageDigest md = sha();
+        byte[] header = f.headerBytes();
+        md.update(header);
+        return HexFormat.of().formatHex(md.digest());
+    }
+
+    static MessageDigest sha() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * Checks a directory against its manifest: every listed file exists with its size and SHA-256, every
+     * safetensors file passes header validation, the index (if any) matches the shards, every listed tensor is
+     * there with its dtype and shape, and no unlisted safetensors file is present.
+     *
+     * @return the problems found, one line each; empty when the directory is intact
+     */
+    public static List<String> verify(Path dir) {
+        Path mf = dir.resolve(FILE_NAME);
+        JsonObject m;
+        try {
+            m = Json.readObject(mf, Json.MAX_FILE_BYTES);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new Dequant4jException(mf, "no manifest: not a dequant4j export (or the manifest was removed)");
+        } catch (IOException e) {
+            throw new Dequant4jException(mf, "cannot read: " + e.getMessage(), e);
+        } catch (JsonException e) {
+            throw new Dequant4jException(mf, "invalid JSON: " + e.getMessage(), e);
+        }
+        List<String> problems = new ArrayList<>();
+        Set<String> listed = new HashSet<>();
+        Map<String, TensorEntry> found = new HashMap<>();
+        try {
+            if (!FORMAT.equals(m.optString("format").orElse(null))) {
+                problems.add(mf + ": unknown manifest format " + m.get("format"));
+                return problems;
+            }
+            for (JsonValue v : m.getArray("files").values()) {
+                JsonObject f = (JsonObject) v;
+                String name = f.getString("name");
+                listed.add(name);
+                Path p = dir.resolve(name);
+                if (name.contains("/") || name.contains("\\") || name.startsWith(".")) {
+                    problems.add(mf + ": file name \"" + name + "\" is not a plain file name");
+                    continue;
+                }
+                if (!Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
+                    problems.add(p + ": missing");
+                    continue;
+                }
+                long size = Files.size(p);
+                if (size != f.getLong("size")) {
+                    problems.add(p + ": size " + size + ", manifest says " + f.getLong("size"));
+                    continue;
+                }
+                String sha = sha256(p);
+                if (!sha.equals(f.getString("sha256"))) {
+                    problems.add(p + ": sha256 " + sha + " differs from the manifest's " + f.getString("sha256"));
+                    continue;
+                }
+                if (name.endsWith(".safetensors")) {
+                    try (SafetensorsFile sf = SafetensorsFile.open(p)) {
+                        found.putAll(sf.tensors());
+                    } catch (Dequant4jException e) {
+                        problems.add(e.getMessage());
+                    }
+                }
+            }
+            if (Files.exists(dir.resolve(ShardIndex.FILE_NAME))) {
+                try (TensorStore ignored = TensorStore.openSharded(dir.resolve(ShardIndex.FILE_NAME))) {
+                    // opening checks that the index and the shards agree
+                } catch (Dequant4jException e) {
+                    problems.add(e.getMessage());
+                }
+            }
+            try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, "*.safetensors")) {
+                for (Path p : ds) {
+                    if (!listed.contains(p.getFileName().toString())) {
+                        problems.add(p + ": safetensors file not in the manifest");
+                    }
+                }
+            }
+            for (JsonValue v : m.getArray("tensors").values()) {
+                JsonObject t = (JsonObject) v;
+                String name = t.getString("name");
+                TensorEntry e = found.get(name);
+                if (e == null) {
+                    problems.add(dir + ": tensor '" + name + "' listed in the manifest is in no file");
+                    continue;
+                }
+                long[] shape = t.getArray("shape").values().stream().mapToLong(x -> ((JsonNumber) x).longValue())
+                        .toArray();
+                if (!e.dtype().name().equals(t.getString("dtype")) || !Arrays.equals(shape, e.shape())) {
+                    problems.add(dir + ": tensor '" + name + "' is " + e.dtype() + Arrays.toString(e.shape())
+                            + ", manifest says " + t.getString("dtype") + Arrays.toString(shape));
+                }
+            }
+        } catch (JsonException | ClassCastException e) {
+            problems.add(mf + ": malformed manifest: " + e.getMessage());
+        } catch (IOException e) {
+            problems.add(dir + ": " + e.getMessage());
+        }
+        return problems;
+    }
+}
