@@ -8,10 +8,10 @@ public interface ProgressListener {
     /** Before the first byte is written: the number of output tensors and of bytes to write. */
     default void onStart(int tensors, long bytes) {}
 
-    /** A tensor was completely written ({@code index} counts completed tensors from 1). */
+    /** A tensor was completely written ({@code index} counts completed tensors from 1; bytes written so far). */
     default void onTensor(String name, int index, long bytesDone) {}
 
-    /** Bytes written so far (called often, after each written chunk). */
+    /** Bytes written so far (called after each written chunk that does not complete a tensor). */
     default void onBytes(long bytesDone) {}
 
     /** Checked between chunks; true cancels the export. */

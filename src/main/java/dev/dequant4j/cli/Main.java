@@ -12,14 +12,14 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "dequant4j", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Reads bitsandbytes-quantized checkpoints and LoRA adapters; exports plain FP16/BF16/F32 models.",
-        subcommands = {InspectCommand.class})
+        subcommands = {InspectCommand.class, ExportCommand.class, VerifyCommand.class})
 public final class Main implements Runnable {
     @Option(names = "--debug", scope = CommandLine.ScopeType.INHERIT, description = "Print stack traces of errors.")
     boolean debug;
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(new CommandLine(this), "a command is required: inspect");
+        throw new CommandLine.ParameterException(new CommandLine(this), "a command is required: inspect, export or verify");
     }
 
     public static void main(String[] args) {
@@ -29,6 +29,7 @@ public final class Main implements Runnable {
     /** Runs the command line and returns its exit code (for tests). */
     public static int run(String[] args, PrintWriter out, PrintWriter err) {
         boolean debug = java.util.Arrays.asList(args).contains("--debug");
+        configureLogging(debug || java.util.Arrays.asList(args).contains("--verbose"));
         CommandLine cl = new CommandLine(new Main());
         cl.setOut(out);
         cl.setErr(err);
@@ -49,6 +50,22 @@ public final class Main implements Runnable {
             return 2;
         });
         return cl.execute(args);
+    }
+
+    /** Library log records (System.Logger, routed to java.util.logging) as single "level: message" lines. */
+    private static void configureLogging(boolean verbose) {
+        java.util.logging.Logger root = java.util.logging.Logger.getLogger("");
+        for (java.util.logging.Handler h : root.getHandlers()) {
+            h.setFormatter(new java.util.logging.SimpleFormatter() {
+                @Override
+                public String format(java.util.logging.LogRecord r) {
+                    return r.getLevel().getName().toLowerCase(java.util.Locale.ROOT) + ": " + formatMessage(r)
+                            + System.lineSeparator();
+                }
+            });
+        }
+        java.util.logging.Logger.getLogger("dev.dequant4j")
+                .setLevel(verbose ? java.util.logging.Level.INFO : java.util.logging.Level.WARNING);
     }
 
     static String oneLine(Throwable e) {

@@ -18,6 +18,7 @@ public final class Kernels {
 
     /** Why the vector kernels are or are not in use, for logs and {@code --verbose}. */
     public static String describe() {
+        get();
         return VectorLookup.reason();
     }
 }

@@ -331,10 +331,11 @@ public final class Exporter {
         AtomicInteger tensorsDone = new AtomicInteger();
         OrderedWriter writer = new OrderedWriter(dir, plan, r.channels() != null ? r.channels()
                 : OrderedWriter.DEFAULT_CHANNELS, (u, done) -> {
-                    progress.onBytes(done);
                     if (u.lastOfTensor()) {
                         progress.onTensor(plan.tensors().get(u.tensorIndex()).name(), tensorsDone.incrementAndGet(),
                                 done);
+                    } else {
+                        progress.onBytes(done);
                     }
                 });
         try (Arena arena = Arena.ofShared()) {

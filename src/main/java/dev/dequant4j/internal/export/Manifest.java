@@ -156,12 +156,11 @@ public final class Manifest {
                 long size = Files.size(p);
                 if (size != f.getLong("size")) {
                     problems.add(p + ": size " + size + ", manifest says " + f.getLong("size"));
-                    continue;
-                }
-                String sha = sha256(p);
-                if (!sha.equals(f.getString("sha256"))) {
-                    problems.add(p + ": sha256 " + sha + " differs from the manifest's " + f.getString("sha256"));
-                    continue;
+                } else {
+                    String sha = sha256(p);
+                    if (!sha.equals(f.getString("sha256"))) {
+                        problems.add(p + ": sha256 " + sha + " differs from the manifest's " + f.getString("sha256"));
+                    }
                 }
                 if (name.endsWith(".safetensors")) {
                     try (SafetensorsFile sf = SafetensorsFile.open(p)) {

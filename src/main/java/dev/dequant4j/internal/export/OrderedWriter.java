@@ -23,9 +23,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * number. Memory stays bounded because workers only produce into buffers from a fixed pool, which the writer
  * releases as soon as a unit is written.
  */
-final class OrderedWriter {
+public final class OrderedWriter {
     /** Opens output files; a seam for fault-injection tests. */
-    interface ChannelFactory {
+    public interface ChannelFactory {
         FileChannel open(Path path) throws IOException;
     }
 

@@ -1,0 +1,183 @@
+package dev.dequant4j.cli;
+
+import dev.dequant4j.Backend;
+import dev.dequant4j.Checkpoint;
+import dev.dequant4j.DType;
+import dev.dequant4j.Export;
+import dev.dequant4j.ExportResult;
+import dev.dequant4j.TensorStats;
+import dev.dequant4j.internal.cpu.Kernels;
+import dev.dequant4j.internal.export.Sizes;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.json.JsonNumber;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonString;
+import dev.dequant4j.internal.json.JsonValue;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+
+@Command(name = "export", mixinStandardHelpOptions = true,
+        description = "Writes a plain FP16/BF16/F32 model directory from a bitsandbytes checkpoint (and adapters).")
+final class ExportCommand implements Callable<Integer> {
+    @Parameters(paramLabel = "MODEL", description = "The model directory (or .safetensors file) to export.")
+    Path model;
+
+    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output directory (must not exist).")
+    Path out;
+
+    @Option(names = "--dtype", paramLabel = "f16|bf16|f32",
+            description = "Output dtype (default: the model's own, from config.json).")
+    String dtype;
+
+    @Option(names = "--backend", paramLabel = "auto|cpu|cuda", defaultValue = "auto",
+            description = "Where to compute (default: ${DEFAULT-VALUE}).")
+    String backend;
+
+    @Option(names = "--threads", paramLabel = "N", description = "Worker threads (default: all processors).")
+    int threads;
+
+    @Option(names = "--max-shard-size", paramLabel = "SIZE", defaultValue = "5GB",
+            description = "Largest shard, e.g. 300MB, 5GB (10^9), 2GiB (default: ${DEFAULT-VALUE}).")
+    String maxShardSize;
+
+    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "512MiB",
+            description = "Working-buffer budget (default: ${DEFAULT-VALUE}).")
+    String memory;
+
+    @Option(names = "--base16", paramLabel = "DIR",
+            description = "Merge into the original 16-bit checkpoint instead of the dequantized weights.")
+    Path base16;
+
+    @Option(names = "--overwrite", description = "Replace the output directory if it exists.")
+    boolean overwrite;
+
+    @Option(names = "--allow-non-finite", description = "Write NaN/infinite values instead of failing.")
+    boolean allowNonFinite;
+
+    @Option(names = "--json", description = "Print a machine-readable summary.")
+    boolean json;
+
+    @Option(names = "--verbose", description = "Say which backend and CPU kernels are used, and why.")
+    boolean verbose;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() {
+        PrintWriter out = spec.commandLine().getOut();
+        PrintWriter err = spec.commandLine().getErr();
+        DType d = dtype == null ? null : parseDtype(dtype);
+        Backend b = parseBackend(backend);
+        long shard = Sizes.parse(maxShardSize);
+        long mem = Sizes.parse(memory);
+        if (threads < 0) {
+            throw new IllegalArgumentException("--threads must be positive");
+        }
+        if (verbose) {
+            err.println("cpu kernels: " + Kernels.describe());
+        }
+        boolean terminal = System.console() != null && System.console().isTerminal();
+        try (Checkpoint base = Checkpoint.open(model);
+             Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
+            Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
+                    .allowNonFinite(allowNonFinite).progress(new ProgressPrinter(err, terminal));
+            if (d != null) {
+                e.dtype(d);
+            }
+            if (threads > 0) {
+                e.threads(threads);
+            }
+            if (original != null) {
+                e.base16(original);
+            }
+            ExportResult r = e.to(this.out);
+            if (verbose) {
+                err.println("backend: " + r.backendReason());
+            }
+            if (json) {
+                out.println(Json.write(summary(r), Json.Style.PYTHON_INDENT2));
+            } else {
+                printSummary(r, out);
+            }
+        }
+        out.flush();
+        return 0;
+    }
+
+    static DType parseDtype(String s) {
+        return switch (s.toLowerCase(Locale.ROOT)) {
+            case "f16", "fp16", "float16" -> DType.F16;
+            case "bf16", "bfloat16" -> DType.BF16;
+            case "f32", "fp32", "float32" -> DType.F32;
+            default -> throw new IllegalArgumentException("--dtype must be f16, bf16 or f32, not '" + s + "'");
+        };
+    }
+
+    static Backend parseBackend(String s) {
+        return switch (s.toLowerCase(Locale.ROOT)) {
+            case "auto" -> Backend.AUTO;
+            case "cpu" -> Backend.CPU;
+            case "cuda" -> Backend.CUDA;
+            default -> throw new IllegalArgumentException("--backend must be auto, cpu or cuda, not '" + s + "'");
+        };
+    }
+
+    private static void printSummary(ExportResult r, PrintWriter out) {
+        double secs = r.elapsed().toNanos() / 1e9;
+        out.printf(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s%n", r.tensors(),
+                Table.bytes(r.bytes()), r.dtype(), r.directory(), secs, Table.bytes((long) (r.bytes() / Math.max(secs,
+                        1e-9))), r.backendReason());
+        out.println("files: " + r.files().stream().map(p -> p.getFileName().toString()).toList());
+        List<TensorStats> merged = new ArrayList<>(r.stats().stream().filter(s -> s.mergeSteps() > 0).toList());
+        if (!merged.isEmpty()) {
+            merged.sort(Comparator.comparingDouble(TensorStats::relDeltaNorm).reversed());
+            out.println("merged " + merged.size() + " tensors; largest relative changes:");
+            Table t = new Table("TENSOR", "STEPS", "MAX |DELTA|", "|DELTA|/|W|");
+            for (TensorStats s : merged.subList(0, Math.min(5, merged.size()))) {
+                t.add(s.name(), Integer.toString(s.mergeSteps()), String.format(Locale.ROOT, "%.3g", s.maxAbsDelta()),
+                        String.format(Locale.ROOT, "%.3g", s.relDeltaNorm()));
+            }
+            t.print(out);
+        }
+    }
+
+    static JsonObject summary(ExportResult r) {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("directory", new JsonString(r.directory().toString()));
+        m.put("dtype", new JsonString(r.dtype().name()));
+        m.put("tensors", JsonNumber.of(r.tensors()));
+        m.put("bytes", JsonNumber.of(r.bytes()));
+        m.put("seconds", JsonNumber.of(r.elapsed().toNanos() / 1e9));
+        m.put("backend", new JsonString(r.backend().name().toLowerCase(Locale.ROOT)));
+        m.put("backend_reason", new JsonString(r.backendReason()));
+        List<JsonValue> files = new ArrayList<>();
+        r.files().forEach(p -> files.add(new JsonString(p.getFileName().toString())));
+        m.put("files", new JsonArray(files));
+        List<JsonValue> stats = new ArrayList<>();
+        for (TensorStats s : r.stats()) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("name", new JsonString(s.name()));
+            o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
+            o.put("max_abs_delta", JsonNumber.of(s.maxAbsDelta()));
+            o.put("rel_delta_norm", Double.isFinite(s.relDeltaNorm()) ? JsonNumber.of(s.relDeltaNorm())
+                    : new JsonString(Double.toString(s.relDeltaNorm())));
+            stats.add(new JsonObject(o));
+        }
+        m.put("tensor_stats", new JsonArray(stats));
+        return new JsonObject(m);
+    }
+}
