@@ -37,6 +37,13 @@ final class CpuMaterializer {
             ((PlainTensor) t.source()).ref().copyTo(u.start(), buf, 0, u.count());
             return;
         }
+        if (runner == null && t.source() instanceof PlainTensor p && p.dtype() == t.dtype()) {
+            // Same dtype in and out, nothing to merge: the exact bytes, checked for non-finite values.
+            long size = t.dtype().bits() / 8;
+            p.ref().copyTo(u.start() * size, buf, 0, u.count() * size);
+            countNonFinite(t, u.start(), buf, u.count(), tally);
+            return;
+        }
         if (t.transpose()) {
             produceTransposed(t, runner, tally, buf);
             return;
@@ -99,27 +106,42 @@ final class CpuMaterializer {
     }
 
     /**
-     * Tallies, rounds and stores elements {@code [s, s + c)} held in {@code f32[0..c)} at buffer element {@code at};
-     * {@code base} holds the values before merging, or is null for an unmerged tensor.
+     * Rounds, checks, tallies and stores elements {@code [s, s + c)} held in {@code f32[0..c)} at buffer element
+     * {@code at}; {@code base} holds the values before merging, or is null for an unmerged tensor. A value is
+     * non-finite when its rounded output is NaN or infinite, which also catches finite float32 values beyond the
+     * output dtype's range.
      */
     private void finish(ExportPlan.OutputTensor t, long s, int c, float[] f32, float[] base, short[] half,
                         TensorTally tally, MemorySegment buf, long at) {
-        boolean merging = base != null;
-        long nonFinite = 0;
+        long nonFinite;
         long first = -1;
+        switch (t.dtype()) {
+            case F32 -> {
+                nonFinite = countExponentAllOnes(f32, c);
+                if (nonFinite > 0) {
+                    first = s + firstNonFinite(f32, c);
+                }
+                MemorySegment.copy(f32, 0, buf, FLOAT_LE, at * 4, c);
+            }
+            case F16, BF16 -> {
+                int mask = t.dtype() == DType.F16 ? 0x7C00 : 0x7F80;
+                if (t.dtype() == DType.F16) {
+                    kernels.f32ToF16(f32, 0, half, 0, c);
+                } else {
+                    kernels.f32ToBf16(f32, 0, half, 0, c);
+                }
+                nonFinite = countExponentAllOnes(half, c, mask);
+                if (nonFinite > 0) {
+                    first = s + firstExponentAllOnes(half, c, mask);
+                }
+                MemorySegment.copy(half, 0, buf, SHORT_LE, at * 2, c);
+            }
+            default -> throw new IllegalStateException("output dtype " + t.dtype());
+        }
         double maxAbs = 0;
         double d2 = 0;
         double b2 = 0;
-        for (int i = 0; i < c; i++) {
-            float v = f32[i];
-            if (!Float.isFinite(v)) {
-                if (first < 0) {
-                    first = s + i;
-                }
-                nonFinite++;
-            }
-        }
-        if (merging) {
+        if (base != null) {
             for (int i = 0; i < c; i++) {
                 double b = base[i];
                 double d = (double) f32[i] - b;
@@ -128,35 +150,69 @@ final class CpuMaterializer {
                 b2 += b * b;
             }
         }
-        switch (t.dtype()) {
-            case F32 -> MemorySegment.copy(f32, 0, buf, FLOAT_LE, at * 4, c);
-            case F16 -> {
-                kernels.f32ToF16(f32, 0, half, 0, c);
-                for (int i = 0; i < c; i++) {
-                    // A finite float32 beyond the float16 range becomes infinity: as bad as a NaN for the model.
-                    if ((half[i] & 0x7C00) == 0x7C00 && Float.isFinite(f32[i])) {
-                        if (first < 0) {
-                            first = s + i;
-                        }
-                        nonFinite++;
-                    }
-                }
-                MemorySegment.copy(half, 0, buf, SHORT_LE, at * 2, c);
-            }
-            case BF16 -> {
-                kernels.f32ToBf16(f32, 0, half, 0, c);
-                for (int i = 0; i < c; i++) {
-                    if ((half[i] & 0x7F80) == 0x7F80 && Float.isFinite(f32[i])) {
-                        if (first < 0) {
-                            first = s + i;
-                        }
-                        nonFinite++;
-                    }
-                }
-                MemorySegment.copy(half, 0, buf, SHORT_LE, at * 2, c);
-            }
-            default -> throw new IllegalStateException("output dtype " + t.dtype());
-        }
         tally.add(nonFinite, first, maxAbs, d2, b2);
+    }
+
+    /** Checks a unit copied as is (same dtype in and out). */
+    private void countNonFinite(ExportPlan.OutputTensor t, long start, MemorySegment buf, long count,
+                                TensorTally tally) {
+        long nonFinite = 0;
+        long first = -1;
+        if (t.dtype() == DType.F32) {
+            for (long i = 0; i < count; i++) {
+                int b = buf.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN), i);
+                if ((b & 0x7F800000) == 0x7F800000) {
+                    nonFinite++;
+                    if (first < 0) {
+                        first = start + i;
+                    }
+                }
+            }
+        } else {
+            int mask = t.dtype() == DType.F16 ? 0x7C00 : 0x7F80;
+            for (long i = 0; i < count; i++) {
+                if ((buf.getAtIndex(SHORT_LE, i) & mask) == mask) {
+                    nonFinite++;
+                    if (first < 0) {
+                        first = start + i;
+                    }
+                }
+            }
+        }
+        tally.add(nonFinite, first, 0, 0, 0);
+    }
+
+    private static long countExponentAllOnes(short[] h, int c, int mask) {
+        int n = 0;
+        for (int i = 0; i < c; i++) {
+            n += (h[i] & mask) == mask ? 1 : 0;
+        }
+        return n;
+    }
+
+    private static int firstExponentAllOnes(short[] h, int c, int mask) {
+        for (int i = 0; i < c; i++) {
+            if ((h[i] & mask) == mask) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static long countExponentAllOnes(float[] f, int c) {
+        int n = 0;
+        for (int i = 0; i < c; i++) {
+            n += (Float.floatToRawIntBits(f[i]) & 0x7F800000) == 0x7F800000 ? 1 : 0;
+        }
+        return n;
+    }
+
+    private static int firstNonFinite(float[] f, int c) {
+        for (int i = 0; i < c; i++) {
+            if (!Float.isFinite(f[i])) {
+                return i;
+            }
+        }
+        return -1;
     }
 }

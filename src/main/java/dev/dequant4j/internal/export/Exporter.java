@@ -78,7 +78,7 @@ public final class Exporter {
     public record Request(Checkpoint base, Checkpoint base16, Map<String, List<MergeOp>> ops, List<JsonValue> adapters,
                           List<Path> adapterDirs, DType dtype, Backend backend, long maxShardBytes, int threads,
                           long memoryBudget, ProgressListener progress, Path target, boolean overwrite,
-                          boolean allowNonFinite, OrderedWriter.ChannelFactory channels) {}
+                          boolean allowNonFinite, SequentialWriter.ChannelFactory channels) {}
 
     private Exporter() {}
 
@@ -330,7 +330,7 @@ public final class Exporter {
         AtomicReference<Throwable> failure = new AtomicReference<>();
         AtomicInteger tensorsDone = new AtomicInteger();
         OrderedWriter writer = new OrderedWriter(dir, plan, r.channels() != null ? r.channels()
-                : OrderedWriter.DEFAULT_CHANNELS, (u, done) -> {
+                : SequentialWriter.DEFAULT_CHANNELS, SequentialWriter.directByDefault(), (u, done) -> {
                     if (u.lastOfTensor()) {
                         progress.onTensor(plan.tensors().get(u.tensorIndex()).name(), tensorsDone.incrementAndGet(),
                                 done);
@@ -399,13 +399,23 @@ public final class Exporter {
                     writer.run();
                 } catch (Throwable e) {
                     failure.compareAndSet(null, e);
+                    writer.abort();
                     for (Thread w : workers) {
                         w.interrupt();
                     }
                 }
             });
+            Thread hasherThread = Thread.ofPlatform().name("dequant4j-hasher").unstarted(() -> {
+                try {
+                    writer.hash();
+                } catch (Throwable e) {
+                    failure.compareAndSet(null, e);
+                    writer.abort();
+                }
+            });
             workers.forEach(Thread::start);
             writerThread.start();
+            hasherThread.start();
             try {
                 for (Thread w : workers) {
                     w.join();
@@ -414,6 +424,7 @@ public final class Exporter {
                     writer.abort();
                 }
                 writerThread.join();
+                hasherThread.join();
             } catch (InterruptedException e) {
                 failure.compareAndSet(null, e);
                 writer.abort();
@@ -421,8 +432,9 @@ public final class Exporter {
                     w.interrupt();
                 }
                 Thread.currentThread().interrupt();
-                joinQuietly(workers, writerThread);
+                joinQuietly(workers, writerThread, hasherThread);
             }
+            writer.releaseAll();
         }
         Throwable f = failure.get();
         if (f != null) {
@@ -441,12 +453,14 @@ public final class Exporter {
         return shas;
     }
 
-    private static void joinQuietly(List<Thread> workers, Thread writer) {
+    private static void joinQuietly(List<Thread> workers, Thread... others) {
         try {
             for (Thread w : workers) {
                 w.join(10_000);
             }
-            writer.join(10_000);
+            for (Thread o : others) {
+                o.join(10_000);
+            }
         } catch (InterruptedException ignored) {
             // already shutting down
         }

@@ -4,10 +4,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HashMap;
@@ -19,20 +16,24 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * Writes produced units in file order, so each shard is written front to back in one pass and hashed on the way.
- * Workers {@link #submit} units in any order; the writer thread ({@link #run}) takes them strictly by sequence
- * number. Memory stays bounded because workers only produce into buffers from a fixed pool, which the writer
+ * Workers {@link #submit} units in any order; the writer thread ({@link #run}) and the hasher thread
+ * ({@link #hash}) each take them strictly by sequence number. Memory stays bounded because workers only produce into buffers from a fixed pool, which the writer
  * releases as soon as a unit is written.
  */
-public final class OrderedWriter {
-    /** Opens output files; a seam for fault-injection tests. */
-    public interface ChannelFactory {
-        FileChannel open(Path path) throws IOException;
+final class OrderedWriter {
+    /** A produced unit; its buffer goes back to the pool once both the writer and the hasher are done with it. */
+    private static final class Pending {
+        final ExportPlan.Unit unit;
+        final MemorySegment bytes;
+        final Runnable release;
+        int users = 2;
+
+        Pending(ExportPlan.Unit unit, MemorySegment bytes, Runnable release) {
+            this.unit = unit;
+            this.bytes = bytes;
+            this.release = release;
+        }
     }
-
-    static final ChannelFactory DEFAULT_CHANNELS = p -> FileChannel.open(p, StandardOpenOption.CREATE_NEW,
-            StandardOpenOption.WRITE);
-
-    private record Pending(ExportPlan.Unit unit, MemorySegment bytes, Runnable release) {}
 
     /** Called after each unit is written, with the bytes written so far (headers included). */
     interface Progress {
@@ -41,21 +42,24 @@ public final class OrderedWriter {
 
     private final Path dir;
     private final ExportPlan plan;
-    private final ChannelFactory channels;
+    private final SequentialWriter.ChannelFactory channels;
+    private final boolean direct;
     private final Progress progress;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition arrived = lock.newCondition();
     private final Map<Integer, Pending> pending = new HashMap<>();
-    private final String[] sha256;
+    private final String[] hashes;
     private volatile boolean aborted;
     private long total;
 
-    OrderedWriter(Path dir, ExportPlan plan, ChannelFactory channels, Progress progress) {
+    OrderedWriter(Path dir, ExportPlan plan, SequentialWriter.ChannelFactory channels, boolean direct,
+                  Progress progress) {
         this.dir = dir;
         this.plan = plan;
         this.channels = channels;
+        this.direct = direct;
         this.progress = progress;
-        this.sha256 = new String[plan.layout().shards().size()];
+        this.hashes = new String[plan.layout().shards().size()];
     }
 
     void submit(ExportPlan.Unit u, MemorySegment bytes, Runnable release) {
@@ -79,18 +83,16 @@ public final class OrderedWriter {
         }
     }
 
-    /** SHA-256 (hex) of each shard, once {@link #run} has returned normally. */
+    /** SHA-256 (hex) of each shard, once {@link #hash} has returned normally. */
     String sha256(int shard) {
-        return sha256[shard];
+        return hashes[shard];
     }
 
     /** Writes every unit of the plan, then any shard that holds no data (only a header). */
     void run() throws InterruptedException {
         List<ShardedLayout.Shard> shards = plan.layout().shards();
         int current = -1;
-        FileChannel ch = null;
-        MessageDigest digest = null;
-        long position = 0;
+        SequentialWriter out = null;
         try {
             for (ExportPlan.Unit expected : plan.units()) {
                 Pending p = take(expected.seq());
@@ -98,74 +100,131 @@ public final class OrderedWriter {
                     return;
                 }
                 try {
-                    ExportPlan.Unit u = p.unit();
+                    ExportPlan.Unit u = p.unit;
                     if (u.shard() != current) {
-                        if (ch != null) {
-                            closeShard(current, ch, digest, position);
+                        if (out != null) {
+                            closeShard(current, out);
                         }
                         for (int s = current + 1; s < u.shard(); s++) {
                             writeHeaderOnly(s);
                         }
                         current = u.shard();
-                        ch = open(shards.get(current));
-                        digest = sha();
-                        position = writeHeader(shards.get(current), ch, digest);
+                        out = open(shards.get(current));
+                        writeHeader(shards.get(current), out);
                     }
-                    if (u.fileOffset() != position) {
+                    if (u.fileOffset() != out.position()) {
                         throw new IllegalStateException("unit " + u.seq() + " at " + u.fileOffset()
-                                + " but the file is at " + position);
+                                + " but the file is at " + out.position());
                     }
                     if (u.byteSize() > 0) {
-                        ByteBuffer bb = p.bytes().asSlice(0, u.byteSize()).asByteBuffer();
-                        digest.update(bb.duplicate());
-                        write(ch, bb, position, shards.get(current).fileName());
-                        position += u.byteSize();
+                        write(out, p.bytes.asSlice(0, u.byteSize()), shards.get(current).fileName());
                     }
                     total += u.byteSize();
                     progress.written(u, total);
                 } finally {
-                    p.release().run();
+                    done(p);
                 }
             }
-            if (ch != null) {
-                closeShard(current, ch, digest, position);
-                ch = null;
+            if (out != null) {
+                SequentialWriter last = out;
+                out = null;
+                closeShard(current, last);
             }
             for (int s = current + 1; s < shards.size(); s++) {
                 writeHeaderOnly(s);
             }
         } finally {
-            if (ch != null) {
+            if (out != null) {
                 try {
-                    ch.close();
+                    out.close();
                 } catch (IOException ignored) {
                     // the export failed already; the directory is discarded
                 }
             }
-            releaseAll();
         }
     }
 
     private Pending take(int seq) throws InterruptedException {
         lock.lock();
         try {
-            while (!pending.containsKey(seq)) {
+            Pending p;
+            while ((p = pending.get(seq)) == null) {
                 if (aborted) {
                     return null;
                 }
                 arrived.await();
             }
-            return pending.remove(seq);
+            return p;
         } finally {
             lock.unlock();
         }
     }
 
-    private void releaseAll() {
+    /** One of the two consumers is done with {@code p}; the second one releases its buffer. */
+    private void done(Pending p) {
+        boolean last;
+        lock.lock();
+        try {
+            last = --p.users == 0;
+            if (last) {
+                pending.remove(p.unit.seq());
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (last) {
+            p.release.run();
+        }
+    }
+
+    /**
+     * The hasher: SHA-256 of every shard, headers included, over the same units in the same order as the writer,
+     * on its own thread so that hashing and (synchronous, direct) writing overlap.
+     */
+    void hash() throws InterruptedException {
+        List<ShardedLayout.Shard> shards = plan.layout().shards();
+        int current = -1;
+        MessageDigest digest = null;
+        for (ExportPlan.Unit expected : plan.units()) {
+            Pending p = take(expected.seq());
+            if (p == null) {
+                return;
+            }
+            try {
+                ExportPlan.Unit u = p.unit;
+                while (current < u.shard()) {
+                    if (digest != null) {
+                        hashes[current] = HexFormat.of().formatHex(digest.digest());
+                    }
+                    current++;
+                    digest = sha();
+                    digest.update(shards.get(current).header());
+                }
+                if (u.byteSize() > 0) {
+                    digest.update(p.bytes.asSlice(0, u.byteSize()).asByteBuffer());
+                }
+            } finally {
+                done(p);
+            }
+        }
+        while (current < shards.size()) {
+            if (digest != null) {
+                hashes[current] = HexFormat.of().formatHex(digest.digest());
+            }
+            current++;
+            if (current < shards.size()) {
+                digest = sha();
+                digest.update(shards.get(current).header());
+            }
+        }
+    }
+
+    /** After a failure: releases the buffers still pending (both consumers have stopped). */
+    void releaseAll() {
         lock.lock();
         try {
             for (Pending p : pending.values()) {
-                p.release().run();
+                p.release.run();
             }
             pending.clear();
         } finally {
@@ -173,57 +232,51 @@ public final class OrderedWriter {
         }
     }
 
-    private FileChannel open(ShardedLayout.Shard s) {
+    private SequentialWriter open(ShardedLayout.Shard s) {
         Path p = dir.resolve(s.fileName());
         try {
-            return channels.open(p);
+            return SequentialWriter.create(p, channels, direct);
         } catch (IOException e) {
             throw new Dequant4jException(p, "cannot create output file: " + e.getMessage(), e);
         }
     }
 
-    private long writeHeader(ShardedLayout.Shard s, FileChannel ch, MessageDigest digest) {
-        digest.update(s.header());
-        write(ch, ByteBuffer.wrap(s.header()), 0, s.fileName());
+    private void writeHeader(ShardedLayout.Shard s, SequentialWriter out) {
+        write(out, MemorySegment.ofArray(s.header()), s.fileName());
         total += s.header().length;
-        return s.header().length;
     }
 
     private void writeHeaderOnly(int shard) {
         ShardedLayout.Shard s = plan.layout().shards().get(shard);
-        FileChannel ch = open(s);
-        MessageDigest d = sha();
-        long pos = writeHeader(s, ch, d);
-        closeShard(shard, ch, d, pos);
+        SequentialWriter out = open(s);
+        writeHeader(s, out);
+        closeShard(shard, out);
     }
 
-    private void closeShard(int shard, FileChannel ch, MessageDigest digest, long position) {
+    private void closeShard(int shard, SequentialWriter out) {
         ShardedLayout.Shard s = plan.layout().shards().get(shard);
-        if (position != s.fileSize()) {
-            throw new IllegalStateException(s.fileName() + ": wrote " + position + " bytes, planned " + s.fileSize());
+        if (out.position() != s.fileSize()) {
+            throw new IllegalStateException(s.fileName() + ": wrote " + out.position() + " bytes, planned "
+                    + s.fileSize());
         }
         try {
-            ch.close();
+            out.finish();
         } catch (IOException e) {
-            throw new Dequant4jException(dir.resolve(s.fileName()), "close failed: " + e.getMessage(), e);
+            throw failure(s.fileName(), e);
         }
-        sha256[shard] = HexFormat.of().formatHex(digest.digest());
     }
 
-    private void write(FileChannel ch, ByteBuffer bb, long position, String fileName) {
+    private void write(SequentialWriter out, MemorySegment bytes, String fileName) {
         try {
-            long pos = position;
-            while (bb.hasRemaining()) {
-                int n = ch.write(bb, pos);
-                if (n <= 0) {
-                    throw new IOException("no progress");
-                }
-                pos += n;
-            }
+            out.write(bytes);
         } catch (IOException e) {
-            throw new Dequant4jException(dir.resolve(fileName), "write failed: " + e.getMessage()
-                    + (isNoSpace(e) ? " (disk full?)" : ""), e);
+            throw failure(fileName, e);
         }
+    }
+
+    private Dequant4jException failure(String fileName, IOException e) {
+        return new Dequant4jException(dir.resolve(fileName), "write failed: " + e.getMessage()
+                + (isNoSpace(e) ? " (disk full?)" : ""), e);
     }
 
     private static boolean isNoSpace(IOException e) {

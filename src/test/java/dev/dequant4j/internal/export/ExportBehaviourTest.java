@@ -155,8 +155,8 @@ class ExportBehaviourTest {
         Path model = SyntheticModel.write(tmp.resolve("m"), 6, 256, 256, "{\"torch_dtype\": \"bfloat16\"}");
         Path out = tmp.resolve("out");
         AtomicInteger writes = new AtomicInteger();
-        OrderedWriter.ChannelFactory failing = p -> new FailingChannel(FileChannel.open(p,
-                StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE), writes, 3);
+        SequentialWriter.ChannelFactory failing = (p, options) -> new FailingChannel(FileChannel.open(p, options),
+                writes, 3);
         try (Checkpoint c = Checkpoint.open(model)) {
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> Exporter.run(new Exporter.Request(c,
                     null, Map.of(), List.of(), List.of(), DType.F32, Backend.CPU, 200_000, 2, 1 << 20,
