@@ -15,7 +15,7 @@ import java.util.regex.PatternSyntaxException;
  *       {@code (?<name>...)} and {@code \k<name>}, and allows no underscore in group names);</li>
  *   <li>{@code \Z} (end of string in Python, "before a final line terminator" in Java) becomes {@code \z};</li>
  *   <li>a {@code {} that does not start a quantifier is a literal in Python and an error in Java;
- *       {@code {,n}} means {@code {0,n}};</li>
+ *       {@code {,n}} means {@code {0,n}} and {@code {,}} means {@code {0,}};</li>
  *   <li>inside a character class, {@code [} and {@code &&} are literals in Python but nested classes and
  *       intersections in Java; a {@code ]} right after the opening {@code [} or {@code [^} is a literal;</li>
  *   <li>{@code \w}, {@code \d}, {@code \s} and {@code \b} are Unicode-aware in Python 3 (compiled with
@@ -123,7 +123,7 @@ public final class PythonRegex {
         return out.toString();
     }
 
-    /** The index of the closing brace if {@code p[start]} opens a Python quantifier {m}, {m,}, {,n} or {m,n}. */
+    /** The index of the closing brace if {@code p[start]} opens a Python quantifier {m}, {m,}, {,n}, {,} or {m,n}. */
     private static int quantifierEnd(String p, int start) {
         int i = start + 1;
         int digitsBefore = 0;
@@ -138,14 +138,9 @@ public final class PythonRegex {
             return -1;
         }
         i++;
-        int digitsAfter = 0;
         while (i < p.length() && Character.isDigit(p.charAt(i))) {
             i++;
-            digitsAfter++;
         }
-        if (i < p.length() && p.charAt(i) == '}' && (digitsBefore > 0 || digitsAfter > 0)) {
-            return i;
-        }
-        return -1;
+        return i < p.length() && p.charAt(i) == '}' ? i : -1;
     }
 }
