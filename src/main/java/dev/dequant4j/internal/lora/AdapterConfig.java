@@ -28,14 +28,12 @@ import java.util.regex.PatternSyntaxException;
  */
 public final class AdapterConfig {
     private final Path file;
-    private final String peftType;
     private final int r;
     private final double alpha;
     private final boolean useRslora;
     private final boolean useDora;
     private final boolean fanInFanOut;
     private final boolean loraBias;
-    private final String bias;
     private final String initLoraWeights;
     private final List<String> targetModules;
     private final String targetModulesRegex;
@@ -54,7 +52,7 @@ public final class AdapterConfig {
 
     private AdapterConfig(Path file, JsonObject o) {
         this.file = file;
-        this.peftType = o.getString("peft_type");
+        String peftType = o.getString("peft_type");
         if (!peftType.equals("LORA")) {
             throw refuse("peft_type is \"" + peftType + "\"; dequant4j merges LoRA adapters (peft_type \"LORA\") only");
         }
@@ -68,7 +66,6 @@ public final class AdapterConfig {
         this.useDora = o.getBoolean("use_dora", false);
         this.fanInFanOut = o.getBoolean("fan_in_fan_out", false);
         this.loraBias = o.getBoolean("lora_bias", false);
-        this.bias = o.optString("bias").orElse("none");
         this.initLoraWeights = initWeights(o.get("init_lora_weights"));
         this.baseModel = o.optString("base_model_name_or_path").orElse(null);
         this.peftVersion = o.optString("peft_version").orElse(null);
@@ -289,14 +286,6 @@ public final class AdapterConfig {
         return (float) (useRslora ? alpha / Math.sqrt(r) : alpha / r);
     }
 
-    public Path file() {
-        return file;
-    }
-
-    public String peftType() {
-        return peftType;
-    }
-
     public int r() {
         return r;
     }
@@ -319,14 +308,6 @@ public final class AdapterConfig {
 
     public boolean loraBias() {
         return loraBias;
-    }
-
-    public String bias() {
-        return bias;
-    }
-
-    public String initLoraWeights() {
-        return initLoraWeights;
     }
 
     /** {@code target_modules} as a list (empty when it is a regex or absent). */
