@@ -50,6 +50,7 @@ public final class Adapter implements AutoCloseable {
     private final List<Entry> entries;
     private final List<Module> modules;
     private final List<String> warnings;
+    private volatile boolean closed;
 
     private Adapter(Path dir, AdapterConfig config, TensorStore store, List<Entry> entries, List<String> warnings) {
         this.dir = dir;
@@ -125,9 +126,19 @@ public final class Adapter implements AutoCloseable {
         return warnings;
     }
 
+    /** Throws if {@link #close()} has been called: the tensor data is no longer mapped. */
+    public void checkOpen() {
+        if (closed) {
+            throw new Dequant4jException(dir, "adapter is closed");
+        }
+    }
+
     @Override
     public synchronized void close() {
-        store.close();
+        if (!closed) {
+            closed = true;
+            store.close();
+        }
     }
 
     /** Groups the keys of the tensor file into modules and checks each module on its own. */

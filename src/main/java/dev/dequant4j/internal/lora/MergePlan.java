@@ -107,9 +107,11 @@ public final class MergePlan {
         for (int i = 0; i < adapters.size(); i++) {
             LoraAdapter a = adapters.get(i);
             String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
-            Mapper m = new Mapper(base, logical, AdapterAccess.of(a), i, label);
+            Adapter impl = AdapterAccess.of(a);
+            impl.checkOpen();
+            Mapper m = new Mapper(base, logical, impl, i, label);
             List<Step> mine = m.map();
-            mine.sort(Comparator.comparing((Step s) -> s.target().module().kind()).thenComparing(Step::aliased));
+            mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
             for (Step s : mine) {
                 byTensor.computeIfAbsent(s.target().baseTensor(), k -> new ArrayList<>()).add(s);
             }
@@ -122,6 +124,16 @@ public final class MergePlan {
             }
         }
         return new MergePlan(Collections.unmodifiableMap(ordered));
+    }
+
+    /** Replacements, then deltas, then the lora_B bias, then token rows: the order of PEFT's unload. */
+    private static int phase(Kind k) {
+        return switch (k) {
+            case MODULES_TO_SAVE, BIAS -> 0;
+            case LINEAR, EMBEDDING -> 1;
+            case LORA_BIAS -> 2;
+            case TRAINABLE_TOKENS -> 3;
+        };
     }
 
     /** The base tensors that change, in the base's tensor order. */

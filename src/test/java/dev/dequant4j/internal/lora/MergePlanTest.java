@@ -213,6 +213,37 @@ class MergePlanTest {
     }
 
     @Test
+    void tiedLmHeadDeltaComesAfterTheEmbeddingsOwn() {
+        T ea = random("model.embed_tokens.lora_embedding_A", DType.F32, new long[] {3, 128}, 1, 0.1);
+        T eb = random("model.embed_tokens.lora_embedding_B", DType.F32, new long[] {64, 3}, 2, 0.1);
+        T a = random("lm_head.lora_A.weight", DType.F32, new long[] {2, 64}, 3, 0.1);
+        T b = random("lm_head.lora_B.weight", DType.F32, new long[] {128, 2}, 4, 0.1);
+        Path ad = TestFiles.adapter(tmp.resolve("ad"), config(2, 4, "rank_pattern", Map.of("embed_tokens", 3)),
+                List.of(a, b, ea, eb));
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-mixed")); LoraAdapter l = LoraAdapter.open(ad)) {
+            MergePlan plan = MergePlan.build(c, List.of(l));
+            List<MergeOp> ops = plan.ops("model.embed_tokens.weight");
+            assertEquals(List.of(3, 2), ops.stream().map(o -> ((MergeOp.Lora) o).r()).toList());
+            T emb = new T("e", DType.F32, new long[] {128, 64}, c.readFloats("model.embed_tokens.weight"));
+            double[] own = embeddingLora(emb, ea, eb, 4.0 / 3);
+            T ownT = new T("o", DType.F32, new long[] {128, 64}, toFloats(own));
+            assertClose(lora(ownT, a, b, 2.0, false, own), merge(c, plan, "model.embed_tokens.weight"), "both");
+            assertEquals(List.of(), l.warnings());
+        }
+    }
+
+    @Test
+    void closedAdapterCannotBePlanned() {
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
+            LoraAdapter l = LoraAdapter.open(Fixtures.adapter("h64-lora-r8"));
+            l.close();
+            l.close();
+            Dequant4jException e = assertThrows(Dequant4jException.class, () -> MergePlan.build(c, List.of(l)));
+            assertEquals("adapter is closed", e.detail());
+        }
+    }
+
+    @Test
     void tiedLmHeadReplacementIsRefusedUnlessItEqualsTheEmbeddingReplacement() {
         T emb = random("model.embed_tokens.weight", DType.BF16, new long[] {128, 64}, 1, 1);
         T head = new T("lm_head.weight", DType.BF16, new long[] {128, 64}, emb.values());
