@@ -2,6 +2,7 @@ package dev.dequant4j.cli;
 
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
+import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.StoredTensor;
 import dev.dequant4j.TensorInfo;
@@ -30,9 +31,10 @@ import picocli.CommandLine.Spec;
 import picocli.CommandLine.Model.CommandSpec;
 
 @Command(name = "inspect", mixinStandardHelpOptions = true,
-        description = "Lists the tensors of a model directory or .safetensors file, with their quantization.")
+        description = {"Lists the tensors of a model directory or .safetensors file, with their quantization.",
+            "For a LoRA adapter directory, shows r, alpha, scaling, DoRA and the target of every module."})
 final class InspectCommand implements Callable<Integer> {
-    @Parameters(paramLabel = "PATH", description = "A model directory or a .safetensors file.")
+    @Parameters(paramLabel = "PATH", description = "A model directory, a .safetensors file or a LoRA adapter directory.")
     Path path;
 
     @Option(names = "--json", description = "Print JSON instead of a table.")
@@ -44,6 +46,17 @@ final class InspectCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
+        if (AdapterInspect.isAdapter(path)) {
+            try (LoraAdapter a = LoraAdapter.open(path)) {
+                if (json) {
+                    out.println(Json.write(AdapterInspect.json(a), Json.Style.PYTHON_INDENT2));
+                } else {
+                    AdapterInspect.print(a, out);
+                }
+            }
+            out.flush();
+            return 0;
+        }
         try (Checkpoint c = Checkpoint.open(path)) {
             if (json) {
                 out.println(Json.write(checkpointJson(c), Json.Style.PYTHON_INDENT2));

@@ -5,6 +5,7 @@ import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.safetensors.TensorStore;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -73,8 +74,11 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
         if (state.nested()) {
             byte[] codes = new byte[count];
             absmax.copyBytes(firstBlock, codes, 0, count);
-            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nestedAbsmax, firstBlock,
-                    state.nestedOffset(), out);
+            // The kernel indexes nestedAbsmax from the nested block of firstBlock (firstBlock / 256), not from 0.
+            int n0 = (int) (firstBlock >>> 8);
+            float[] nested = n0 == 0 ? nestedAbsmax
+                    : Arrays.copyOfRange(nestedAbsmax, n0, (int) ((firstBlock + count - 1) >>> 8) + 1);
+            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock, state.nestedOffset(), out);
         } else {
             switch (absmax.entry().dtype()) {
                 case F32 -> absmax.copyFloats(firstBlock * 4, out, 0, count);

@@ -1,0 +1,367 @@
+package dev.dequant4j.internal.lora;
+
+import dev.dequant4j.DType;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.LoraAdapter.Kind;
+import dev.dequant4j.LoraAdapter.Module;
+import dev.dequant4j.internal.NaturalOrder;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonException;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.lora.AdapterKey.Role;
+import dev.dequant4j.internal.safetensors.TensorStore;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+/**
+ * A parsed adapter: its config, its mapped tensor file and its modules, checked for consistency on their own
+ * (independently of any base checkpoint). The public face is {@link dev.dequant4j.LoraAdapter}.
+ */
+public final class Adapter implements AutoCloseable {
+    public static final String CONFIG = "adapter_config.json";
+    public static final String WEIGHTS = "adapter_model.safetensors";
+    static final long MAX_CONFIG_BYTES = 64L << 20;
+
+    /**
+     * A module with the stored tensors it needs. {@code a}/{@code b} are lora_A/lora_B (or the embedding pair),
+     * {@code magnitude} the DoRA vector; {@code values} the replacement, the lora_B bias or the token rows, with
+     * {@code tokenIndices} for trainable tokens.
+     */
+    public record Entry(Module module, TensorStore.Ref a, TensorStore.Ref b, TensorStore.Ref magnitude,
+                        TensorStore.Ref values, long[] tokenIndices) {
+        public long[] tokenIndices() {
+            return tokenIndices == null ? null : tokenIndices.clone();
+        }
+    }
+
+    private final Path dir;
+    private final AdapterConfig config;
+    private final TensorStore store;
+    private final List<Entry> entries;
+    private final List<Module> modules;
+    private final List<String> warnings;
+    private volatile boolean closed;
+
+    private Adapter(Path dir, AdapterConfig config, TensorStore store, List<Entry> entries, List<String> warnings) {
+        this.dir = dir;
+        this.config = config;
+        this.store = store;
+        this.entries = List.copyOf(entries);
+        this.modules = entries.stream().map(Entry::module).toList();
+        this.warnings = List.copyOf(warnings);
+    }
+
+    public static Adapter open(Path dir) {
+        if (!Files.isDirectory(dir)) {
+            throw new Dequant4jException(dir, Files.exists(dir) ? "an adapter is a directory with " + CONFIG + " and "
+                    + WEIGHTS + ", not a file" : "no such directory");
+        }
+        Path cfgFile = dir.resolve(CONFIG);
+        if (!Files.isRegularFile(cfgFile)) {
+            throw new Dequant4jException(dir, "no " + CONFIG + " (not a PEFT adapter directory?)");
+        }
+        Path weights = dir.resolve(WEIGHTS);
+        if (!Files.isRegularFile(weights)) {
+            throw new Dequant4jException(dir, Files.exists(dir.resolve("adapter_model.bin"))
+                    ? "has only adapter_model.bin (PyTorch pickle); dequant4j reads " + WEIGHTS
+                    + " (re-save the adapter with safe_serialization=True)"
+                    : "no " + WEIGHTS);
+        }
+        JsonObject json;
+        try {
+            json = Json.readObject(cfgFile, MAX_CONFIG_BYTES);
+        } catch (IOException e) {
+            throw new Dequant4jException(cfgFile, "cannot read: " + e.getMessage(), e);
+        } catch (JsonException e) {
+            throw new Dequant4jException(cfgFile, "invalid JSON: " + e.getMessage(), e);
+        }
+        AdapterConfig config = AdapterConfig.parse(cfgFile, json);
+        TensorStore store = TensorStore.openFile(weights);
+        try {
+            List<String> warnings = new ArrayList<>(config.warnings());
+            List<Entry> entries = new Builder(weights, config, store, warnings).build();
+            return new Adapter(dir, config, store, entries, warnings);
+        } catch (RuntimeException e) {
+            store.close();
+            throw e;
+        }
+    }
+
+    public Path directory() {
+        return dir;
+    }
+
+    public String name() {
+        Path n = dir.toAbsolutePath().normalize().getFileName();
+        return n == null ? dir.toString() : n.toString();
+    }
+
+    public Path weightsFile() {
+        return store.files().getFirst().path();
+    }
+
+    public AdapterConfig config() {
+        return config;
+    }
+
+    public List<Entry> entries() {
+        return entries;
+    }
+
+    public List<Module> modules() {
+        return modules;
+    }
+
+    public List<String> warnings() {
+        return warnings;
+    }
+
+    /** Throws if {@link #close()} has been called: the tensor data is no longer mapped. */
+    public void checkOpen() {
+        if (closed) {
+            throw new Dequant4jException(dir, "adapter is closed");
+        }
+    }
+
+    @Override
+    public synchronized void close() {
+        if (!closed) {
+            closed = true;
+            store.close();
+        }
+    }
+
+    /** Groups the keys of the tensor file into modules and checks each module on its own. */
+    private static final class Builder {
+        private final Path file;
+        private final AdapterConfig config;
+        private final TensorStore store;
+        private final List<String> warnings;
+        private final Map<String, Map<Role, TensorStore.Ref>> lora = new LinkedHashMap<>();
+        private final Map<String, TensorStore.Ref> full = new LinkedHashMap<>();
+
+        Builder(Path file, AdapterConfig config, TensorStore store, List<String> warnings) {
+            this.file = file;
+            this.config = config;
+            this.store = store;
+            this.warnings = warnings;
+        }
+
+        List<Entry> build() {
+            if (store.refs().isEmpty()) {
+                throw new Dequant4jException(file, "holds no tensors");
+            }
+            Set<String> adapterNames = new TreeSet<>();
+            for (TensorStore.Ref ref : store.refs().values()) {
+                AdapterKey k = AdapterKey.parse(ref.name(), config.velora(), config.monteclora());
+                if (k == null) {
+                    throw new Dequant4jException(file, ref.name(), "not a LoRA tensor key dequant4j understands (expected"
+                            + " <module>.lora_A.weight, .lora_B.weight, .lora_B.bias, .lora_embedding_A,"
+                            + " .lora_embedding_B or .lora_magnitude_vector)");
+                }
+                if (k.adapterName() != null) {
+                    adapterNames.add(k.adapterName());
+                }
+                switch (k.role()) {
+                    case IGNORED -> { }
+                    case FULL -> {
+                        TensorStore.Ref prev = full.put(k.module(), ref);
+                        if (prev != null) {
+                            throw new Dequant4jException(file, ref.name(), "replaces base tensor '" + k.module()
+                                    + "', which '" + prev.name() + "' replaces already");
+                        }
+                    }
+                    default -> {
+                        TensorStore.Ref prev = lora.computeIfAbsent(k.module(), m -> new LinkedHashMap<>())
+                                .put(k.role(), ref);
+                        if (prev != null) {
+                            throw new Dequant4jException(file, ref.name(), "duplicates '" + prev.name() + "'");
+                        }
+                    }
+                }
+            }
+            if (adapterNames.size() > 1) {
+                throw new Dequant4jException(file, "holds several adapters " + adapterNames
+                        + "; save each adapter on its own and pass them in order");
+            }
+            List<Entry> out = new ArrayList<>();
+            lora.forEach((module, parts) -> out.addAll(module(module, parts)));
+            full.forEach((target, ref) -> out.add(replacement(target, ref)));
+            out.sort(Comparator.comparing((Entry e) -> e.module().tensor(), NaturalOrder.INSTANCE)
+                    .thenComparing(e -> e.module().kind()));
+            return out;
+        }
+
+        private List<Entry> module(String module, Map<Role, TensorStore.Ref> p) {
+            TensorStore.Ref a = p.get(Role.LORA_A);
+            TensorStore.Ref b = p.get(Role.LORA_B);
+            TensorStore.Ref ea = p.get(Role.EMBEDDING_A);
+            TensorStore.Ref eb = p.get(Role.EMBEDDING_B);
+            TensorStore.Ref mag = p.get(Role.MAGNITUDE);
+            TensorStore.Ref bias = p.get(Role.LORA_B_BIAS);
+            TensorStore.Ref tokens = p.get(Role.TOKENS);
+            List<Entry> out = new ArrayList<>();
+            if (tokens != null) {
+                out.add(tokens(module, tokens));
+            }
+            boolean linear = a != null || b != null;
+            boolean embedding = ea != null || eb != null;
+            if (linear && embedding) {
+                throw new Dequant4jException(file, (a != null ? a : b).name(), "module '" + module
+                        + "' has both lora_A/lora_B and lora_embedding_A/lora_embedding_B tensors");
+            }
+            if (!linear && !embedding) {
+                TensorStore.Ref orphan = mag != null ? mag : bias;
+                if (orphan != null) {
+                    throw new Dequant4jException(file, orphan.name(), "has no lora_A/lora_B (or lora_embedding_A/B)"
+                            + " for module '" + module + "'");
+                }
+                return out;
+            }
+            TensorStore.Ref left = linear ? a : ea;
+            TensorStore.Ref right = linear ? b : eb;
+            String aName = linear ? "lora_A" : "lora_embedding_A";
+            String bName = linear ? "lora_B" : "lora_embedding_B";
+            if (left == null || right == null) {
+                TensorStore.Ref have = left != null ? left : right;
+                throw new Dequant4jException(file, have.name(), "module '" + module + "' has "
+                        + (left != null ? aName : bName) + " but no " + (left != null ? bName : aName));
+            }
+            checkFloat(left);
+            checkFloat(right);
+            long[] as = left.entry().shape();
+            long[] bs = right.entry().shape();
+            if (as.length != 2 || bs.length != 2) {
+                throw new Dequant4jException(file, (as.length != 2 ? left : right).name(), "expected a 2-D tensor, got"
+                        + " shape " + Arrays.toString(as.length != 2 ? as : bs) + " (LoRA on convolutions is not"
+                        + " supported)");
+            }
+            if (as[0] != bs[1]) {
+                throw new Dequant4jException(file, right.name(), "rank disagrees with " + aName + ": " + aName
+                        + " " + Arrays.toString(as) + " has r=" + as[0] + ", " + bName + " " + Arrays.toString(bs)
+                        + " has r=" + bs[1]);
+            }
+            if (as[0] < 1 || as[0] > Integer.MAX_VALUE) {
+                throw new Dequant4jException(file, left.name(), "rank " + as[0] + " is out of range");
+            }
+            int r = (int) as[0];
+            long out0 = bs[0];
+            int configR = config.rFor(module);
+            if (configR != r) {
+                warnings.add("module '" + module + "': the config gives r=" + configR + " but the tensors have r=" + r
+                        + "; the scaling uses r=" + r);
+            }
+            double alpha = config.alphaFor(module);
+            float scaling = config.scaling(r, alpha);
+            if (config.useDora() && mag == null) {
+                throw new Dequant4jException(file, left.name(), "use_dora is true in " + CONFIG + " but module '"
+                        + module + "' has no lora_magnitude_vector");
+            }
+            if (!config.useDora() && mag != null) {
+                throw new Dequant4jException(file, mag.name(), "is a DoRA magnitude, but use_dora is false in "
+                        + CONFIG);
+            }
+            List<String> keys = new ArrayList<>(List.of(left.name(), right.name()));
+            if (mag != null) {
+                checkFloat(mag);
+                checkShape(mag, new long[] {out0}, "one magnitude per output feature of " + bName + " "
+                        + Arrays.toString(bs));
+                keys.add(mag.name());
+            }
+            DType dtype = left.entry().dtype();
+            Kind kind = linear ? Kind.LINEAR : Kind.EMBEDDING;
+            out.add(new Entry(new Module(module, module + ".weight", kind, r, alpha, scaling, mag != null, dtype,
+                    keys), left, right, mag, null, null));
+            if (bias != null) {
+                if (!linear) {
+                    throw new Dequant4jException(file, bias.name(), "lora_bias is not supported on embeddings");
+                }
+                if (!config.loraBias()) {
+                    throw new Dequant4jException(file, bias.name(), "is a lora_B bias, but lora_bias is false in "
+                            + CONFIG);
+                }
+                checkFloat(bias);
+                checkShape(bias, new long[] {out0}, "one value per output feature of lora_B " + Arrays.toString(bs));
+                out.add(new Entry(new Module(module, module + ".bias", Kind.LORA_BIAS, r, alpha, scaling, false,
+                        bias.entry().dtype(), List.of(bias.name())), null, null, null, bias, null));
+            }
+            return out;
+        }
+
+        private Entry tokens(String module, TensorStore.Ref ref) {
+            checkFloat(ref);
+            List<Long> indices = config.trainableTokensList();
+            if (indices == null) {
+                String match = null;
+                for (String k : config.trainableTokens().keySet()) {
+                    if (module.endsWith(k)) {
+                        if (match != null) {
+                            throw new Dequant4jException(file, ref.name(), "trainable_token_indices has two entries"
+                                    + " for module '" + module + "': '" + match + "' and '" + k + "'");
+                        }
+                        match = k;
+                    }
+                }
+                if (match == null) {
+                    throw new Dequant4jException(file, ref.name(), "trainable_token_indices in " + CONFIG
+                            + (config.trainableTokens().isEmpty() ? " is not set"
+                            : " names no module that ends module '" + module + "' (it has "
+                            + config.trainableTokens().keySet() + ")"));
+                }
+                indices = config.trainableTokens().get(match);
+            }
+            long[] shape = ref.entry().shape();
+            if (shape.length != 2 || shape[0] != indices.size()) {
+                throw new Dequant4jException(file, ref.name(), "expected shape [" + indices.size() + ", dim] (one row"
+                        + " per trainable token index), got " + Arrays.toString(shape));
+            }
+            long[] idx = new long[indices.size()];
+            Set<Long> seen = new HashSet<>();
+            for (int i = 0; i < idx.length; i++) {
+                idx[i] = indices.get(i);
+                if (!seen.add(idx[i])) {
+                    throw new Dequant4jException(file, ref.name(), "trainable token index " + idx[i]
+                            + " appears twice in trainable_token_indices");
+                }
+            }
+            return new Entry(new Module(module, module + ".weight", Kind.TRAINABLE_TOKENS, 0, 0, 0, false,
+                    ref.entry().dtype(), List.of(ref.name())), null, null, null, ref, idx);
+        }
+
+        private Entry replacement(String target, TensorStore.Ref ref) {
+            checkFloat(ref);
+            int dot = target.lastIndexOf('.');
+            String module = dot < 0 ? target : target.substring(0, dot);
+            boolean saved = config.modulesToSave().stream()
+                    .anyMatch(m -> module.equals(m) || module.endsWith("." + m));
+            Kind kind = !saved && target.endsWith(".bias") ? Kind.BIAS : Kind.MODULES_TO_SAVE;
+            return new Entry(new Module(module, target, kind, 0, 0, 0, false, ref.entry().dtype(),
+                    List.of(ref.name())), null, null, null, ref, null);
+        }
+
+        private void checkFloat(TensorStore.Ref ref) {
+            DType d = ref.entry().dtype();
+            if (d != DType.F32 && d != DType.F16 && d != DType.BF16) {
+                throw new Dequant4jException(file, ref.name(), "dtype " + d + " is not supported for adapter tensors"
+                        + " (F32, F16 or BF16)");
+            }
+        }
+
+        private void checkShape(TensorStore.Ref ref, long[] want, String why) {
+            if (!Arrays.equals(ref.entry().shape(), want)) {
+                throw new Dequant4jException(file, ref.name(), "expected shape " + Arrays.toString(want) + " (" + why
+                        + "), got " + Arrays.toString(ref.entry().shape()));
+            }
+        }
+    }
+}

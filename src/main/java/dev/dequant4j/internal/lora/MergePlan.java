@@ -1,0 +1,547 @@
+package dev.dequant4j.internal.lora;
+
+import dev.dequant4j.Checkpoint;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.LoraAdapter.Kind;
+import dev.dequant4j.QuantKind;
+import dev.dequant4j.TensorInfo;
+import dev.dequant4j.internal.Internals;
+import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.bnb.PlainTensor;
+import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.safetensors.TensorStore;
+import java.nio.file.Path;
+import java.util.AbstractMap;
+import java.util.AbstractSet;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+/**
+ * Which {@link MergeOp}s each base tensor gets from a list of adapters, checked completely before anything is read
+ * or written: every adapter tensor lands on exactly one base tensor of a compatible shape, or the build fails with a
+ * {@link Dequant4jException} naming the adapter file and key and what was expected.
+ *
+ * <h2>Mapping adapter modules to base tensors</h2>
+ * The name the adapter gives (see {@link AdapterKey}) is looked up among the base's logical tensors; failing that,
+ * <ul>
+ *   <li>the model-path / checkpoint-key prefixes that transformers v5 renames for vision-language models are tried
+ *       both ways ({@code model.language_model.} / {@code language_model.model.}, {@code model.vision_tower.} /
+ *       {@code vision_tower.}, {@code model.multi_modal_projector.} / {@code multi_modal_projector.},
+ *       {@code lm_head.} / {@code language_model.lm_head.}); exactly one must exist;</li>
+ *   <li>a LoRA on {@code lm_head} of a base whose checkpoint has no {@code lm_head.weight} because the config ties it
+ *       to the input embedding is merged into that embedding: PEFT merges it into the shared parameter, and Unsloth
+ *       folds it into {@code embed_tokens} the same way;</li>
+ *   <li>a {@code modules_to_save} copy of a tied {@code lm_head} is dropped if the same adapter replaces the input
+ *       embedding with identical values (PEFT's {@code ensure_weight_tying}), and refused otherwise: a separately
+ *       trained output layer would need the embeddings untied, which dequant4j does not do.</li>
+ * </ul>
+ *
+ * <h2>Orientation</h2>
+ * A linear LoRA's delta {@code B @ A} is {@code [out, in]}. PEFT transposes it for {@code Conv1D} layers (GPT-2),
+ * whose weight is stored {@code [in, out]}, and decides that from the module type, not from the config's
+ * {@code fan_in_fan_out} (it overrides a wrong setting with a warning). The stored layout says the same: for a plain
+ * base tensor the delta is transposed when only {@code [in, out]} fits, kept when only {@code [out, in]} fits, and for
+ * a square weight the config's {@code fan_in_fan_out} decides. A quantized base tensor is always a bitsandbytes
+ * linear weight, {@code [out, in]}, so its delta is never transposed. Embedding deltas are always transposed.
+ *
+ * <h2>Order</h2>
+ * Adapters apply in the order given. Within one adapter, a tensor gets its replacement first (modules_to_save,
+ * saved embedding, bias), then its LoRA/DoRA delta (its own before one folded in from a tied {@code lm_head}), then
+ * the lora_B bias, then trainable-token rows: the order in which PEFT's unload applies them.
+ *
+ * <p>The payloads are read from the adapter files only when {@link #ops(String)} is called, so the adapters must
+ * stay open until the merge is done.
+ */
+public final class MergePlan {
+    /**
+     * One adapter module and the base tensor it changes.
+     *
+     * @param adapter the adapter's index in the list given to {@link #build}
+     * @param adapterLabel its name as used in {@link MergeOp}s (the directory name, with {@code #index} if two
+     *                     adapters share a name)
+     * @param baseTensor the base logical tensor it changes
+     * @param module the adapter module (r, alpha, scaling, kind)
+     */
+    public record Target(int adapter, String adapterLabel, String baseTensor, LoraAdapter.Module module) {}
+
+    private record Step(Target target, Adapter.Entry entry, boolean transposed, boolean aliased) {}
+
+    private static final String[][] RENAMES = {
+        {"model.language_model.", "language_model.model."},
+        {"model.vision_tower.", "vision_tower."},
+        {"model.multi_modal_projector.", "multi_modal_projector."},
+        {"lm_head.", "language_model.lm_head."},
+    };
+
+    private final Map<String, List<Step>> steps;
+    private final List<Target> targets;
+
+    private MergePlan(Map<String, List<Step>> steps) {
+        this.steps = steps;
+        List<Target> t = new ArrayList<>();
+        steps.values().forEach(l -> l.forEach(s -> t.add(s.target())));
+        t.sort(Comparator.comparingInt(Target::adapter));
+        this.targets = List.copyOf(t);
+    }
+
+    /** Maps and checks every adapter against the base; see the class comment. */
+    public static MergePlan build(Checkpoint base, List<LoraAdapter> adapters) {
+        Map<String, LogicalTensor> logical = Internals.checkpoint().logical(base);
+        Map<String, List<Step>> byTensor = new HashMap<>();
+        Map<String, Integer> nameCount = new HashMap<>();
+        for (LoraAdapter a : adapters) {
+            nameCount.merge(a.name(), 1, Integer::sum);
+        }
+        for (int i = 0; i < adapters.size(); i++) {
+            LoraAdapter a = adapters.get(i);
+            String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
+            Adapter impl = AdapterAccess.of(a);
+            impl.checkOpen();
+            Mapper m = new Mapper(base, logical, impl, i, label);
+            List<Step> mine = m.map();
+            mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
+            for (Step s : mine) {
+                byTensor.computeIfAbsent(s.target().baseTensor(), k -> new ArrayList<>()).add(s);
+            }
+        }
+        Map<String, List<Step>> ordered = new LinkedHashMap<>();
+        for (TensorInfo t : base.tensors()) {
+            List<Step> s = byTensor.get(t.name());
+            if (s != null) {
+                ordered.put(t.name(), List.copyOf(s));
+            }
+        }
+        return new MergePlan(Collections.unmodifiableMap(ordered));
+    }
+
+    /** Replacements, then deltas, then the lora_B bias, then token rows: the order of PEFT's unload. */
+    private static int phase(Kind k) {
+        return switch (k) {
+            case MODULES_TO_SAVE, BIAS -> 0;
+            case LINEAR, EMBEDDING -> 1;
+            case LORA_BIAS -> 2;
+            case TRAINABLE_TOKENS -> 3;
+        };
+    }
+
+    /** The base tensors that change, in the base's tensor order. */
+    public Set<String> tensors() {
+        return steps.keySet();
+    }
+
+    /**
+     * The steps for every changed base tensor (keyed by logical tensor name, in the base's order), in adapter order.
+     * The map is a view: each {@code get} or {@code getValue} reads the payloads from the adapter files anew, so ask
+     * for a tensor's steps when you process it and drop them afterwards.
+     */
+    public Map<String, List<MergeOp>> ops() {
+        return new AbstractMap<>() {
+            @Override
+            public Set<Entry<String, List<MergeOp>>> entrySet() {
+                return new AbstractSet<>() {
+                    @Override
+                    public Iterator<Entry<String, List<MergeOp>>> iterator() {
+                        Iterator<String> keys = steps.keySet().iterator();
+                        return new Iterator<>() {
+                            @Override
+                            public boolean hasNext() {
+                                return keys.hasNext();
+                            }
+
+                            @Override
+                            public Entry<String, List<MergeOp>> next() {
+                                String k = keys.next();
+                                return new AbstractMap.SimpleImmutableEntry<>(k, null) {
+                                    @Override
+                                    public List<MergeOp> getValue() {
+                                        return ops(k);
+                                    }
+                                };
+                            }
+                        };
+                    }
+
+                    @Override
+                    public int size() {
+                        return steps.size();
+                    }
+                };
+            }
+
+            @Override
+            public List<MergeOp> get(Object key) {
+                return key instanceof String s && steps.containsKey(s) ? ops(s) : null;
+            }
+
+            @Override
+            public boolean containsKey(Object key) {
+                return steps.containsKey(key);
+            }
+
+            @Override
+            public Set<String> keySet() {
+                return steps.keySet();
+            }
+        };
+    }
+
+    /** The steps for one base tensor (empty if no adapter changes it), reading their payloads now. */
+    public List<MergeOp> ops(String tensor) {
+        List<Step> s = steps.get(tensor);
+        if (s == null) {
+            return List.of();
+        }
+        List<MergeOp> out = new ArrayList<>(s.size());
+        for (Step step : s) {
+            out.add(op(step));
+        }
+        return out;
+    }
+
+    /** Every adapter module with the base tensor it changes, in adapter order (for manifests and reports). */
+    public List<Target> targets() {
+        return targets;
+    }
+
+    private static MergeOp op(Step s) {
+        Adapter.Entry e = s.entry();
+        LoraAdapter.Module m = e.module();
+        String label = s.target().adapterLabel();
+        return switch (m.kind()) {
+            case MODULES_TO_SAVE, BIAS -> new MergeOp.Replace(label, new RefValues(e.values()));
+            case LORA_BIAS -> new MergeOp.AddScaled(label, floats(e.values()), m.scaling());
+            case TRAINABLE_TOKENS -> new MergeOp.ReplaceRows(label, e.tokenIndices(), floats(e.values()));
+            case LINEAR, EMBEDDING -> {
+                float[] a = floats(e.a());
+                float[] b = floats(e.b());
+                long[] as = e.a().entry().shape();
+                long[] bs = e.b().entry().shape();
+                boolean t = s.transposed();
+                float[] left = t ? transpose(a, (int) as[0], (int) as[1]) : b;
+                float[] right = t ? transpose(b, (int) bs[0], (int) bs[1]) : a;
+                yield m.dora()
+                        ? new MergeOp.Dora(label, left, right, m.r(), m.scaling(), floats(e.magnitude()), t)
+                        : new MergeOp.Lora(label, left, right, m.r(), m.scaling());
+            }
+        };
+    }
+
+    /** Row-major {@code rows x cols} to its transpose. */
+    private static float[] transpose(float[] x, int rows, int cols) {
+        float[] out = new float[x.length];
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < cols; j++) {
+                out[j * rows + i] = x[i * cols + j];
+            }
+        }
+        return out;
+    }
+
+    private static float[] floats(TensorStore.Ref ref) {
+        long n = ref.entry().numel();
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new Dequant4jException(ref.path(), ref.name(), n + " elements are too many for one LoRA factor");
+        }
+        float[] out = new float[(int) n];
+        new PlainTensor(ref).readF32(0, out, 0, out.length);
+        return out;
+    }
+
+    /** An adapter tensor read lazily as float32 (F16 and BF16 widen exactly). */
+    private record RefValues(TensorStore.Ref ref) implements MergeOp.ValuesSource {
+        @Override
+        public long numel() {
+            return ref.entry().numel();
+        }
+
+        @Override
+        public void readF32(long start, float[] dst, int dstOff, int count) {
+            new PlainTensor(ref).readF32(start, dst, dstOff, count);
+        }
+    }
+
+    /** Maps the entries of one adapter onto the base. */
+    private static final class Mapper {
+        private final Checkpoint base;
+        private final Map<String, LogicalTensor> logical;
+        private final Adapter adapter;
+        private final int index;
+        private final String label;
+        private final Path file;
+
+        Mapper(Checkpoint base, Map<String, LogicalTensor> logical, Adapter adapter, int index, String label) {
+            this.base = base;
+            this.logical = logical;
+            this.adapter = adapter;
+            this.index = index;
+            this.label = label;
+            this.file = adapter.weightsFile();
+        }
+
+        List<Step> map() {
+            List<Step> out = new ArrayList<>();
+            Map<String, Adapter.Entry> replacements = new HashMap<>();
+            for (Adapter.Entry e : adapter.entries()) {
+                if (e.module().kind() == Kind.MODULES_TO_SAVE) {
+                    replacements.put(e.module().tensor(), e);
+                }
+            }
+            for (Adapter.Entry e : adapter.entries()) {
+                String name = e.module().tensor();
+                String found = resolve(name);
+                boolean aliased = false;
+                if (found == null && isLmHead(name) && tied()) {
+                    if (e.module().kind() == Kind.MODULES_TO_SAVE) {
+                        if (sameAsEmbeddingReplacement(e, replacements)) {
+                            continue;
+                        }
+                        throw fail(e, "replaces '" + name + "' (modules_to_save), but the base has no such tensor: its"
+                                + " config ties the output layer to the input embedding. A separately trained output"
+                                + " layer would need the embeddings untied, which dequant4j does not do");
+                    }
+                    if (e.module().kind() == Kind.LINEAR) {
+                        found = tiedEmbedding(e);
+                        aliased = true;
+                    }
+                }
+                if (found == null) {
+                    throw fail(e, "no base tensor '" + name + "' in " + base.path() + hint(name)
+                            + " (is this adapter for another model?)");
+                }
+                LogicalTensor t = logical.get(found);
+                if (!t.isFloat()) {
+                    throw fail(e, "base tensor '" + found + "' has dtype " + t.dtype() + ", not a float type");
+                }
+                boolean transposed = check(e, t);
+                out.add(new Step(new Target(index, label, found, e.module()), e, transposed, aliased));
+            }
+            return out;
+        }
+
+        /** Checks shapes; returns whether the delta is transposed. */
+        private boolean check(Adapter.Entry e, LogicalTensor t) {
+            long[] s = t.shape();
+            LoraAdapter.Module m = e.module();
+            return switch (m.kind()) {
+                case LINEAR -> {
+                    long[] as = e.a().entry().shape();
+                    long[] bs = e.b().entry().shape();
+                    long[] normal = {bs[0], as[1]};
+                    long[] flipped = {as[1], bs[0]};
+                    boolean fitsNormal = Arrays.equals(s, normal);
+                    boolean fitsFlipped = t.kind() == QuantKind.PLAIN && Arrays.equals(s, flipped);
+                    if (!fitsNormal && !fitsFlipped) {
+                        throw fail(e, "does not fit base tensor '" + t.name() + "' " + Arrays.toString(s) + ": lora_A "
+                                + Arrays.toString(as) + " and lora_B " + Arrays.toString(bs) + " make a delta of "
+                                + Arrays.toString(normal) + " (or its transpose for a Conv1D weight)"
+                                + " (is this adapter for another model?)");
+                    }
+                    yield fitsNormal && fitsFlipped ? adapter.config().fanInFanOut() : fitsFlipped;
+                }
+                case EMBEDDING -> {
+                    long[] as = e.a().entry().shape();
+                    long[] bs = e.b().entry().shape();
+                    long[] want = {as[1], bs[0]};
+                    if (!Arrays.equals(s, want)) {
+                        throw fail(e, "does not fit base tensor '" + t.name() + "' " + Arrays.toString(s)
+                                + ": lora_embedding_A " + Arrays.toString(as) + " and lora_embedding_B "
+                                + Arrays.toString(bs) + " need an embedding of " + Arrays.toString(want)
+                                + resizeHint(s, want));
+                    }
+                    yield true;
+                }
+                case LORA_BIAS, MODULES_TO_SAVE, BIAS -> {
+                    long[] want = e.values().entry().shape();
+                    if (!Arrays.equals(s, want)) {
+                        throw fail(e, "has shape " + Arrays.toString(want) + " but base tensor '" + t.name()
+                                + "' is " + Arrays.toString(s) + resizeHint(s, want));
+                    }
+                    yield false;
+                }
+                case TRAINABLE_TOKENS -> {
+                    long[] ds = e.values().entry().shape();
+                    if (s.length != 2 || s[1] != ds[1]) {
+                        throw fail(e, "has rows of " + ds[1] + " values but base tensor '" + t.name() + "' is "
+                                + Arrays.toString(s));
+                    }
+                    for (long row : e.tokenIndices()) {
+                        if (row >= s[0]) {
+                            throw fail(e, "trainable token index " + row + " is outside base tensor '" + t.name()
+                                    + "' " + Arrays.toString(s) + resizeHint(s, new long[] {row + 1, s[1]}));
+                        }
+                    }
+                    yield false;
+                }
+            };
+        }
+
+        private static String resizeHint(long[] base, long[] want) {
+            return base.length == 2 && want.length == 2 && base[1] == want[1] && base[0] != want[0]
+                    ? " (a resized vocabulary? merging into a resized embedding is not supported)" : "";
+        }
+
+        private String resolve(String name) {
+            if (logical.containsKey(name)) {
+                return name;
+            }
+            Set<String> found = new LinkedHashSet<>();
+            for (String[] pair : RENAMES) {
+                for (int dir = 0; dir < 2; dir++) {
+                    String from = pair[dir];
+                    String to = pair[1 - dir];
+                    if (name.startsWith(from) && logical.containsKey(to + name.substring(from.length()))) {
+                        found.add(to + name.substring(from.length()));
+                    }
+                }
+            }
+            return found.size() == 1 ? found.iterator().next() : null;
+        }
+
+        private static boolean isLmHead(String tensor) {
+            return tensor.equals("lm_head.weight") || tensor.endsWith(".lm_head.weight");
+        }
+
+        /** The base ties its output layer to the input embedding (config says so, or does not say otherwise). */
+        private boolean tied() {
+            JsonObject c = Internals.checkpoint().config(base);
+            if (c == null) {
+                return true;
+            }
+            if (c.get("tie_word_embeddings") instanceof JsonBoolean b) {
+                return b == JsonBoolean.TRUE;
+            }
+            if (c.get("text_config") instanceof JsonObject tc && tc.get("tie_word_embeddings") instanceof JsonBoolean b) {
+                return b == JsonBoolean.TRUE;
+            }
+            return true;
+        }
+
+        private String tiedEmbedding(Adapter.Entry e) {
+            long[] want = {e.b().entry().shape()[0], e.a().entry().shape()[1]};
+            String prefix = e.module().module().substring(0, e.module().module().length() - "lm_head".length());
+            List<String> candidates = new ArrayList<>();
+            for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
+                String n = t.getKey();
+                boolean embedding = n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight")
+                        || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight")
+                        || n.equals("shared.weight");
+                if (embedding && Arrays.equals(t.getValue().shape(), want)) {
+                    candidates.add(n);
+                }
+            }
+            if (candidates.size() > 1) {
+                candidates.removeIf(n -> !n.startsWith(prefix));
+            }
+            if (candidates.size() != 1) {
+                throw fail(e, "targets the tied output layer '" + e.module().tensor() + "', which the base stores only"
+                        + " as its input embedding, but " + (candidates.isEmpty() ? "no" : candidates.size())
+                        + " embedding tensors of shape " + Arrays.toString(want) + " were found"
+                        + (candidates.isEmpty() ? "" : ": " + candidates));
+            }
+            return candidates.getFirst();
+        }
+
+        private boolean sameAsEmbeddingReplacement(Adapter.Entry lmHead, Map<String, Adapter.Entry> replacements) {
+            for (Adapter.Entry r : replacements.values()) {
+                String n = r.module().tensor();
+                if (r != lmHead && n.endsWith("embed_tokens.weight") && logical.containsKey(n)
+                        && r.values().entry().dtype() == lmHead.values().entry().dtype()
+                        && Arrays.equals(r.values().entry().shape(), lmHead.values().entry().shape())
+                        && r.values().data().mismatch(lmHead.values().data()) == -1) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        private String hint(String name) {
+            String[] parts = name.split("\\.");
+            if (parts.length < 3) {
+                return "";
+            }
+            String tail = "." + String.join(".", Arrays.copyOfRange(parts, parts.length - 3, parts.length));
+            Set<String> similar = new TreeSet<>();
+            for (String n : logical.keySet()) {
+                if (n.endsWith(tail)) {
+                    similar.add(n);
+                }
+            }
+            return similar.isEmpty() ? "" : " (the base has " + similar.iterator().next()
+                    + (similar.size() > 1 ? " and " + (similar.size() - 1) + " more like it" : "") + ")";
+        }
+
+        private Dequant4jException fail(Adapter.Entry e, String detail) {
+            return new Dequant4jException(file, e.module().keys().getFirst(), detail);
+        }
+    }
+
+    /**
+     * Checks that a 16-bit base checkpoint can stand in for a quantized one when merging into the original weights
+     * (Unsloth's {@code merged_16bit}): the same logical tensor names and shapes, and no quantized tensors.
+     */
+    public static void checkBase16(Checkpoint quantized, Checkpoint base16) {
+        Map<String, LogicalTensor> q = Internals.checkpoint().logical(quantized);
+        Map<String, LogicalTensor> b = Internals.checkpoint().logical(base16);
+        for (LogicalTensor t : b.values()) {
+            if (t.kind() != QuantKind.PLAIN) {
+                throw new Dequant4jException(base16.path(), t.name(), "is quantized (" + t.kind() + "); the 16-bit"
+                        + " base must be the original, unquantized checkpoint");
+            }
+        }
+        List<String> missing = new ArrayList<>();
+        for (String n : q.keySet()) {
+            if (!b.containsKey(n)) {
+                missing.add(n);
+            }
+        }
+        List<String> extra = new ArrayList<>();
+        for (String n : b.keySet()) {
+            if (!q.containsKey(n)) {
+                extra.add(n);
+            }
+        }
+        if (!missing.isEmpty() || !extra.isEmpty()) {
+            StringBuilder sb = new StringBuilder("does not have the same tensors as ").append(quantized.path());
+            if (!missing.isEmpty()) {
+                sb.append("; missing ").append(missing.size()).append(": ").append(few(missing));
+            }
+            if (!extra.isEmpty()) {
+                sb.append("; not in the quantized checkpoint ").append(extra.size()).append(": ").append(few(extra));
+            }
+            throw new Dequant4jException(base16.path(), sb.toString());
+        }
+        for (LogicalTensor t : q.values()) {
+            LogicalTensor o = b.get(t.name());
+            long[] qs = t.shape();
+            long[] bs = o.shape();
+            if (!Arrays.equals(qs, bs)) {
+                boolean transposed = qs.length == 2 && bs.length == 2 && qs[0] == bs[1] && qs[1] == bs[0];
+                throw new Dequant4jException(base16.path(), t.name(), "has shape " + Arrays.toString(bs)
+                        + " but the quantized checkpoint has " + Arrays.toString(qs)
+                        + (transposed ? " (a Conv1D weight stored [in, out]? such models are not supported with a"
+                        + " 16-bit base)" : ""));
+            }
+            if (t.isFloat() && !o.isFloat()) {
+                throw new Dequant4jException(base16.path(), t.name(), "has dtype " + o.dtype()
+                        + " but the quantized checkpoint's tensor is a float tensor");
+            }
+        }
+    }
+
+    private static String few(List<String> names) {
+        List<String> s = names.subList(0, Math.min(5, names.size()));
+        return String.join(", ", s) + (names.size() > 5 ? ", ..." : "");
+    }
+}

@@ -1,0 +1,146 @@
+package dev.dequant4j.internal.lora;
+
+import java.util.HashMap;
+import java.util.Map;
+import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
+
+/**
+ * Python {@code re} patterns, as found in PEFT configs ({@code rank_pattern}, {@code alpha_pattern}, a regex
+ * {@code target_modules}), compiled for {@code java.util.regex}. The two dialects agree on everything these configs
+ * use in practice (literals, {@code .}, classes, groups, alternation, quantifiers, anchors); the differences that
+ * would make a valid Python pattern fail or change meaning in Java are translated:
+ * <ul>
+ *   <li>named groups {@code (?P<name>...)} and back references {@code (?P=name)} (Java spells them
+ *       {@code (?<name>...)} and {@code \k<name>}, and allows no underscore in group names);</li>
+ *   <li>{@code \Z} (end of string in Python, "before a final line terminator" in Java) becomes {@code \z};</li>
+ *   <li>a {@code {} that does not start a quantifier is a literal in Python and an error in Java;
+ *       {@code {,n}} means {@code {0,n}} and {@code {,}} means {@code {0,}};</li>
+ *   <li>inside a character class, {@code [} and {@code &&} are literals in Python but nested classes and
+ *       intersections in Java; a {@code ]} right after the opening {@code [} or {@code [^} is a literal;</li>
+ *   <li>{@code \w}, {@code \d}, {@code \s} and {@code \b} are Unicode-aware in Python 3 (compiled with
+ *       {@link Pattern#UNICODE_CHARACTER_CLASS}).</li>
+ * </ul>
+ * Not handled (a pattern using them either fails to compile, with a clear message, or is very unlikely in a module
+ * name pattern): conditional groups {@code (?(1)...)}, Python-only inline flags such as {@code (?L)} and
+ * {@code (?a)}, and the exact semantics of possessive quantifiers before Python 3.11.
+ */
+public final class PythonRegex {
+    private PythonRegex() {}
+
+    /** Compiles a Python pattern; throws {@link PatternSyntaxException} if Java cannot compile the translation. */
+    public static Pattern compile(String python) {
+        return Pattern.compile(translate(python), Pattern.UNICODE_CHARACTER_CLASS);
+    }
+
+    /** PEFT's {@code re.match(rf"(.*\.)?({key})$", moduleName)}: the key matches the module name or a dotted suffix. */
+    public static Pattern suffixPattern(String key) {
+        return Pattern.compile("(.*\\.)?(" + translate(key) + ")$", Pattern.UNICODE_CHARACTER_CLASS);
+    }
+
+    /** Translates Python {@code re} syntax to {@code java.util.regex} syntax (see the class comment). */
+    public static String translate(String p) {
+        StringBuilder out = new StringBuilder(p.length() + 8);
+        Map<String, String> groupNames = new HashMap<>();
+        int n = p.length();
+        int i = 0;
+        boolean inClass = false;
+        int classStart = -1;
+        while (i < n) {
+            char c = p.charAt(i);
+            if (c == '\\') {
+                if (i + 1 >= n) {
+                    out.append("\\\\");
+                    i++;
+                    continue;
+                }
+                char e = p.charAt(i + 1);
+                out.append(e == 'Z' && !inClass ? "\\z" : "\\" + e);
+                i += 2;
+                continue;
+            }
+            if (inClass) {
+                if (c == ']' && i != classStart) {
+                    inClass = false;
+                    out.append(']');
+                } else if (c == ']' || c == '[') {
+                    out.append('\\').append(c);
+                } else if (c == '&' && i + 1 < n && p.charAt(i + 1) == '&') {
+                    out.append("&\\&");
+                    i++;
+                } else {
+                    out.append(c);
+                }
+                i++;
+                continue;
+            }
+            if (c == '[') {
+                inClass = true;
+                out.append('[');
+                i++;
+                if (i < n && p.charAt(i) == '^') {
+                    out.append('^');
+                    i++;
+                }
+                classStart = i;
+                continue;
+            }
+            if (c == '(' && p.startsWith("(?P<", i)) {
+                int end = p.indexOf('>', i + 4);
+                if (end > 0) {
+                    String name = p.substring(i + 4, end);
+                    String javaName = "g" + groupNames.size() + name.replaceAll("[^A-Za-z0-9]", "");
+                    groupNames.put(name, javaName);
+                    out.append("(?<").append(javaName).append('>');
+                    i = end + 1;
+                    continue;
+                }
+            }
+            if (c == '(' && p.startsWith("(?P=", i)) {
+                int end = p.indexOf(')', i + 4);
+                String javaName = end > 0 ? groupNames.get(p.substring(i + 4, end)) : null;
+                if (javaName != null) {
+                    out.append("\\k<").append(javaName).append('>');
+                    i = end + 1;
+                    continue;
+                }
+            }
+            if (c == '{') {
+                int end = quantifierEnd(p, i);
+                if (end < 0) {
+                    out.append("\\{");
+                } else {
+                    String q = p.substring(i, end + 1);
+                    out.append(q.startsWith("{,") ? "{0" + q.substring(1) : q);
+                    i = end;
+                }
+                i++;
+                continue;
+            }
+            out.append(c);
+            i++;
+        }
+        return out.toString();
+    }
+
+    /** The index of the closing brace if {@code p[start]} opens a Python quantifier {m}, {m,}, {,n}, {,} or {m,n}. */
+    private static int quantifierEnd(String p, int start) {
+        int i = start + 1;
+        int digitsBefore = 0;
+        while (i < p.length() && Character.isDigit(p.charAt(i))) {
+            i++;
+            digitsBefore++;
+        }
+        if (i < p.length() && p.charAt(i) == '}') {
+            return digitsBefore > 0 ? i : -1;
+        }
+        if (i >= p.length() || p.charAt(i) != ',') {
+            return -1;
+        }
+        i++;
+        while (i < p.length() && Character.isDigit(p.charAt(i))) {
+            i++;
+        }
+        return i < p.length() && p.charAt(i) == '}' ? i : -1;
+    }
+}
