@@ -1,10 +1,9 @@
 package dev.dequant4j;
 
 import dev.dequant4j.internal.export.Exporter;
-import dev.dequant4j.internal.lora.MergeOp;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 
 /**
  * Exports a checkpoint as a plain FP16/BF16/F32 model directory that transformers, llama.cpp's converter and vLLM
@@ -13,8 +12,9 @@ import java.util.Map;
  * hashes written.
  *
  * <pre>{@code
- * try (Checkpoint base = Checkpoint.open(Path.of("llama-bnb-4bit"))) {
- *     ExportResult r = Export.of(base).dtype(DType.F16).to(Path.of("llama-f16"));
+ * try (Checkpoint base = Checkpoint.open(Path.of("llama-bnb-4bit"));
+ *      LoraAdapter lora = LoraAdapter.open(Path.of("my-finetune"))) {
+ *     ExportResult r = Export.of(base).adapter(lora).dtype(DType.F16).to(Path.of("llama-f16"));
  * }
  * }</pre>
  *
@@ -24,6 +24,7 @@ import java.util.Map;
  */
 public final class Export {
     private final Checkpoint base;
+    private final List<LoraAdapter> adapters = new ArrayList<>();
     private Checkpoint base16;
     private DType dtype;
     private Backend backend = Backend.AUTO;
@@ -40,6 +41,15 @@ public final class Export {
 
     public static Export of(Checkpoint base) {
         return new Export(java.util.Objects.requireNonNull(base, "base"));
+    }
+
+    /**
+     * Merges a LoRA adapter (PEFT semantics, in float32, rounded once at the end). Several adapters apply in the
+     * order they are added. The adapter must stay open until {@link #to} returns.
+     */
+    public Export adapter(LoraAdapter adapter) {
+        adapters.add(java.util.Objects.requireNonNull(adapter, "adapter"));
+        return this;
     }
 
     /**
@@ -111,8 +121,7 @@ public final class Export {
 
     /** Runs the export into directory {@code out}. */
     public ExportResult to(Path out) {
-        Map<String, List<MergeOp>> ops = Map.of();
-        return Exporter.run(new Exporter.Request(base, base16, ops, List.of(), List.of(), dtype, backend,
+        return Exporter.run(new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend,
                 maxShardBytes, threads, memoryBudget, progress, out, overwrite, allowNonFinite, null));
     }
 }

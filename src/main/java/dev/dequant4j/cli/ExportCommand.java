@@ -5,6 +5,7 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.export.Sizes;
@@ -37,6 +38,10 @@ final class ExportCommand implements Callable<Integer> {
 
     @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output directory (must not exist).")
     Path out;
+
+    @Option(names = "--adapter", paramLabel = "DIR",
+            description = "A PEFT LoRA adapter directory to merge; repeat to apply several, in order.")
+    List<Path> adapters = new ArrayList<>();
 
     @Option(names = "--dtype", paramLabel = "f16|bf16|f32",
             description = "Output dtype (default: the model's own, from config.json).")
@@ -91,10 +96,19 @@ final class ExportCommand implements Callable<Integer> {
             err.println("cpu kernels: " + Kernels.describe());
         }
         boolean terminal = System.console() != null && System.console().isTerminal();
+        List<LoraAdapter> opened = new ArrayList<>();
         try (Checkpoint base = Checkpoint.open(model);
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
             Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
                     .allowNonFinite(allowNonFinite).progress(new ProgressPrinter(err, terminal));
+            for (Path a : adapters) {
+                LoraAdapter adapter = LoraAdapter.open(a);
+                opened.add(adapter);
+                e.adapter(adapter);
+                for (String w : adapter.warnings()) {
+                    err.println("warning: " + adapter.directory() + ": " + w);
+                }
+            }
             if (d != null) {
                 e.dtype(d);
             }
@@ -112,6 +126,10 @@ final class ExportCommand implements Callable<Integer> {
                 out.println(Json.write(summary(r), Json.Style.PYTHON_INDENT2));
             } else {
                 printSummary(r, out);
+            }
+        } finally {
+            for (LoraAdapter a : opened) {
+                a.close();
             }
         }
         out.flush();

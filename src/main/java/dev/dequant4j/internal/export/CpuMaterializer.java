@@ -4,6 +4,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.internal.bnb.PlainTensor;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.lora.MergeRunner;
+import dev.dequant4j.internal.lora.MergeStats;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -138,19 +139,12 @@ final class CpuMaterializer {
             }
             default -> throw new IllegalStateException("output dtype " + t.dtype());
         }
-        double maxAbs = 0;
-        double d2 = 0;
-        double b2 = 0;
+        tally.addNonFinite(nonFinite, first);
         if (base != null) {
-            for (int i = 0; i < c; i++) {
-                double b = base[i];
-                double d = (double) f32[i] - b;
-                maxAbs = Math.max(maxAbs, Math.abs(d));
-                d2 += d * d;
-                b2 += b * b;
-            }
+            MergeStats chunk = new MergeStats();
+            chunk.accept(s, base, 0, f32, 0, c);
+            tally.addDelta(chunk);
         }
-        tally.add(nonFinite, first, maxAbs, d2, b2);
     }
 
     /** Checks a unit copied as is (same dtype in and out). */
@@ -179,7 +173,7 @@ final class CpuMaterializer {
                 }
             }
         }
-        tally.add(nonFinite, first, 0, 0, 0);
+        tally.addNonFinite(nonFinite, first);
     }
 
     private static long countExponentAllOnes(short[] h, int c, int mask) {

@@ -3,7 +3,6 @@ package dev.dequant4j.internal.export;
 import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.bnb.LogicalTensor;
-import dev.dequant4j.internal.lora.MergeOp;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -20,13 +19,13 @@ public final class ExportPlan {
     /**
      * One output tensor.
      *
+     * @param mergeSteps how many adapter merge steps change it (their payloads are loaded only when it is produced)
      * @param raw       copied byte for byte (a non-float tensor); {@code dtype} is then the stored dtype
      * @param transpose the source is {@code [out, in]} and the output {@code [in, out]} (bnb-quantized Conv1D weights)
      */
-    public record OutputTensor(String name, LogicalTensor source, List<MergeOp> ops, DType dtype, long[] shape,
+    public record OutputTensor(String name, LogicalTensor source, int mergeSteps, DType dtype, long[] shape,
                                boolean raw, boolean transpose) {
         public OutputTensor {
-            ops = List.copyOf(ops);
             shape = shape.clone();
         }
 
@@ -117,7 +116,7 @@ public final class ExportPlan {
             step = Math.max(1, unitBytes / perElem);
             if (t.transpose()) {
                 step = Math.max(1, total);
-            } else if (!t.ops().isEmpty()) {
+            } else if (t.mergeSteps() > 0) {
                 long cols = Math.max(1, t.cols());
                 step = Math.max(1, step / cols) * cols;
             }

@@ -5,6 +5,7 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.TensorStats;
@@ -21,7 +22,7 @@ import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import dev.dequant4j.internal.json.Json;
-import dev.dequant4j.internal.lora.MergeOp;
+import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.lora.MergeRunner;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
 import dev.dequant4j.internal.safetensors.SafetensorsFile;
@@ -39,6 +40,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -70,13 +72,12 @@ public final class Exporter {
      * Everything an export needs.
      *
      * @param base16   the original 16-bit checkpoint to merge into instead of the dequantized base, or null
-     * @param ops      merge steps per base logical tensor name
-     * @param adapters manifest records of the adapters, in order
+     * @param adapters LoRA adapters, merged in order
      * @param dtype    output dtype, or null for the model's own
      * @param channels opens output files (a seam for fault-injection tests)
      */
-    public record Request(Checkpoint base, Checkpoint base16, Map<String, List<MergeOp>> ops, List<JsonValue> adapters,
-                          List<Path> adapterDirs, DType dtype, Backend backend, long maxShardBytes, int threads,
+    public record Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype,
+                          Backend backend, long maxShardBytes, int threads,
                           long memoryBudget, ProgressListener progress, Path target, boolean overwrite,
                           boolean allowNonFinite, SequentialWriter.ChannelFactory channels) {}
 
@@ -89,7 +90,15 @@ public final class Exporter {
         JsonObject config = acc.config(source) != null ? acc.config(source) : acc.config(r.base());
         Map<String, LogicalTensor> sources = acc.logical(source);
         if (r.base16() != null) {
-            checkBase16(r.base(), r.base16(), acc);
+            MergePlan.checkBase16(r.base(), r.base16());
+        }
+        MergePlan mergePlan = r.adapters().isEmpty() ? null : MergePlan.build(r.base(), r.adapters());
+        Set<String> merged = mergePlan == null ? Set.of() : mergePlan.tensors();
+        Map<String, Integer> steps = new HashMap<>();
+        if (mergePlan != null) {
+            for (MergePlan.Target t : mergePlan.targets()) {
+                steps.merge(t.baseTensor(), 1, Integer::sum);
+            }
         }
         String backendReason = chooseBackend(r.backend());
         DType dtype = r.dtype() != null ? r.dtype() : defaultDtype(config, acc.logical(r.base()));
@@ -99,16 +108,16 @@ public final class Exporter {
         boolean tied = config != null && config.get("tie_word_embeddings") == JsonBoolean.TRUE;
         boolean conv1d = config != null && config.get("model_type") instanceof JsonString mt
                 && CONV1D_MODEL_TYPES.contains(mt.value());
-        boolean untie = tied && r.ops().containsKey("lm_head.weight") && sources.containsKey("lm_head.weight");
+        boolean untie = tied && merged.contains("lm_head.weight") && sources.containsKey("lm_head.weight");
 
         List<ExportPlan.OutputTensor> outs = new ArrayList<>();
         for (LogicalTensor t : sources.values()) {
-            List<MergeOp> ops = r.ops().getOrDefault(t.name(), List.of());
-            if (tied && !untie && t.name().equals("lm_head.weight") && ops.isEmpty()) {
+            int mergeSteps = steps.getOrDefault(t.name(), 0);
+            if (tied && !untie && t.name().equals("lm_head.weight") && mergeSteps == 0) {
                 continue;
             }
             boolean raw = t.kind() == QuantKind.PLAIN && !t.isFloat();
-            if (raw && !ops.isEmpty()) {
+            if (raw && mergeSteps > 0) {
                 throw new Dequant4jException(sourcePath(t), t.name(), "adapter targets a tensor of dtype "
                         + t.dtype() + ", which is not a float type");
             }
@@ -117,12 +126,8 @@ public final class Exporter {
             if (transpose) {
                 shape = new long[] {shape[1], shape[0]};
             }
-            outs.add(new ExportPlan.OutputTensor(t.name(), t, ops, raw ? t.dtype() : dtype, shape, raw, transpose));
-        }
-        for (String name : r.ops().keySet()) {
-            if (!sources.containsKey(name)) {
-                throw new Dequant4jException(source.path(), name, "adapter targets a tensor the base does not have");
-            }
+            outs.add(new ExportPlan.OutputTensor(t.name(), t, mergeSteps, raw ? t.dtype() : dtype, shape, raw,
+                    transpose));
         }
 
         int threads = r.threads() > 0 ? r.threads() : Runtime.getRuntime().availableProcessors();
@@ -137,22 +142,16 @@ public final class Exporter {
         checkFreeSpace(target, plan.totalFileBytes());
 
         CpuKernels kernels = Kernels.get();
-        List<MergeRunner> runners = new ArrayList<>();
+        int[] unitsPerTensor = new int[plan.tensors().size()];
+        for (ExportPlan.Unit u : plan.units()) {
+            unitsPerTensor[u.tensorIndex()]++;
+        }
+        List<TensorMerge> merges = new ArrayList<>();
         List<TensorTally> tallies = new ArrayList<>();
-        for (ExportPlan.OutputTensor t : plan.tensors()) {
+        for (int i = 0; i < plan.tensors().size(); i++) {
+            ExportPlan.OutputTensor t = plan.tensors().get(i);
             tallies.add(new TensorTally());
-            if (t.ops().isEmpty()) {
-                runners.add(null);
-            } else {
-                long[] s = t.source().shape();
-                long rows = s.length == 0 ? 1 : s[0];
-                long cols = rows == 0 ? 0 : t.numel() / rows;
-                if (cols > Integer.MAX_VALUE / 2) {
-                    throw new Dequant4jException(sourcePath(t.source()), t.name(), "rows of " + cols
-                            + " elements are too long to merge");
-                }
-                runners.add(new MergeRunner(t.ops(), rows, (int) cols, kernels));
-            }
+            merges.add(t.mergeSteps() == 0 ? null : new TensorMerge(t, mergePlan, kernels, unitsPerTensor[i]));
         }
 
         ProgressListener progress = r.progress() != null ? r.progress() : ProgressListener.NONE;
@@ -160,14 +159,14 @@ public final class Exporter {
         List<Manifest.FileRecord> files = new ArrayList<>();
         try (AtomicDirectory out = AtomicDirectory.create(target, r.overwrite())) {
             progress.onStart(plan.tensors().size(), plan.totalFileBytes());
-            prepass(plan, runners);
-            String[] shas = execute(plan, runners, tallies, kernels, threads, poolSize, unitBytes, out.dir(), r,
+            prepass(plan, merges);
+            String[] shas = execute(plan, merges, tallies, kernels, threads, poolSize, unitBytes, out.dir(), r,
                     progress);
             stats = new ArrayList<>();
             for (int i = 0; i < plan.tensors().size(); i++) {
                 ExportPlan.OutputTensor t = plan.tensors().get(i);
                 TensorTally tally = tallies.get(i);
-                stats.add(new TensorStats(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.ops().size(),
+                stats.add(new TensorStats(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.mergeSteps(),
                         tally.maxAbsDelta(), tally.relDeltaNorm()));
             }
             List<ShardedLayout.Shard> shards = plan.layout().shards();
@@ -184,7 +183,7 @@ public final class Exporter {
             files.addAll(copyModelFiles(r.base().directory(), r.base16() != null ? r.base16().directory() : null,
                     out.dir()));
             JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
-                    ? JsonNull.NULL : sourceRecord(r.base16(), acc), r.adapters(), options(r, dtype, threads,
+                    ? JsonNull.NULL : sourceRecord(r.base16(), acc), adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads,
                     budget, maxShard, backendReason), files, stats);
             writeSmall(out.dir(), Manifest.FILE_NAME,
                     (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
@@ -230,32 +229,6 @@ public final class Exporter {
         });
     }
 
-    private static void checkBase16(Checkpoint quantized, Checkpoint base16, Internals.CheckpointAccess acc) {
-        Map<String, LogicalTensor> q = acc.logical(quantized);
-        Map<String, LogicalTensor> b = acc.logical(base16);
-        for (LogicalTensor t : q.values()) {
-            LogicalTensor o = b.get(t.name());
-            if (o == null) {
-                throw new Dequant4jException(base16.path(), t.name(), "is in the quantized checkpoint but not in the "
-                        + "16-bit base: --base16 must be the original model of " + quantized.path());
-            }
-            if (!Arrays.equals(o.shape(), t.shape())) {
-                throw new Dequant4jException(base16.path(), t.name(), "has shape " + Arrays.toString(o.shape())
-                        + " in the 16-bit base but " + Arrays.toString(t.shape()) + " in the quantized checkpoint");
-            }
-            if (t.kind() != QuantKind.PLAIN && o.kind() != QuantKind.PLAIN) {
-                throw new Dequant4jException(base16.path(), t.name(), "is quantized in the --base16 checkpoint too; "
-                        + "it must be the original 16-bit model");
-            }
-        }
-        for (String name : b.keySet()) {
-            if (!q.containsKey(name)) {
-                throw new Dequant4jException(base16.path(), name, "is in the 16-bit base but not in the quantized "
-                        + "checkpoint: --base16 must be the original model of " + quantized.path());
-            }
-        }
-    }
-
     private static Path sourcePath(LogicalTensor t) {
         return switch (t) {
             case PlainTensor p -> p.ref().path();
@@ -271,7 +244,9 @@ public final class Exporter {
         if (r.base16() != null) {
             inputs.add(r.base16().directory());
         }
-        inputs.addAll(r.adapterDirs());
+        for (LoraAdapter a : r.adapters()) {
+            inputs.add(a.directory());
+        }
         Path realTarget = realOrSelf(target);
         for (Path in : inputs) {
             Path real = realOrSelf(in.toAbsolutePath().normalize());
@@ -309,11 +284,55 @@ public final class Exporter {
         }
     }
 
+    /**
+     * A tensor's merge runner, built from the adapters' payloads when its first unit is produced and dropped when
+     * its last one is, so the payloads of only the tensors in flight are in memory.
+     */
+    static final class TensorMerge {
+        private final ExportPlan.OutputTensor tensor;
+        private final MergePlan plan;
+        private final CpuKernels kernels;
+        private final AtomicInteger unitsLeft;
+        private MergeRunner runner;
+
+        TensorMerge(ExportPlan.OutputTensor tensor, MergePlan plan, CpuKernels kernels, int units) {
+            this.tensor = tensor;
+            this.plan = plan;
+            this.kernels = kernels;
+            this.unitsLeft = new AtomicInteger(units);
+        }
+
+        synchronized MergeRunner runner() {
+            if (runner == null) {
+                long[] s = tensor.source().shape();
+                long rows = s.length == 0 ? 1 : s[0];
+                long cols = rows == 0 ? 0 : tensor.numel() / rows;
+                if (cols > Integer.MAX_VALUE / 2) {
+                    throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "rows of " + cols
+                            + " elements are too long to merge");
+                }
+                runner = new MergeRunner(plan.ops(tensor.name()), rows, (int) cols, kernels);
+            }
+            return runner;
+        }
+
+        void unitDone() {
+            if (unitsLeft.decrementAndGet() == 0) {
+                synchronized (this) {
+                    runner = null;
+                }
+            }
+        }
+    }
+
     /** Computes the column norms that per-column DoRA steps need, before any unit is produced. */
-    private static void prepass(ExportPlan plan, List<MergeRunner> runners) {
-        for (int i = 0; i < runners.size(); i++) {
-            MergeRunner runner = runners.get(i);
-            if (runner == null || !runner.needsPrepass()) {
+    private static void prepass(ExportPlan plan, List<TensorMerge> merges) {
+        for (int i = 0; i < merges.size(); i++) {
+            if (merges.get(i) == null) {
+                continue;
+            }
+            MergeRunner runner = merges.get(i).runner();
+            if (!runner.needsPrepass()) {
                 continue;
             }
             ExportPlan.OutputTensor t = plan.tensors().get(i);
@@ -324,7 +343,7 @@ public final class Exporter {
     }
 
     /** Runs the workers and the writer; returns the SHA-256 of every shard. */
-    private static String[] execute(ExportPlan plan, List<MergeRunner> runners, List<TensorTally> tallies,
+    private static String[] execute(ExportPlan plan, List<TensorMerge> merges, List<TensorTally> tallies,
                                     CpuKernels kernels, int threads, int poolSize, long unitBytes, Path dir,
                                     Request r, ProgressListener progress) {
         AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -377,7 +396,11 @@ public final class Exporter {
                             };
                             try {
                                 TensorTally tally = tallies.get(u.tensorIndex());
-                                m.produce(t, u, runners.get(u.tensorIndex()), tally, target);
+                                TensorMerge merge = merges.get(u.tensorIndex());
+                                m.produce(t, u, merge == null ? null : merge.runner(), tally, target);
+                                if (merge != null) {
+                                    merge.unitDone();
+                                }
                                 if (!r.allowNonFinite() && tally.nonFinite() > 0) {
                                     throw nonFinite(t, tally);
                                 }
@@ -467,7 +490,7 @@ public final class Exporter {
     }
 
     private static Dequant4jException nonFinite(ExportPlan.OutputTensor t, TensorTally tally) {
-        String what = t.ops().isEmpty() ? "" : " after merging";
+        String what = t.mergeSteps() == 0 ? "" : " after merging";
         return new Dequant4jException(sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
                 + what + " in " + t.dtype() + " (NaN, infinity or beyond the dtype's range; first at element "
                 + tally.firstNonFinite() + "); pass --allow-non-finite to write them anyway");
@@ -547,6 +570,47 @@ public final class Exporter {
             throw new Dequant4jException(cfg, "cannot read: " + e.getMessage(), e);
         }
         return new JsonObject(m);
+    }
+
+    private static List<JsonValue> adapterRecords(List<LoraAdapter> adapters, MergePlan plan) {
+        List<JsonValue> out = new ArrayList<>();
+        for (int i = 0; i < adapters.size(); i++) {
+            LoraAdapter a = adapters.get(i);
+            Map<String, JsonValue> m = new LinkedHashMap<>();
+            m.put("path", new JsonString(a.directory().toAbsolutePath().normalize().toString()));
+            m.put("name", new JsonString(a.name()));
+            m.put("r", JsonNumber.of(a.r()));
+            m.put("lora_alpha", JsonNumber.of(a.alpha()));
+            m.put("scaling", JsonNumber.of(a.scaling()));
+            m.put("use_rslora", JsonBoolean.of(a.useRslora()));
+            m.put("use_dora", JsonBoolean.of(a.useDora()));
+            try {
+                m.put("config_sha256", new JsonString(Manifest.sha256(a.directory().resolve("adapter_config.json"))));
+                m.put("weights_header_sha256", new JsonString(Manifest.headerSha256(
+                        a.directory().resolve("adapter_model.safetensors"))));
+            } catch (IOException e) {
+                throw new Dequant4jException(a.directory(), "cannot read: " + e.getMessage(), e);
+            }
+            List<JsonValue> modules = new ArrayList<>();
+            for (MergePlan.Target t : plan.targets()) {
+                if (t.adapter() != i) {
+                    continue;
+                }
+                LoraAdapter.Module mod = t.module();
+                Map<String, JsonValue> mm = new LinkedHashMap<>();
+                mm.put("module", new JsonString(mod.module()));
+                mm.put("tensor", new JsonString(t.baseTensor()));
+                mm.put("kind", new JsonString(mod.kind().name()));
+                mm.put("r", JsonNumber.of(mod.r()));
+                mm.put("alpha", JsonNumber.of(mod.alpha()));
+                mm.put("scaling", JsonNumber.of(mod.scaling()));
+                mm.put("dora", JsonBoolean.of(mod.dora()));
+                modules.add(new JsonObject(mm));
+            }
+            m.put("modules", new dev.dequant4j.internal.json.JsonArray(modules));
+            out.add(new JsonObject(m));
+        }
+        return out;
     }
 
     private static JsonObject options(Request r, DType dtype, int threads, long budget, long maxShard,

@@ -105,6 +105,23 @@ public final class Manifest {
         return HexFormat.of().formatHex(md.digest());
     }
 
+    /** SHA-256 (hex) of the header of a safetensors file on disk (read up to the declared header length). */
+    static String headerSha256(Path file) throws IOException {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(file)) {
+            java.nio.ByteBuffer len = java.nio.ByteBuffer.allocate(8).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            ch.read(len, 0);
+            long n = len.flip().remaining() == 8 ? len.getLong() : 0;
+            long total = Math.min(ch.size(), 8 + Math.clamp(n, 0, SafetensorsFile.MAX_HEADER_BYTES));
+            java.nio.ByteBuffer all = java.nio.ByteBuffer.allocate((int) total);
+            while (all.hasRemaining() && ch.read(all, all.position()) > 0) {
+                // read the whole header
+            }
+            MessageDigest md = sha();
+            md.update(all.flip());
+            return HexFormat.of().formatHex(md.digest());
+        }
+    }
+
     static MessageDigest sha() {
         try {
             return MessageDigest.getInstance("SHA-256");

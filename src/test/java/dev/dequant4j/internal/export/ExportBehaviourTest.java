@@ -159,7 +159,7 @@ class ExportBehaviourTest {
                 writes, 3);
         try (Checkpoint c = Checkpoint.open(model)) {
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> Exporter.run(new Exporter.Request(c,
-                    null, Map.of(), List.of(), List.of(), DType.F32, Backend.CPU, 200_000, 2, 1 << 20,
+                    null, List.of(), DType.F32, Backend.CPU, 200_000, 2, 1 << 20,
                     ProgressListener.NONE, out, false, false, failing)));
             assertTrue(e.getMessage().contains("No space left on device"), e.getMessage());
             assertTrue(e.getMessage().contains("disk full?"), e.getMessage());
