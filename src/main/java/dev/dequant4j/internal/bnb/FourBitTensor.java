@@ -5,6 +5,7 @@ import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.safetensors.TensorStore;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -73,7 +74,12 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
         if (state.nested()) {
             byte[] codes = new byte[count];
             absmax.copyBytes(firstBlock, codes, 0, count);
-            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nestedAbsmax, firstBlock,
+            // The kernel indexes the nested scales from the 256-block of firstBlock, so it gets them from there.
+            int nestedFirst = (int) (firstBlock / QuantState.NESTED_BLOCKSIZE);
+            int nestedEnd = (int) ((firstBlock + count - 1) / QuantState.NESTED_BLOCKSIZE) + 1;
+            float[] nested = nestedFirst == 0 ? nestedAbsmax
+                    : Arrays.copyOfRange(nestedAbsmax, nestedFirst, nestedEnd);
+            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock,
                     state.nestedOffset(), out);
         } else {
             switch (absmax.entry().dtype()) {
