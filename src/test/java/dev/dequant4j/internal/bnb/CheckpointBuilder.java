@@ -137,6 +137,11 @@ final class CheckpointBuilder {
         throw new IllegalArgumentException("test setup: no tensor " + lastOfFirstShard);
     }
 
+    /** Writes every tensor into a shard of its own, with {@code model.safetensors.index.json}. */
+    Path writeOneShardPerTensor(Path dir) {
+        return write(dir, 1);
+    }
+
     private Path write(Path dir, long maxShardBytes) {
         List<SafetensorsWriter.TensorData> data = new ArrayList<>();
         for (Tensor t : tensors.values()) {
