@@ -10,6 +10,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.QuantKind;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Optional;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -195,6 +196,16 @@ class BadInputTest {
         byte[] json = b.get(QS).data();
         b.put(QS, DType.I8, new long[] {json.length}, json);
         assertError(b, P, "quant state " + QS + " must be a 1-D U8 tensor, not I8[" + json.length + "]");
+    }
+
+    @Test
+    void quantStateTooLarge() {
+        byte[] big = new byte[(1 << 20) + 1];
+        Arrays.fill(big, (byte) ' ');
+        big[0] = '{';
+        big[big.length - 1] = '}';
+        assertError(nf4dq().put(QS, DType.U8, new long[] {big.length}, big), P,
+                "quant state " + QS + " is 1048577 bytes; a real one is a few hundred");
     }
 
     // ---- the quant state JSON

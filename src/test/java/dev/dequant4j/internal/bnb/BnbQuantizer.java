@@ -3,7 +3,7 @@ package dev.dequant4j.internal.bnb;
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Fixtures;
-import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.Random;
 
 /**
@@ -204,7 +204,7 @@ final class BnbQuantizer {
         }
         int zeros = (int) Math.min(n / 3, 300);
         int at = r.nextInt((int) (n - zeros) + 1);
-        java.util.Arrays.fill(x, at, at + zeros, 0f);
+        Arrays.fill(x, at, at + zeros, 0f);
         return x;
     }
 
@@ -224,9 +224,5 @@ final class BnbQuantizer {
             pick = ((down >>> 16) & 1) == 0 ? down : up;
         }
         return (short) (pick >>> 16);
-    }
-
-    static byte[] utf8(String s) {
-        return s.getBytes(StandardCharsets.UTF_8);
     }
 }

@@ -3,16 +3,19 @@ package dev.dequant4j.internal.bnb;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import dev.dequant4j.Checkpoint;
+import dev.dequant4j.DType;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.TensorInfo;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
@@ -44,7 +47,7 @@ class ComponentLookupTest {
     void everyTensorInItsOwnShardInReverseOrder(String fixture) {
         CheckpointBuilder original = CheckpointBuilder.copyOf(Fixtures.checkpoint(fixture));
         List<String> names = new ArrayList<>(original.names());
-        java.util.Collections.reverse(names);
+        Collections.reverse(names);
         CheckpointBuilder reversed = new CheckpointBuilder().config(original.config());
         for (String name : names) {
             CheckpointBuilder.Tensor t = original.get(name);
@@ -77,6 +80,22 @@ class ComponentLookupTest {
         }
         Path dir = b.write(tmp.resolve("noformat"));
         assertDequantEqualsExpected(dir, "llama-h64-int8");
+    }
+
+    /** A row weight_format stored in a wider integer dtype (scalar or [1]) is still row format. */
+    @ParameterizedTest
+    @EnumSource(value = DType.class,
+            names = {"I8", "I16", "U16", "I32", "U32", "I64", "U64"})
+    void int8WeightFormatOfAnotherIntegerDtype(DType dtype) {
+        CheckpointBuilder b = CheckpointBuilder.copyOf(Fixtures.checkpoint("llama-h64-int8"));
+        boolean vector = false;
+        for (String name : b.names()) {
+            if (name.endsWith(".weight_format")) {
+                b.put(name, dtype, vector ? new long[] {1} : new long[0], new byte[dtype.bits() / 8]);
+                vector = !vector;
+            }
+        }
+        assertDequantEqualsExpected(b.write(tmp.resolve("fmt")), "llama-h64-int8");
     }
 
     /** The keys decide, not the config: a checkpoint without config.json still has its 4-bit and int8 weights. */

@@ -11,8 +11,11 @@ import dev.dequant4j.TensorInfo;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.stream.Stream;
@@ -20,6 +23,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
@@ -101,6 +105,30 @@ class SyntheticFourBitTest {
             assertRanges(c, W, want, blocksize);
         }
         assertTrue(relativeError(x, want) < 0.3, "the test quantizer is not bnb-like: error " + relativeError(x, want));
+    }
+
+    /** A non-nested absmax stored as F16 or BF16 is upcast exactly (bitsandbytes' CPU path does absmax.float()). */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F16", "BF16"})
+    void halfPrecisionAbsmaxIsUpcastExactly(DType absmaxDtype) {
+        long[] shape = {21, 70};
+        BnbQuantizer.Quantized q = BnbQuantizer.quantize(BnbQuantizer.weights(shape, 77), shape, "nf4", 64, false);
+        float[] rounded = new float[q.blocks()];
+        ByteBuffer bytes = ByteBuffer.allocate(2 * rounded.length)
+                .order(ByteOrder.LITTLE_ENDIAN);
+        for (int j = 0; j < rounded.length; j++) {
+            short h = absmaxDtype == DType.F16 ? Float.floatToFloat16(q.absmax()[j]) : BnbQuantizer.bf16(q.absmax()[j]);
+            bytes.putShort(h);
+            rounded[j] = absmaxDtype == DType.F16 ? Float.float16ToFloat(h) : Float.intBitsToFloat(h << 16);
+        }
+        BnbQuantizer.Quantized stored = new BnbQuantizer.Quantized("nf4", 64, shape, q.n(), q.packed(), rounded, null,
+                null, 0f);
+        CheckpointBuilder b = q.addTo(new CheckpointBuilder(), W, DType.U8, "float16", true)
+                .put(W + ".absmax", absmaxDtype, new long[] {rounded.length}, bytes.array());
+        try (Checkpoint c = Checkpoint.open(b.write(tmp.resolve("half")))) {
+            assertBits(stored.expected(), 0, c.readFloats(W), W);
+            assertRanges(c, W, stored.expected(), 64);
+        }
     }
 
     /** LLM.int8 weights of any shape: {@code f32(f32(q * SCB[row]) * f32(1/127))}, rows crossed by ranges. */
@@ -192,7 +220,7 @@ class SyntheticFourBitTest {
             c.readFloats(name, range[0], dst, 1, range[1]);
             assertEquals(42f, dst[0], "write before the range");
             assertEquals(42f, dst[dst.length - 1], "write after the range");
-            float[] got = java.util.Arrays.copyOfRange(dst, 1, 1 + range[1]);
+            float[] got = Arrays.copyOfRange(dst, 1, 1 + range[1]);
             assertBits(want, range[0], got, name + " range " + range[0] + "+" + range[1]);
         }
     }
