@@ -254,9 +254,10 @@ public final class Checkpoint implements AutoCloseable {
     /** Elements {@code [offset, offset + count)} of the flattened tensor as float32. */
     public void readFloats(String name, long offset, float[] dst, int dstOff, int count) {
         LogicalTensor t = floatTensor(name);
-        if (offset < 0 || count < 0 || offset + count > t.numel() || dstOff < 0 || dstOff + count > dst.length) {
-            throw new IndexOutOfBoundsException("range [" + offset + ", " + (offset + count) + ") of " + name
-                    + " (" + t.numel() + " elements) into an array of " + dst.length + " at " + dstOff);
+        // Written so that no sum can overflow: offset and dstOff may be anything.
+        if (offset < 0 || count < 0 || offset > t.numel() - count || dstOff < 0 || dstOff > dst.length - count) {
+            throw new IndexOutOfBoundsException(count + " elements at " + offset + " of " + name + " (" + t.numel()
+                    + " elements) into an array of " + dst.length + " at " + dstOff);
         }
         t.readF32(offset, dst, dstOff, count);
     }

@@ -4,9 +4,9 @@ final class Checks {
     private Checks() {}
 
     static void range(LogicalTensor t, long start, int count) {
-        if (start < 0 || count < 0 || start + count > t.numel()) {
-            throw new IndexOutOfBoundsException("elements [" + start + ", " + (start + count) + ") outside "
-                    + t.name() + " (" + t.numel() + " elements)");
+        if (start < 0 || count < 0 || start > t.numel() - count) {
+            throw new IndexOutOfBoundsException(count + " elements at " + start + " outside " + t.name() + " ("
+                    + t.numel() + " elements)");
         }
     }
 }

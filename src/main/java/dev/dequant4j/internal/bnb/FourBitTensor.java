@@ -74,11 +74,13 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
         if (state.nested()) {
             byte[] codes = new byte[count];
             absmax.copyBytes(firstBlock, codes, 0, count);
-            // The kernel indexes nestedAbsmax from the nested block of firstBlock (firstBlock / 256), not from 0.
-            int n0 = (int) (firstBlock >>> 8);
-            float[] nested = n0 == 0 ? nestedAbsmax
-                    : Arrays.copyOfRange(nestedAbsmax, n0, (int) ((firstBlock + count - 1) >>> 8) + 1);
-            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock, state.nestedOffset(), out);
+            // The kernel indexes the nested scales from the 256-block of firstBlock, so it gets them from there.
+            int nestedFirst = (int) (firstBlock / QuantState.NESTED_BLOCKSIZE);
+            int nestedEnd = (int) ((firstBlock + count - 1) / QuantState.NESTED_BLOCKSIZE) + 1;
+            float[] nested = nestedFirst == 0 ? nestedAbsmax
+                    : Arrays.copyOfRange(nestedAbsmax, nestedFirst, nestedEnd);
+            Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock,
+                    state.nestedOffset(), out);
         } else {
             switch (absmax.entry().dtype()) {
                 case F32 -> absmax.copyFloats(firstBlock * 4, out, 0, count);

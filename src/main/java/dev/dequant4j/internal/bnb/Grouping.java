@@ -27,6 +27,7 @@ import java.util.TreeMap;
 public final class Grouping {
     public static final String QS_NF4 = ".quant_state.bitsandbytes__nf4";
     public static final String QS_FP4 = ".quant_state.bitsandbytes__fp4";
+    private static final String QS_PREFIX = ".quant_state.bitsandbytes__";
     static final String[] FOUR_BIT_SUFFIXES = {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map"};
     static final String[] WEIGHT_FORMATS = {"row", "col32", "col_turing", "col_ampere"};
 
@@ -72,6 +73,11 @@ public final class Grouping {
             } else if (key.endsWith(QS_FP4)) {
                 weightName = key.substring(0, key.length() - QS_FP4.length());
                 type = "fp4";
+            } else if (key.contains(QS_PREFIX)) {
+                // Listing its packed weight as a plain U8 tensor would export garbage.
+                int at = key.lastIndexOf(QS_PREFIX);
+                throw error(key, key.substring(0, at), "quant state " + key + " has the unknown quant type '"
+                        + key.substring(at + QS_PREFIX.length()) + "' (bitsandbytes 4-bit types are nf4 and fp4)");
             }
             if (weightName != null) {
                 if (out.containsKey(weightName)) {
@@ -150,10 +156,12 @@ public final class Grouping {
         components.add(weightName);
 
         long[] shape = qs.shape();
+        String shapeSource = "";
         if (shape == null) {
             shape = LegacyShapes.fromConfig(config, weightName).orElseThrow(() -> error(qsKey, weightName,
                     "quant state has \"shape\": null (bitsandbytes 0.41.2) and the shape cannot be derived from "
                             + "config.json for this module"));
+            shapeSource = " (derived from config.json: the quant state has \"shape\": null)";
         }
         long n = TensorEntry.numel(shape);
         TensorEntry w = weight.entry();
@@ -171,7 +179,7 @@ public final class Grouping {
         long needBytes = (n + 1) / 2;
         if (w.byteSize() != needBytes) {
             throw error(weightName, weightName, "packed 4-bit weight holds " + w.byteSize() + " bytes but "
-                    + Arrays.toString(shape) + " (" + n + " elements) needs " + needBytes);
+                    + Arrays.toString(shape) + shapeSource + " (" + n + " elements) needs " + needBytes);
         }
 
         long nb = (n + qs.blocksize() - 1) / qs.blocksize();
@@ -342,7 +350,12 @@ public final class Grouping {
         if (config == null) {
             return false;
         }
-        JsonObject q = config.optObject("quantization_config").orElse(null);
-        return q != null && q.getBoolean("load_in_8bit", false);
+        // Only picks the error message for an I8 weight without SCB, so a malformed block just means "no".
+        try {
+            JsonObject q = config.optObject("quantization_config").orElse(null);
+            return q != null && q.getBoolean("load_in_8bit", false);
+        } catch (JsonException e) {
+            return false;
+        }
     }
 }

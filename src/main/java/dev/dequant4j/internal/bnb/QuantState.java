@@ -53,8 +53,9 @@ public record QuantState(String quantType, int blocksize, DType dtype, long[] sh
         DType dtype = DType.fromTorchName(dtypeName).filter(DType::isOutputType)
                 .orElseThrow(() -> new JsonException("dtype '" + dtypeName + "' is not float16, bfloat16 or float32"));
         long[] shape = null;
-        JsonValue s = o.get("shape");
-        if (s != null && s != JsonNull.NULL) {
+        // bitsandbytes' from_dict requires the key; only an explicit null is the 0.41.2 legacy form.
+        JsonValue s = o.require("shape");
+        if (s != JsonNull.NULL) {
             if (!(s instanceof JsonArray a)) {
                 throw new JsonException("shape must be an array of integers or null");
             }
@@ -89,11 +90,11 @@ public record QuantState(String quantType, int blocksize, DType dtype, long[] sh
                 throw new JsonException("nested_dtype '" + nd + "' is not float32");
             }
             double off = o.getDouble("nested_offset");
-            if (!Double.isFinite(off)) {
-                throw new JsonException("nested_offset is not finite");
-            }
             // Python wrote offset.item() of a float32 as a double; narrowing it back is exact.
             offset = (float) off;
+            if (!Float.isFinite(offset)) {
+                throw new JsonException("nested_offset " + off + " is not a finite float32");
+            }
         }
         return new QuantState(quantType, (int) bs, dtype, shape, nested, nestedBlocksize, offset);
     }
