@@ -5,7 +5,10 @@ import dev.dequant4j.ProgressListener;
 import java.io.PrintWriter;
 import java.util.Locale;
 
-/** Renders export progress: one redrawn bar on a terminal, plain lines (every 5% or 10 s) otherwise. */
+/**
+ * Renders export progress: one redrawn bar on a terminal; otherwise plain lines, at most one per 10% of the bytes
+ * and never more than one per second (a small export prints only its last line), plus one every 10 s while slow.
+ */
 final class ProgressPrinter implements ProgressListener {
     private final PrintWriter err;
     private final boolean terminal;
@@ -13,7 +16,7 @@ final class ProgressPrinter implements ProgressListener {
     private volatile int tensors;
     private volatile long bytes;
     private volatile int tensorsDone;
-    private long lastPrint;
+    private long lastPrint = System.nanoTime();
     private int lastPercent = -1;
 
     ProgressPrinter(PrintWriter err, boolean terminal) {
@@ -48,7 +51,8 @@ final class ProgressPrinter implements ProgressListener {
             err.print("\r[" + bar + "] " + String.format(Locale.ROOT, "%3d%%", percent) + " " + line(done, now)
                     + "   ");
             err.flush();
-        } else if (percent / 5 != lastPercent / 5 || now - lastPrint > 10_000_000_000L) {
+        } else if (done == bytes || (percent / 10 != lastPercent / 10 && now - lastPrint >= 1_000_000_000L)
+                || now - lastPrint > 10_000_000_000L) {
             lastPercent = percent;
             lastPrint = now;
             err.println("export: " + percent + "% " + line(done, now));

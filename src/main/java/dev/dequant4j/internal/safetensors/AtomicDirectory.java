@@ -35,8 +35,16 @@ public final class AtomicDirectory implements AutoCloseable {
         this.temp = temp;
         this.overwrite = overwrite;
         this.cleanupHook = new Thread(() -> {
-            if (!done) {
+            // Workers may still be creating files while the JVM shuts down: delete until the directory is gone.
+            for (int attempt = 0; attempt < 50 && !done && Files.exists(temp, LinkOption.NOFOLLOW_LINKS); attempt++) {
                 deleteRecursively(temp);
+                if (Files.exists(temp, LinkOption.NOFOLLOW_LINKS)) {
+                    try {
+                        Thread.sleep(20);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                }
             }
         }, "dequant4j-output-cleanup");
     }
