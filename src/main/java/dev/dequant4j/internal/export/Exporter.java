@@ -89,6 +89,7 @@ public final class Exporter {
         Checkpoint source = r.base16() != null ? r.base16() : r.base();
         JsonObject config = acc.config(source) != null ? acc.config(source) : acc.config(r.base());
         Map<String, LogicalTensor> sources = acc.logical(source);
+        checkQuantMethod(acc.config(r.base()), acc.configFile(r.base()));
         if (r.base16() != null) {
             MergePlan.checkBase16(r.base(), r.base16());
         }
@@ -227,6 +228,20 @@ public final class Exporter {
             }
             return DType.F16;
         });
+    }
+
+    /**
+     * A checkpoint quantized by another method (GPTQ, AWQ, FP8, ...) stores its weights in tensors that look plain;
+     * exporting them as they are would write a broken model, so it is refused.
+     */
+    static void checkQuantMethod(JsonObject config, Path configFile) {
+        if (config == null || !(config.get("quantization_config") instanceof JsonObject q)) {
+            return;
+        }
+        if (q.get("quant_method") instanceof JsonString m && !m.value().equals("bitsandbytes")) {
+            throw new Dequant4jException(configFile, "quantization_config.quant_method is '" + m.value()
+                    + "'; dequant4j dequantizes bitsandbytes checkpoints only");
+        }
     }
 
     private static Path sourcePath(LogicalTensor t) {

@@ -68,6 +68,18 @@ class ExportBehaviourTest {
     }
 
     @Test
+    void checkpointsOfOtherQuantizationMethodsAreRefused() throws Exception {
+        Path model = SyntheticModel.write(tmp.resolve("m"), 1, 4, 4,
+                "{\"torch_dtype\": \"float16\", \"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4}}");
+        try (Checkpoint c = Checkpoint.open(model)) {
+            Dequant4jException e = assertThrows(Dequant4jException.class, () -> Export.of(c).to(tmp.resolve("out")));
+            assertEquals(model.resolve("config.json") + ": quantization_config.quant_method is 'gptq'; dequant4j "
+                    + "dequantizes bitsandbytes checkpoints only", e.getMessage());
+        }
+        assertEquals(List.of(model), siblings());
+    }
+
+    @Test
     void dtypeKeyOfTheSourceIsKept() throws Exception {
         Path model = SyntheticModel.write(tmp.resolve("m"), 1, 4, 4, "{\"model_type\": \"llama\", \"dtype\": \"bfloat16\"}");
         Path out = tmp.resolve("out");
