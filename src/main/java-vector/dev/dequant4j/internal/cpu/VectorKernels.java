@@ -24,14 +24,14 @@ import jdk.incubator.vector.VectorShape;
 /**
  * The {@link CpuKernels} on the Vector API. Every method gives the same bits as {@link ScalarKernels}: each lane does
  * the reference's binary32 operations in the reference's order (lanewise {@code mul}/{@code add} are single IEEE
- * operations and the JIT never fuses them). Where the reference's result depends on the hardware (the NaN payloads of
- * the float16 conversions), the lanes concerned go through the same JDK method the reference calls.
+ * operations and the JIT never fuses them). The float16 conversions are the reference's own loops: C2 already
+ * compiles them to vector F16C instructions, and their NaN results are the hardware's, so no other code could match.
  *
  * <p>The vector-typed constants live in {@link VectorConstants}, which the constructor does not touch, so that the
  * checks run before any species is created (as in Lucene's {@code PanamaVectorizationProvider}).
  */
 public final class VectorKernels implements CpuKernels {
-    /** Columns of the packed right-hand panel in {@link #loraDelta}: the panel stays in L1/L2 while rows stream. */
+    /** Floats (32 KiB) of the packed right-hand panel in {@link #loraDelta}: it stays in cache while rows stream. */
     private static final int PANEL_FLOATS = 8192;
 
     /** Throws {@link UnsupportedOperationException} when the Vector API would be emulated or slow on this JVM. */
