@@ -253,7 +253,9 @@ public final class VectorKernels implements CpuKernels {
     @Override
     public void loraDelta(float[] w, int wOff, int rows, int cols, float[] left, int leftOff, float[] right, int r,
                           float scale) {
-        if (rows <= 0 || cols <= 0) {
+        if (rows <= 0 || cols <= 0 || r <= 0) {
+            // Nothing to do, or invalid: behave exactly as the reference (including its exceptions).
+            ScalarKernels.INSTANCE.loraDelta(w, wOff, rows, cols, left, leftOff, right, r, scale);
             return;
         }
         int strip = 2 * VL;

@@ -1,5 +1,7 @@
 package dev.dequant4j.internal.cpu;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
 import dev.dequant4j.internal.bnb.Fp4;
 import dev.dequant4j.internal.bnb.Nf4;
 import java.util.ArrayList;
@@ -340,6 +342,32 @@ class KernelsDifferentialTest extends BaseKernelsTestCase {
     void loraDeltaInfinitiesAndOverflow() {
         for (int r : new int[] {1, 2, 16, 33}) {
             checkLoraDelta(11, 75, r, true);
+        }
+    }
+
+    @Test
+    void loraDeltaEmptyAndInvalidShapesBehaveAsTheReference() {
+        checkLoraDelta(0, 17, 4, false);
+        checkLoraDelta(3, 0, 4, false);
+        for (int leftLength : new int[] {0, 3}) {
+            float[] want = new float[12];
+            float[] got = new float[12];
+            float[] left = new float[leftLength];
+            Arrays.fill(left, 0.5f);
+            float[] right = {1f, 2f, 3f, 4f};
+            Class<?> wantThrown = thrown(() -> SCALAR.loraDelta(want, 0, 3, 4, left, 0, right, 0, 1f));
+            Class<?> gotThrown = thrown(() -> VECTOR.loraDelta(got, 0, 3, 4, left, 0, right, 0, 1f));
+            assertEquals(wantThrown, gotThrown, "r = 0, left.length = " + leftLength);
+            assertSameBits(want, got, "r = 0, left.length = " + leftLength);
+        }
+    }
+
+    private static Class<?> thrown(Runnable r) {
+        try {
+            r.run();
+            return null;
+        } catch (RuntimeException e) {
+            return e.getClass();
         }
     }
 }
