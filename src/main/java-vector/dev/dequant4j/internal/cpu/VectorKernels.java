@@ -221,8 +221,8 @@ public final class VectorKernels implements CpuKernels {
 
     @Override
     public void f32ToF16(float[] src, int srcOff, short[] dst, int dstOff, int n) {
-        // The reference's own loop, for the same reasons as f16ToF32: F16C quiets NaNs and drops their low payload bits,
-        // where the Java code of Float.floatToFloat16 would keep them, so only the same call gives the same bits.
+        // The reference's own loop, for the same reasons as f16ToF32: F16C quiets NaNs and drops their low payload
+        // bits, where the Java code of Float.floatToFloat16 would keep them, so only the same call gives the same bits.
         for (int i = 0; i < n; i++) {
             dst[dstOff + i] = Float.floatToFloat16(src[srcOff + i]);
         }
