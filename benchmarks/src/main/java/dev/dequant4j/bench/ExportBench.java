@@ -4,6 +4,7 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.export.SequentialWriter;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
@@ -28,7 +29,7 @@ import java.util.stream.Stream;
  *
  * <pre>
  * java --add-modules jdk.incubator.vector -cp benchmarks/target/benchmarks.jar dev.dequant4j.bench.ExportBench \
- *      --layers 2 [--rank 16] [--runs 3] [--threads N] [--work /tmp/dequant4j-bench]
+ *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--work /tmp/dequant4j-bench]
  * </pre>
  */
 public final class ExportBench {
@@ -36,12 +37,14 @@ public final class ExportBench {
 
     public static void main(String[] args) throws Exception {
         int layers = 2;
+        int rank = 16;
         int runs = 3;
         int threads = Runtime.getRuntime().availableProcessors();
         Path work = Path.of(System.getProperty("java.io.tmpdir"), "dequant4j-bench");
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--layers" -> layers = Integer.parseInt(args[++i]);
+                case "--rank" -> rank = Integer.parseInt(args[++i]);
                 case "--runs" -> runs = Integer.parseInt(args[++i]);
                 case "--threads" -> threads = Integer.parseInt(args[++i]);
                 case "--work" -> work = Path.of(args[++i]);
@@ -55,11 +58,16 @@ public final class ExportBench {
             SyntheticLlama.writeModel(model, layers);
             System.out.printf(Locale.ROOT, "generated %s in %.1f s%n", model, (System.nanoTime() - t) / 1e9);
         }
+        Path adapter = work.resolve("lora-L" + layers + "-r" + rank);
+        if (rank > 0 && !Files.exists(adapter.resolve("adapter_config.json"))) {
+            AtomicDirectory.deleteRecursively(adapter);
+            SyntheticLlama.writeAdapter(adapter, layers, rank);
+        }
         Path out = work.resolve("out");
         System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; java "
                 + Runtime.version());
 
-        long inputBytes = sizeOf(model);
+        long inputBytes = sizeOf(model) + (rank > 0 ? sizeOf(adapter) : 0);
         double[] walls = new double[runs];
         long[] rss = new long[runs];
         long outputBytes = 0;
@@ -69,8 +77,13 @@ public final class ExportBench {
             sampler.start();
             long t = System.nanoTime();
             ExportResult r;
-            try (Checkpoint c = Checkpoint.open(model)) {
-                r = Export.of(c).dtype(DType.BF16).threads(threads).to(out);
+            try (Checkpoint c = Checkpoint.open(model);
+                 LoraAdapter a = rank > 0 ? LoraAdapter.open(adapter) : null) {
+                Export e = Export.of(c).dtype(DType.BF16).threads(threads);
+                if (a != null) {
+                    e.adapter(a);
+                }
+                r = e.to(out);
             }
             walls[run] = (System.nanoTime() - t) / 1e9;
             rss[run] = sampler.stopAndPeak();
@@ -80,12 +93,12 @@ public final class ExportBench {
         }
         AtomicDirectory.deleteRecursively(out);
 
-        double read = readAll(model);
+        double read = readAll(model) + (rank > 0 ? readAll(adapter) : 0);
         double write = writeLike(work.resolve("io-bound.bin"), outputBytes);
         double bound = read + write;
         double median = median(walls);
-        System.out.printf(Locale.ROOT, "layers %d, input %.2f GB, output %.2f GB%n", layers, inputBytes / 1e9,
-                outputBytes / 1e9);
+        System.out.printf(Locale.ROOT, "layers %d, LoRA rank %d, input %.2f GB, output %.2f GB%n", layers, rank,
+                inputBytes / 1e9, outputBytes / 1e9);
         System.out.printf(Locale.ROOT, "I/O bound: read %.2f s (%.2f GB/s) + write %.2f s (%.2f GB/s) = %.2f s%n",
                 read, inputBytes / 1e9 / read, write, outputBytes / 1e9 / write, bound);
         System.out.printf(Locale.ROOT, "export: median %.2f s of %s; ratio to I/O bound %.2f; peak RssAnon max %d MB%n",

@@ -17,9 +17,15 @@ import java.nio.ByteOrder;
 final class CpuMaterializer {
     /** Elements per sub-chunk: 256 KiB of float32, so a sub-chunk and its base copy stay in L2. */
     static final int SUB = 1 << 16;
+    /** Fewest rows per merge call. */
+    static final int MERGE_ROWS = 32;
 
     private static final ValueLayout.OfShort SHORT_LE =
             ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfLong LONG_LE =
+            ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfInt INT_LE =
+            ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final ValueLayout.OfFloat FLOAT_LE =
             ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
@@ -39,10 +45,15 @@ final class CpuMaterializer {
             return;
         }
         if (runner == null && t.source() instanceof PlainTensor p && p.dtype() == t.dtype()) {
-            // Same dtype in and out, nothing to merge: the exact bytes, checked for non-finite values.
+            // Same dtype in and out, nothing to merge: the exact bytes, checked for non-finite values chunk by
+            // chunk while the chunk is still in cache.
             long size = t.dtype().bits() / 8;
-            p.ref().copyTo(u.start() * size, buf, 0, u.count() * size);
-            countNonFinite(t, u.start(), buf, u.count(), tally);
+            long step = SUB * 4L / size;
+            for (long e = 0; e < u.count(); e += step) {
+                long n = Math.min(step, u.count() - e);
+                p.ref().copyTo((u.start() + e) * size, buf, e * size, n * size);
+                countNonFinite(t, u.start() + e, buf.asSlice(e * size, n * size), n, tally);
+            }
             return;
         }
         if (t.transpose()) {
@@ -51,7 +62,8 @@ final class CpuMaterializer {
         }
         boolean merging = runner != null;
         long cols = Math.max(1, t.cols());
-        int step = merging ? (int) (Math.max(1, SUB / cols) * cols) : SUB;
+        // Merging works on whole rows, at least MERGE_ROWS of them so the kernels amortise their per-call setup.
+        int step = merging ? (int) (Math.max(MERGE_ROWS, SUB / cols) * cols) : SUB;
         ensure(step);
         long end = u.start() + u.count();
         for (long s = u.start(); s < end; s += step) {
@@ -147,33 +159,47 @@ final class CpuMaterializer {
         }
     }
 
-    /** Checks a unit copied as is (same dtype in and out). */
-    private void countNonFinite(ExportPlan.OutputTensor t, long start, MemorySegment buf, long count,
-                                TensorTally tally) {
+    /**
+     * Counts the NaN/infinite values of {@code count} elements copied as is (same dtype in and out), four 16-bit or
+     * two 32-bit lanes per 64-bit word: a lane is non-finite when its exponent bits are all ones.
+     */
+    private static void countNonFinite(ExportPlan.OutputTensor t, long start, MemorySegment chunk, long count,
+                                       TensorTally tally) {
+        boolean wide = t.dtype() == DType.F32;
+        long lane = wide ? 0x7F8000007F800000L : t.dtype() == DType.F16 ? 0x7C007C007C007C00L : 0x7F807F807F807F80L;
+        long low = wide ? 0x7FFFFFFF7FFFFFFFL : 0x7FFF7FFF7FFF7FFFL;
+        long perWord = wide ? 2 : 4;
+        long words = count / perWord;
         long nonFinite = 0;
+        for (long i = 0; i < words; i++) {
+            long v = (chunk.getAtIndex(LONG_LE, i) & lane) ^ lane;
+            // The top bit of each lane of ((v & low) + low) | v is set iff that lane of v is non-zero; no carry
+            // crosses lanes because every lane of v is below its top bit.
+            long nonZero = ((v & low) + low) | v;
+            nonFinite += Long.bitCount(~nonZero & ~low);
+        }
         long first = -1;
-        if (t.dtype() == DType.F32) {
-            for (long i = 0; i < count; i++) {
-                int b = buf.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN), i);
-                if ((b & 0x7F800000) == 0x7F800000) {
-                    nonFinite++;
-                    if (first < 0) {
-                        first = start + i;
-                    }
-                }
+        for (long i = words * perWord; i < count; i++) {
+            if (isNonFinite(t.dtype(), chunk, i)) {
+                nonFinite++;
             }
-        } else {
-            int mask = t.dtype() == DType.F16 ? 0x7C00 : 0x7F80;
-            for (long i = 0; i < count; i++) {
-                if ((buf.getAtIndex(SHORT_LE, i) & mask) == mask) {
-                    nonFinite++;
-                    if (first < 0) {
-                        first = start + i;
-                    }
+        }
+        if (nonFinite > 0) {
+            for (long i = 0; i < count && first < 0; i++) {
+                if (isNonFinite(t.dtype(), chunk, i)) {
+                    first = start + i;
                 }
             }
         }
         tally.addNonFinite(nonFinite, first);
+    }
+
+    private static boolean isNonFinite(DType dtype, MemorySegment chunk, long i) {
+        return switch (dtype) {
+            case F32 -> (chunk.getAtIndex(INT_LE, i) & 0x7F800000) == 0x7F800000;
+            case F16 -> (chunk.getAtIndex(SHORT_LE, i) & 0x7C00) == 0x7C00;
+            default -> (chunk.getAtIndex(SHORT_LE, i) & 0x7F80) == 0x7F80;
+        };
     }
 
     private static long countExponentAllOnes(short[] h, int c, int mask) {

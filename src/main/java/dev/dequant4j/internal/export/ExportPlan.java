@@ -69,6 +69,13 @@ public final class ExportPlan {
     public record Unit(int seq, int tensorIndex, long start, long count, int shard, long fileOffset, long byteSize,
                        boolean lastOfTensor) {}
 
+    /**
+     * The data section of every output file starts at a multiple of 4096 (the header is padded with spaces, which
+     * the safetensors format allows): with tensor sizes that are multiples of 4 KiB, as in every LLM, each unit then
+     * starts on a block boundary and goes to the disk with direct I/O without being copied.
+     */
+    static final int DATA_ALIGNMENT = 4096;
+
     private final List<OutputTensor> tensors;
     private final ShardedLayout layout;
     private final List<Unit> units;
@@ -88,7 +95,7 @@ public final class ExportPlan {
         for (OutputTensor t : tensors) {
             specs.add(new ShardedLayout.Spec(t.name(), t.dtype(), t.shape()));
         }
-        ShardedLayout layout = ShardedLayout.plan(specs, maxShardBytes, 64);
+        ShardedLayout layout = ShardedLayout.plan(specs, maxShardBytes, DATA_ALIGNMENT);
         Map<String, Integer> index = new java.util.HashMap<>();
         for (int i = 0; i < tensors.size(); i++) {
             index.put(tensors.get(i).name(), i);

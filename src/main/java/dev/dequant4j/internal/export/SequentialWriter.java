@@ -89,6 +89,15 @@ public final class SequentialWriter implements AutoCloseable {
             return;
         }
         long off = 0;
+        if (staged == 0 && src.isNative() && src.address() % ALIGN == 0) {
+            // Aligned bytes at an aligned file position go to the device straight from the caller's buffer.
+            long aligned = src.byteSize() / ALIGN * ALIGN;
+            if (aligned > 0) {
+                writeFully(src.asSlice(0, aligned).asByteBuffer(), filePos);
+                filePos += aligned;
+                off = aligned;
+            }
+        }
         while (off < src.byteSize()) {
             int n = (int) Math.min(src.byteSize() - off, STAGING_BYTES - staged);
             MemorySegment.copy(src, off, staging, staged, n);

@@ -61,6 +61,23 @@ class MergeStatsTest {
     }
 
     @Test
+    void nonFiniteValuesInsideUnrolledGroupsAreCountedAndLeftOutOfTheSums() {
+        float[] base = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        float[] merged = {1.5f, 2, 3, 4, 5, Float.NaN, Float.NEGATIVE_INFINITY, 8.25f, 9};
+        MergeStats s = new MergeStats();
+        s.accept(100, base, 0, merged, 0, 9);
+        double baseSq = 0;
+        for (float b : base) {
+            baseSq += b * b;
+        }
+        assertEquals(2, s.nonFinite());
+        assertEquals(105, s.firstNonFinite());
+        assertEquals(0.5, s.maxAbsDelta());
+        assertEquals(Math.sqrt(0.25 + 0.0625), s.deltaNorm(), 1e-15);
+        assertEquals(Math.sqrt(baseSq), s.baseNorm(), 1e-15);
+    }
+
+    @Test
     void relativeDeltaOfZeroBase() {
         MergeStats s = new MergeStats();
         s.accept(0, new float[] {0, 0}, 0, new float[] {0, 0}, 0, 2);
