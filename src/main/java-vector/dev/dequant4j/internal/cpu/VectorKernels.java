@@ -13,6 +13,7 @@ import static dev.dequant4j.internal.cpu.VectorConstants.VL;
 
 import com.sun.management.HotSpotDiagnosticMXBean;
 import java.lang.management.ManagementFactory;
+import java.util.Arrays;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
@@ -374,4 +375,40 @@ public final class VectorKernels implements CpuKernels {
             }
         }
     }
+
+    /**
+     * Lane-parallel float32 sums over runs of at most {@link #STATS_RUN} elements, each run's lanes then added in
+     * double: within 1e-4 of the reference for any realistic weights, at vector speed.
+     */
+    @Override
+    public void deltaStats(float[] base, float[] merged, int n, double[] acc) {
+        int vecEnd = n - n % VL;
+        double max = acc[0];
+        for (int run = 0; run < vecEnd; run += STATS_RUN) {
+            int end = Math.min(vecEnd, run + STATS_RUN);
+            FloatVector d2 = FloatVector.zero(FLOATS);
+            FloatVector b2 = FloatVector.zero(FLOATS);
+            FloatVector mx = FloatVector.zero(FLOATS);
+            for (int i = run; i < end; i += VL) {
+                FloatVector b = FloatVector.fromArray(FLOATS, base, i);
+                FloatVector m = FloatVector.fromArray(FLOATS, merged, i);
+                b2 = b.fma(b, b2);
+                VectorMask<Float> finite = m.test(VectorOperators.IS_FINITE);
+                FloatVector d = m.sub(b).blend(0f, finite.not());
+                d2 = d.fma(d, d2);
+                mx = mx.max(d.abs());
+            }
+            acc[1] += d2.reduceLanes(VectorOperators.ADD);
+            acc[2] += b2.reduceLanes(VectorOperators.ADD);
+            max = Math.max(max, mx.reduceLanes(VectorOperators.MAX));
+        }
+        acc[0] = max;
+        if (vecEnd < n) {
+            ScalarKernels.INSTANCE.deltaStats(Arrays.copyOfRange(base, vecEnd, n), Arrays.copyOfRange(merged, vecEnd, n),
+                    n - vecEnd, acc);
+        }
+    }
+
+    /** Elements summed in float32 lanes before the lanes go into double. */
+    private static final int STATS_RUN = 4096;
 }

@@ -50,4 +50,13 @@ public interface CpuKernels {
      */
     void loraDelta(float[] w, int wOff, int rows, int cols, float[] left, int leftOff, float[] right, int r,
                    float scale);
+
+    /**
+     * Change statistics of {@code n} merged values, added into {@code acc}: {@code acc[0] = max(acc[0], |merged[i] -
+     * base[i]|)}, {@code acc[1] += (merged[i] - base[i])^2}, {@code acc[2] += base[i]^2}, over the elements whose
+     * merged value is finite (the caller counts the others). These are statistics, not output: implementations may
+     * sum in another order and in float32 before double, so they agree with the reference to a relative 1e-4, not
+     * bit for bit.
+     */
+    void deltaStats(float[] base, float[] merged, int n, double[] acc);
 }

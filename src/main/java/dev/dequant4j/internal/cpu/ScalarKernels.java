@@ -104,4 +104,23 @@ public final class ScalarKernels implements CpuKernels {
             }
         }
     }
+
+    @Override
+    public void deltaStats(float[] base, float[] merged, int n, double[] acc) {
+        double max = acc[0];
+        double d2 = 0;
+        double b2 = 0;
+        for (int i = 0; i < n; i++) {
+            double b = base[i];
+            b2 += b * b;
+            if (Float.isFinite(merged[i])) {
+                double d = merged[i] - b;
+                max = Math.max(max, Math.abs(d));
+                d2 += d * d;
+            }
+        }
+        acc[0] = max;
+        acc[1] += d2;
+        acc[2] += b2;
+    }
 }

@@ -4,7 +4,6 @@ import dev.dequant4j.DType;
 import dev.dequant4j.internal.bnb.PlainTensor;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.lora.MergeRunner;
-import dev.dequant4j.internal.lora.MergeStats;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -153,9 +152,9 @@ final class CpuMaterializer {
         }
         tally.addNonFinite(nonFinite, first);
         if (base != null) {
-            MergeStats chunk = new MergeStats();
-            chunk.accept(s, base, 0, f32, 0, c);
-            tally.addDelta(chunk);
+            double[] acc = new double[3];
+            kernels.deltaStats(base, f32, c, acc);
+            tally.addDelta(acc);
         }
     }
 
