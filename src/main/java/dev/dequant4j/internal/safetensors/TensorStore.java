@@ -41,6 +41,16 @@ public final class TensorStore implements AutoCloseable {
             }
         }
 
+        /** Copies {@code len} bytes from byte {@code offset} of this tensor into native memory (a staging buffer). */
+        public void copyTo(long offset, MemorySegment dst, long dstOffset, long len) {
+            MemorySegment src = guard(offset, len);
+            try {
+                MemorySegment.copy(src, offset, dst, dstOffset, len);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
         /** Copies {@code n} little-endian 16-bit values starting at byte {@code offset}. */
         public void copyShorts(long offset, short[] dst, int dstOff, int n) {
             MemorySegment src = guard(offset, 2L * n);
