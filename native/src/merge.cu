@@ -506,6 +506,14 @@ template <bool FMA, bool FOURBIT>
 int32_t launch_kernel(const MergeParams& P, cudaStream_t stream) {
     const int64_t tiles = (int64_t)((P.rows + TM - 1) / TM) * ((P.cols + TN - 1) / TN);
     const size_t dynamic = P.save_w ? sizeof(float) * THREADS * RM * RN : 0;
+    if (dynamic > 0) {
+        // Static plus dynamic shared memory goes past the default 48 KB: opt in.
+        cudaError_t e = cudaFuncSetAttribute(k_merge<FMA, FOURBIT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)dynamic);
+        if (e != cudaSuccess) {
+            return (int32_t)e;
+        }
+    }
     int per_sm = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_merge<FMA, FOURBIT>, THREADS, dynamic)
         != cudaSuccess) {
