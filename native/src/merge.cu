@@ -69,7 +69,8 @@ struct MergeParams {
     int32_t rows;
     int32_t cols;
     int32_t nsteps;     // steps to run (APPLY), or the DoRA step + 1 (norm passes)
-    int32_t fast;       // 4-bit, cols % 8 == 0, data and out 16-byte aligned: one load, one store per 8 elements
+    int32_t fast_in;    // 4-bit, cols % 8 == 0, data 16-byte aligned: one 32-bit load per 8 elements
+    int32_t fast_out;   // cols % 8 == 0, out 16-byte aligned: one 16-byte store per 8 elements (32 for F32)
     int32_t mode;       // MODE_*
     int32_t out_dtype;  // MODE_APPLY: DQ4J_F32/F16/BF16
     int32_t save_w;     // a low-rank step follows the first step: w waits in shared memory during its k-loop
@@ -190,7 +191,8 @@ __device__ __forceinline__ float base1_other(const Source& s, int kl, int row) {
 
 // Eight 4-bit values from chunk element kl, a multiple of 8 (the fast path): one 32-bit load, one scale.
 __device__ __forceinline__ void base8(const Source& s, const float* lut, int kl, float* v) {
-    const uint32_t word = __ldcs(reinterpret_cast<const unsigned int*>(static_cast<const uint8_t*>(s.data) + (kl >> 1)));
+    const uint8_t* bytes = static_cast<const uint8_t*>(s.data) + (kl >> 1);
+    const uint32_t word = __ldcs(reinterpret_cast<const unsigned int*>(bytes));
     const float scale = scale_at(s, kl);
 #pragma unroll
     for (int b = 0; b < 4; b++) {
@@ -236,7 +238,7 @@ __device__ __forceinline__ void load_base(const MergeParams& P, const float* lut
             const int row = r_base + i;
             const bool row_ok = row < P.rows;
             const int kl = row * P.cols + c_base;
-            if (P.fast) {
+            if (P.fast_in) {
                 if (row_ok && c_base < P.cols) {
                     base8(P.src, lut, kl, w[i]);
                 } else {
@@ -326,7 +328,7 @@ __device__ __forceinline__ void store_tile_as(const MergeParams& P, int r_base, 
             continue;
         }
         const int kl = row * P.cols + c_base;
-        if (P.fast) {
+        if (P.fast_out) {
             if (c_base < P.cols) {
                 store8<OUT>(P.out, kl, w[i]);
             }
@@ -583,7 +585,9 @@ int32_t prepare(MergeParams& P, const dq4j_source* src, int64_t row0, int64_t ro
         return DQ4J_ERR_INVALID_ARGUMENT;
     }
     for (int32_t i = 0; i < nsteps; i++) {
-        if (is_lowrank(steps[i].kind) && (steps[i].r > MAX_ELEMENTS / cols || row0 > INT64_MAX / steps[i].r)) {
+        // left is indexed row * r and right k * cols in 32 bits within a launch.
+        if (is_lowrank(steps[i].kind) && (steps[i].r > MAX_ELEMENTS / cols || rows > INT32_MAX / steps[i].r
+                                          || row0 > INT64_MAX / steps[i].r)) {
             return DQ4J_ERR_INVALID_ARGUMENT;
         }
     }
@@ -625,7 +629,8 @@ int32_t prepare(MergeParams& P, const dq4j_source* src, int64_t row0, int64_t ro
     P.rows = (int32_t)rows;
     P.cols = (int32_t)cols;
     P.nsteps = nsteps;
-    P.fast = src->kind == DQ4J_SRC_4BIT && cols % 8 == 0 && aligned16(src->data) && aligned16(out);
+    P.fast_in = src->kind == DQ4J_SRC_4BIT && cols % 8 == 0 && aligned16(src->data);
+    P.fast_out = cols % 8 == 0 && aligned16(out);
     P.mode = MODE_APPLY;
     P.out_dtype = DQ4J_F32;
     P.out = nullptr;

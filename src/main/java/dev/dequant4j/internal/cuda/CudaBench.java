@@ -182,8 +182,8 @@ public final class CudaBench {
             System.out.printf(Locale.ROOT, "%-34s %9.3f %11.1f %10.1f %8.1f%% %10s%n", r.name(), r.medianMs(),
                     N / seconds / 1e9, bw / 1e9, 100 * bw / copyBw, bound);
         }
-        System.out.println("\nGB/s counts bytes read + written (the copy: 2 x its size); \"FMA bound\" is the time over "
-                + "the FP32 FMA peak's time for r multiply-adds per element (1.00x = at peak).");
+        System.out.println("\nGB/s counts bytes read + written (the copy: 2 x its size); \"FMA bound\" is the time "
+                + "over the FP32 FMA peak's time for r multiply-adds per element (1.00x = at peak).");
     }
 
     private static long upload(Memory mem, String what, byte[] data) {

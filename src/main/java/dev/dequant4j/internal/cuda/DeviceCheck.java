@@ -48,8 +48,8 @@ final class DeviceCheck {
             return new Check(null, failure);
         }
         if (index < 0) {
-            return new Check(null, "-D" + CudaRuntime.DEVICE_PROPERTY + "=" + System.getProperty(CudaRuntime.DEVICE_PROPERTY)
-                    + " is not a device number");
+            return new Check(null, "-D" + CudaRuntime.DEVICE_PROPERTY + "="
+                    + System.getProperty(CudaRuntime.DEVICE_PROPERTY) + " is not a device number");
         }
         int[] v = new int[1];
         int rc = cudaDriverGetVersion(v);
@@ -78,8 +78,8 @@ final class DeviceCheck {
         }
         int count = v[0];
         if (index >= count) {
-            return new Check(null, "requested device " + index + " (-D" + CudaRuntime.DEVICE_PROPERTY + ") is out of range: "
-                    + count + " device" + (count == 1 ? "" : "s"));
+            return new Check(null, "requested device " + index + " (-D" + CudaRuntime.DEVICE_PROPERTY
+                    + ") is out of range: " + count + " device" + (count == 1 ? "" : "s"));
         }
         try (cudaDeviceProp prop = new cudaDeviceProp(); SizeTPointer free = new SizeTPointer(1);
              SizeTPointer total = new SizeTPointer(1)) {

@@ -163,6 +163,15 @@ class CudaBindingTest {
                     CudaKernels.F16, 0x50000, 0), "ReplaceRows needs values and a row map");
             assertEquals(bad, CudaKernels.dq4j_merge(s, 0, 4, 64, steps.kind(0), 1, 0, CudaKernels.F16, 0x50000, 0));
             steps.kind(CudaKernels.STEP_LORA);
+            // The steps are an array: element 1 is read at the C struct's stride (an invalid element 1 is found,
+            // while element 0 alone passes and only the output's alignment is wrong).
+            steps.<CudaKernels.Step>position(1).kind(0);
+            steps.position(0);
+            assertEquals(CudaKernels.ERR_MISALIGNED, CudaKernels.dq4j_merge(s, 0, 4, 64, steps, 1, 0,
+                    CudaKernels.F16, 0x50002, 0));
+            assertEquals(bad, CudaKernels.dq4j_merge(s, 0, 4, 64, steps, 2, 0, CudaKernels.F16, 0x50002, 0));
+            steps.<CudaKernels.Step>position(1).kind(CudaKernels.STEP_LORA);
+            steps.position(0);
             assertEquals(bad, CudaKernels.dq4j_dora_norms(s, 0, 4, 64, steps, 1, 0, 0, 0x80000, 0),
                     "the norm pass needs a DoRA step");
             assertEquals(bad, CudaKernels.dq4j_dora_norms(s, 0, 4, 64, steps, 1, 1, 0, 0x80000, 0));

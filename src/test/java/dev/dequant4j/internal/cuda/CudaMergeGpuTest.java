@@ -24,7 +24,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * Fused dequantize + merge on the GPU against MergeRunner with the scalar kernels: bit for bit in exact mode (and
- * always for F32 output), within one ulp of F16/BF16 with the default fused multiply-adds.
+ * always for F32 output), within one ulp of F16/BF16 with the default fused multiply-adds; DoRA within one ulp.
  */
 @Tag("gpu")
 @ExtendWith(GpuCondition.class)
@@ -58,18 +58,22 @@ class CudaMergeGpuTest {
         }
     }
 
-    /** Runs every backend on one tensor: exact ones must match the oracle's bits, the fast one within an ulp. */
+    /**
+     * Runs every backend on one tensor: exact ones must match the oracle's bits, the fast one within an ulp. DoRA
+     * norms are summed in another order than the oracle's, which may move a factor by an fp32 ulp: one ulp there.
+     */
     private static void compare(LogicalTensor t, List<MergeOp> ops, Arena arena) {
+        int dora = ops.stream().anyMatch(op -> op instanceof MergeOp.Dora) ? 1 : 0;
         for (DType out : OUTS) {
             MemorySegment want = Oracle.expected(t, ops, out, arena);
             MemorySegment got = arena.allocate(want.byteSize(), 16);
             String what = t.name() + " " + ops + " -> " + out;
             exact.materialize(t, ops, out, got);
-            Oracle.assertBitsEqual(what + " (exact)", want, got, out);
+            Oracle.assertWithin(what + " (exact)", want, got, out, dora);
             chunked.materialize(t, ops, out, got);
-            Oracle.assertBitsEqual(what + " (exact, chunked)", want, got, out);
+            Oracle.assertWithin(what + " (exact, chunked)", want, got, out, dora);
             fast.materialize(t, ops, out, got);
-            Oracle.assertWithin(what + " (fma)", want, got, out, out == DType.F32 ? 0 : 1);
+            Oracle.assertWithin(what + " (fma)", want, got, out, out == DType.F32 ? dora : 1);
         }
     }
 
