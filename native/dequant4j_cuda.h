@@ -121,11 +121,12 @@ DQ4J_API int32_t dq4j_dequant(const dq4j_source* src, int64_t n, int32_t out_dty
 /*
  * Rows [row0, row0 + rows) of a tensor with cols columns (src.elem0 must be row0 * cols): base values, then the
  * steps in order on each element in fp32, then one rounding to out_dtype into out (rows * cols values, 16-byte
- * aligned). Steps of kind DORA_* need their factor arrays (dq4j_dora_norms, then dq4j_dora_*_factors).
+ * aligned). At most DQ4J_MAX_STEPS steps and 2^30 elements per launch. Steps of kind DORA_* need their factor
+ * arrays (dq4j_dora_norms, then dq4j_dora_*_factors).
  */
 DQ4J_API int32_t dq4j_merge(const dq4j_source* src, int64_t row0, int64_t rows, int64_t cols,
-                   const dq4j_step* steps, int32_t nsteps, int32_t flags, int32_t out_dtype, void* out,
-                   void* stream);
+                            const dq4j_step* steps, int32_t nsteps, int32_t flags, int32_t out_dtype, void* out,
+                            void* stream);
 
 /*
  * The norm pass of DoRA step `step` over the same rows: runs steps [0, step) fully and the delta of `step`, then
@@ -133,20 +134,20 @@ DQ4J_API int32_t dq4j_merge(const dq4j_source* src, int64_t row0, int64_t rows, 
  * DORA_COL [ceil(rows / DQ4J_TILE_ROWS)][cols].
  */
 DQ4J_API int32_t dq4j_dora_norms(const dq4j_source* src, int64_t row0, int64_t rows, int64_t cols,
-                        const dq4j_step* steps, int32_t nsteps, int32_t step, int32_t flags, double* partials,
-                        void* stream);
+                                 const dq4j_step* steps, int32_t nsteps, int32_t step, int32_t flags,
+                                 double* partials, void* stream);
 
 /* factor[i] = f32(magnitude[i] / f32(sqrt(sum over tiles of partials[i][t]))) for rows i < rows. */
-DQ4J_API int32_t dq4j_dora_row_factors(const double* partials, int64_t rows, int64_t col_tiles, const float* magnitude,
-                              float* factor, void* stream);
+DQ4J_API int32_t dq4j_dora_row_factors(const double* partials, int64_t rows, int64_t col_tiles,
+                                       const float* magnitude, float* factor, void* stream);
 
 /* col_sums[c] += sum over t of partials[t][c], tiles in order; the caller zeroes col_sums first. */
-DQ4J_API int32_t dq4j_dora_col_accumulate(const double* partials, int64_t row_tiles, int64_t cols, double* col_sums,
-                                 void* stream);
+DQ4J_API int32_t dq4j_dora_col_accumulate(const double* partials, int64_t row_tiles, int64_t cols,
+                                          double* col_sums, void* stream);
 
 /* factor[c] = f32(magnitude[c] / f32(sqrt(col_sums[c]))). */
-DQ4J_API int32_t dq4j_dora_col_factors(const double* col_sums, int64_t cols, const float* magnitude, float* factor,
-                              void* stream);
+DQ4J_API int32_t dq4j_dora_col_factors(const double* col_sums, int64_t cols, const float* magnitude,
+                                       float* factor, void* stream);
 
 #ifdef __cplusplus
 }
