@@ -41,6 +41,16 @@ public final class TensorStore implements AutoCloseable {
             }
         }
 
+        /** Copies {@code len} bytes from byte {@code offset} of this tensor into {@code dst} at {@code dstOffset}. */
+        public void copyTo(long offset, MemorySegment dst, long dstOffset, long len) {
+            MemorySegment src = guard(offset, len);
+            try {
+                MemorySegment.copy(src, offset, dst, dstOffset, len);
+            } catch (IllegalStateException | InternalError e) {
+                throw readFailure(e);
+            }
+        }
+
         /** Copies {@code n} little-endian 16-bit values starting at byte {@code offset}. */
         public void copyShorts(long offset, short[] dst, int dstOff, int n) {
             MemorySegment src = guard(offset, 2L * n);
@@ -66,16 +76,6 @@ public final class TensorStore implements AutoCloseable {
             MemorySegment src = guard(offset, 8L * n);
             try {
                 MemorySegment.copy(src, DOUBLE_LE, offset, dst, dstOff, n);
-            } catch (IllegalStateException | InternalError e) {
-                throw readFailure(e);
-            }
-        }
-
-        /** Copies {@code len} bytes from byte {@code offset} of this tensor into {@code dst} at {@code dstOff}. */
-        public void copyTo(long offset, MemorySegment dst, long dstOff, long len) {
-            MemorySegment src = guard(offset, len);
-            try {
-                MemorySegment.copy(src, offset, dst, dstOff, len);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
