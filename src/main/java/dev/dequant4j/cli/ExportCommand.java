@@ -7,10 +7,10 @@ import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
-import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.export.Sizes;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.json.JsonNull;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
@@ -93,7 +93,7 @@ final class ExportCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--threads must be positive");
         }
         if (verbose) {
-            err.println("cpu kernels: " + Kernels.describe());
+            err.println("backend " + b.name().toLowerCase(Locale.ROOT) + ": " + b.describe());
         }
         boolean terminal = System.console() != null && System.console().isTerminal();
         List<LoraAdapter> opened = new ArrayList<>();
@@ -162,15 +162,19 @@ final class ExportCommand implements Callable<Integer> {
         out.println("files: " + r.files().stream().map(p -> p.getFileName().toString()).toList());
         List<TensorStats> merged = new ArrayList<>(r.stats().stream().filter(s -> s.mergeSteps() > 0).toList());
         if (!merged.isEmpty()) {
-            merged.sort(Comparator.comparingDouble(TensorStats::relDeltaNorm).reversed());
+            merged.sort(Comparator.comparingDouble((TensorStats s) -> Double.isNaN(s.relDeltaNorm()) ? -1
+                    : s.relDeltaNorm()).reversed());
             out.println("merged " + merged.size() + " tensors; largest relative changes:");
             Table t = new Table("TENSOR", "STEPS", "MAX |DELTA|", "|DELTA|/|W|");
             for (TensorStats s : merged.subList(0, Math.min(5, merged.size()))) {
-                t.add(s.name(), Integer.toString(s.mergeSteps()), String.format(Locale.ROOT, "%.3g", s.maxAbsDelta()),
-                        String.format(Locale.ROOT, "%.3g", s.relDeltaNorm()));
+                t.add(s.name(), Integer.toString(s.mergeSteps()), stat(s.maxAbsDelta()), stat(s.relDeltaNorm()));
             }
             t.print(out);
         }
+    }
+
+    private static String stat(double v) {
+        return Double.isNaN(v) ? "n/a" : String.format(Locale.ROOT, "%.3g", v);
     }
 
     static JsonObject summary(ExportResult r) {
@@ -190,9 +194,9 @@ final class ExportCommand implements Callable<Integer> {
             Map<String, JsonValue> o = new LinkedHashMap<>();
             o.put("name", new JsonString(s.name()));
             o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
-            o.put("max_abs_delta", JsonNumber.of(s.maxAbsDelta()));
-            o.put("rel_delta_norm", Double.isFinite(s.relDeltaNorm()) ? JsonNumber.of(s.relDeltaNorm())
-                    : new JsonString(Double.toString(s.relDeltaNorm())));
+            o.put("max_abs_delta", Double.isNaN(s.maxAbsDelta()) ? JsonNull.NULL : JsonNumber.of(s.maxAbsDelta()));
+            o.put("rel_delta_norm", Double.isNaN(s.relDeltaNorm()) ? JsonNull.NULL : Double.isFinite(s.relDeltaNorm())
+                    ? JsonNumber.of(s.relDeltaNorm()) : new JsonString(Double.toString(s.relDeltaNorm())));
             stats.add(new JsonObject(o));
         }
         m.put("tensor_stats", new JsonArray(stats));

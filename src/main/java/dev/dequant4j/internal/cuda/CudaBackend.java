@@ -88,7 +88,7 @@ public final class CudaBackend implements AutoCloseable {
         if (engine == null) {
             throw new IllegalStateException("CUDA backend is closed");
         }
-        engine.materialize(MergePlan.of(src, ops, out, dst.byteSize()), dst);
+        engine.materialize(TensorJob.of(src, ops, out, dst.byteSize()), dst);
     }
 
     /** The device in use, as {@link Availability#device()} described it when opened. */

@@ -80,7 +80,7 @@ final class CudaEngine implements AutoCloseable {
         final Memory.Buffer devIn = memory.device("chunk input");
         final Memory.Buffer devOut = memory.device("chunk output");
         final Memory.Buffer partials = memory.device("DoRA partial sums");
-        MergePlan.Chunk pending;
+        TensorJob.Chunk pending;
         MemorySegment pendingDst;
     }
 
@@ -124,7 +124,7 @@ final class CudaEngine implements AutoCloseable {
     }
 
     /** Produces the whole tensor into dst (see {@link CudaBackend#materialize}). */
-    void materialize(MergePlan plan, MemorySegment dst) {
+    void materialize(TensorJob plan, MemorySegment dst) {
         if (plan.numel() == 0) {
             return;
         }
@@ -155,7 +155,7 @@ final class CudaEngine implements AutoCloseable {
 
     /** One tensor in flight: its constants' layout, the kernel structs, and the sweeps over its chunks. */
     private final class Tensor {
-        final MergePlan plan;
+        final TensorJob plan;
         final CudaKernels.Source src;
         final CudaKernels.Step steps;
         final int nsteps;
@@ -183,7 +183,7 @@ final class CudaEngine implements AutoCloseable {
             void write(MemorySegment constants);
         }
 
-        Tensor(MergePlan plan, CudaKernels.Source src, CudaKernels.Step steps) {
+        Tensor(TensorJob plan, CudaKernels.Source src, CudaKernels.Step steps) {
             this.plan = plan;
             this.src = src;
             this.steps = steps;
@@ -332,7 +332,7 @@ final class CudaEngine implements AutoCloseable {
                 throw new Dequant4jException(null, plan.tensor().name(), plan.rows() + " rows: more than the CUDA "
                         + "backend indexes");
             }
-            List<MergePlan.Chunk> chunks = plan.chunks(chunkBudget());
+            List<TensorJob.Chunk> chunks = plan.chunks(chunkBudget());
             sizeSlots(chunks);
             upload();
             describeSteps();
@@ -356,7 +356,7 @@ final class CudaEngine implements AutoCloseable {
         }
 
         /** Row factors of the per-row DoRA steps before {@code limit}, for the chunk's rows. */
-        private void rowFactors(Slot s, MergePlan.Chunk c, int limit) {
+        private void rowFactors(Slot s, TensorJob.Chunk c, int limit) {
             for (int i = 0; i < limit; i++) {
                 if (plan.steps().get(i) instanceof MergeOp.Dora d && !d.perColumn()) {
                     launched(CudaKernels.dq4j_dora_norms(src, c.row0(), c.rows(), plan.cols(), steps, nsteps, i, flags,
@@ -368,7 +368,7 @@ final class CudaEngine implements AutoCloseable {
             }
         }
 
-        private void columnSweep(List<MergePlan.Chunk> chunks, int j) {
+        private void columnSweep(List<TensorJob.Chunk> chunks, int j) {
             long sums = dev(colSumsOff[j]);
             check(cudaMemsetAsync(at(sums), 0, 8 * plan.cols(), slots[0].stream), "cudaMemsetAsync");
             sweep(chunks, null, (s, c) -> {
@@ -396,8 +396,8 @@ final class CudaEngine implements AutoCloseable {
                 free = f.get();
             }
             long available = free + Memory.capacity(constDev) + reusable() - RESERVE;
-            long min = plan.hasSteps() ? plan.cols() : MergePlan.ELEMENT_ALIGN;
-            long max = Math.max(min, Math.min(options.chunkElements(), MergePlan.MAX_LAUNCH_ELEMENTS));
+            long min = plan.hasSteps() ? plan.cols() : TensorJob.ELEMENT_ALIGN;
+            long max = Math.max(min, Math.min(options.chunkElements(), TensorJob.MAX_LAUNCH_ELEMENTS));
             while (true) {
                 long need = deviceBytes + slots.length * slotDeviceBytes(plan.chunks(max));
                 if (need <= available) {
@@ -420,11 +420,11 @@ final class CudaEngine implements AutoCloseable {
             return n;
         }
 
-        private long slotDeviceBytes(List<MergePlan.Chunk> chunks) {
+        private long slotDeviceBytes(List<TensorJob.Chunk> chunks) {
             long in = 0;
             long out = 0;
             long partials = 0;
-            for (MergePlan.Chunk c : chunks) {
+            for (TensorJob.Chunk c : chunks) {
                 in = Math.max(in, plan.inBytes(c.elem0(), c.count()));
                 out = Math.max(out, c.count() * outSize);
                 partials = Math.max(partials, partialBytes(c));
@@ -432,7 +432,7 @@ final class CudaEngine implements AutoCloseable {
             return align(in) + align(out) + align(partials);
         }
 
-        private long partialBytes(MergePlan.Chunk c) {
+        private long partialBytes(TensorJob.Chunk c) {
             long bytes = 0;
             if (plan.doraSteps(false) > 0) {
                 bytes = 8 * c.rows() * colTiles;
@@ -444,11 +444,11 @@ final class CudaEngine implements AutoCloseable {
             return bytes;
         }
 
-        private void sizeSlots(List<MergePlan.Chunk> chunks) {
+        private void sizeSlots(List<TensorJob.Chunk> chunks) {
             long in = 0;
             long out = 0;
             long partials = 0;
-            for (MergePlan.Chunk c : chunks) {
+            for (TensorJob.Chunk c : chunks) {
                 in = Math.max(in, plan.inBytes(c.elem0(), c.count()));
                 out = Math.max(out, c.count() * outSize);
                 partials = Math.max(partials, partialBytes(c));
@@ -506,7 +506,7 @@ final class CudaEngine implements AutoCloseable {
         }
 
         /** Points the source at a chunk staged in slot s. */
-        private void describeChunk(Slot s, MergePlan.Chunk c) {
+        private void describeChunk(Slot s, TensorJob.Chunk c) {
             src.elem0(c.elem0()).data(s.devIn.address());
             if (plan.replacement() != null) {
                 return;
@@ -526,7 +526,7 @@ final class CudaEngine implements AutoCloseable {
         }
 
         /** Copies the chunk's base data from the mapped checkpoint (or the replacement) into pinned memory. */
-        private void stage(MergePlan.Chunk c, MemorySegment pinned) {
+        private void stage(TensorJob.Chunk c, MemorySegment pinned) {
             long bytes = plan.inBytes(c.elem0(), c.count());
             if (plan.replacement() != null) {
                 int piece = (int) Math.min(c.count(), 1 << 20);
@@ -546,16 +546,16 @@ final class CudaEngine implements AutoCloseable {
         }
 
         interface Work {
-            void enqueue(Slot s, MergePlan.Chunk c);
+            void enqueue(Slot s, TensorJob.Chunk c);
         }
 
         /**
          * Runs every chunk through the two slots; with dst, the D2H results are copied into it as each slot comes
          * round again (the host's copy of chunk i-2 overlaps chunk i-1 on the device).
          */
-        private void sweep(List<MergePlan.Chunk> chunks, MemorySegment dst, Work work) {
+        private void sweep(List<TensorJob.Chunk> chunks, MemorySegment dst, Work work) {
             int i = 0;
-            for (MergePlan.Chunk c : chunks) {
+            for (TensorJob.Chunk c : chunks) {
                 Slot s = slots[i++ & 1];
                 retire(s);
                 stage(c, s.pinnedIn.segment());

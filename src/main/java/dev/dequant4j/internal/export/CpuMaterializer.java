@@ -162,7 +162,7 @@ final class CpuMaterializer {
      * Counts the NaN/infinite values of {@code count} elements copied as is (same dtype in and out), four 16-bit or
      * two 32-bit lanes per 64-bit word: a lane is non-finite when its exponent bits are all ones.
      */
-    private static void countNonFinite(ExportPlan.OutputTensor t, long start, MemorySegment chunk, long count,
+    static void countNonFinite(ExportPlan.OutputTensor t, long start, MemorySegment chunk, long count,
                                        TensorTally tally) {
         boolean wide = t.dtype() == DType.F32;
         long lane = wide ? 0x7F8000007F800000L : t.dtype() == DType.F16 ? 0x7C007C007C007C00L : 0x7F807F807F807F80L;

@@ -22,9 +22,10 @@ public final class ExportPlan {
      * @param mergeSteps how many adapter merge steps change it (their payloads are loaded only when it is produced)
      * @param raw       copied byte for byte (a non-float tensor); {@code dtype} is then the stored dtype
      * @param transpose the source is {@code [out, in]} and the output {@code [in, out]} (bnb-quantized Conv1D weights)
+     * @param onDevice  produced whole by the CUDA backend
      */
     public record OutputTensor(String name, LogicalTensor source, int mergeSteps, DType dtype, long[] shape,
-                               boolean raw, boolean transpose) {
+                               boolean raw, boolean transpose, boolean onDevice) {
         public OutputTensor {
             shape = shape.clone();
         }
@@ -121,7 +122,7 @@ public final class ExportPlan {
             total = t.numel();
             long perElem = t.dtype().bits() / 8;
             step = Math.max(1, unitBytes / perElem);
-            if (t.transpose()) {
+            if (t.transpose() || t.onDevice()) {
                 step = Math.max(1, total);
             } else if (t.mergeSteps() > 0) {
                 long cols = Math.max(1, t.cols());

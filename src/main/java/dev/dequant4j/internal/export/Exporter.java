@@ -22,6 +22,8 @@ import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.cuda.CudaBackend;
+import dev.dequant4j.internal.lora.MergeOp;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.lora.MergeRunner;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
@@ -101,7 +103,7 @@ public final class Exporter {
                 steps.merge(t.baseTensor(), 1, Integer::sum);
             }
         }
-        String backendReason = chooseBackend(r.backend());
+        BackendChoice backend = chooseBackend(r.backend());
         DType dtype = r.dtype() != null ? r.dtype() : defaultDtype(config, acc.logical(r.base()));
         if (!dtype.isOutputType()) {
             throw new IllegalArgumentException("output dtype must be F16, BF16 or F32, not " + dtype);
@@ -127,8 +129,10 @@ public final class Exporter {
             if (transpose) {
                 shape = new long[] {shape[1], shape[0]};
             }
+            boolean onDevice = backend.backend() == Backend.CUDA && !raw && !transpose
+                    && (t.kind() != QuantKind.PLAIN || mergeSteps > 0);
             outs.add(new ExportPlan.OutputTensor(t.name(), t, mergeSteps, raw ? t.dtype() : dtype, shape, raw,
-                    transpose));
+                    transpose, onDevice));
         }
 
         int threads = r.threads() > 0 ? r.threads() : Runtime.getRuntime().availableProcessors();
@@ -158,17 +162,20 @@ public final class Exporter {
         ProgressListener progress = r.progress() != null ? r.progress() : ProgressListener.NONE;
         List<TensorStats> stats;
         List<Manifest.FileRecord> files = new ArrayList<>();
-        try (AtomicDirectory out = AtomicDirectory.create(target, r.overwrite())) {
+        try (CudaBackend cuda = backend.backend() == Backend.CUDA ? CudaBackend.open() : null;
+             AtomicDirectory out = AtomicDirectory.create(target, r.overwrite())) {
             progress.onStart(plan.tensors().size(), plan.totalFileBytes());
             prepass(plan, merges);
-            String[] shas = execute(plan, merges, tallies, kernels, threads, poolSize, unitBytes, out.dir(), r,
+            String[] shas = execute(plan, merges, tallies, kernels, cuda, threads, poolSize, unitBytes, out.dir(), r,
                     progress);
             stats = new ArrayList<>();
             for (int i = 0; i < plan.tensors().size(); i++) {
                 ExportPlan.OutputTensor t = plan.tensors().get(i);
                 TensorTally tally = tallies.get(i);
+                // The CUDA backend returns only the rounded output, so device-merged tensors have no change figures.
+                boolean measured = t.mergeSteps() == 0 || !t.onDevice();
                 stats.add(new TensorStats(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.mergeSteps(),
-                        tally.maxAbsDelta(), tally.relDeltaNorm()));
+                        measured ? tally.maxAbsDelta() : Double.NaN, measured ? tally.relDeltaNorm() : Double.NaN));
             }
             List<ShardedLayout.Shard> shards = plan.layout().shards();
             for (int i = 0; i < shards.size(); i++) {
@@ -185,7 +192,7 @@ public final class Exporter {
                     out.dir()));
             JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
                     ? JsonNull.NULL : sourceRecord(r.base16(), acc), adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads,
-                    budget, maxShard, backendReason), files, stats);
+                    budget, maxShard, backend.reason()), files, stats);
             writeSmall(out.dir(), Manifest.FILE_NAME,
                     (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
             if (progress.isCancelled()) {
@@ -199,18 +206,27 @@ public final class Exporter {
         }
         paths.add(target.resolve(Manifest.FILE_NAME));
         ExportResult result = new ExportResult(target, dtype, plan.tensors().size(), plan.totalFileBytes(), paths,
-                Duration.ofNanos(System.nanoTime() - t0), Backend.CPU, backendReason, stats);
+                Duration.ofNanos(System.nanoTime() - t0), backend.backend(), backend.reason(), stats);
         progress.onDone(result);
         return result;
     }
 
-    private static String chooseBackend(Backend requested) {
+    /** The backend an export uses and why. */
+    record BackendChoice(Backend backend, String reason) {}
+
+    static BackendChoice chooseBackend(Backend requested) {
         Backend b = requested == null ? Backend.AUTO : requested;
-        return switch (b) {
-            case CPU -> "cpu (requested)";
-            case AUTO -> "cpu: this build has no CUDA backend";
-            case CUDA -> throw new Dequant4jException("--backend cuda: this build has no CUDA backend");
-        };
+        if (b == Backend.CPU) {
+            return new BackendChoice(Backend.CPU, "cpu (requested; " + Kernels.describe() + ")");
+        }
+        CudaBackend.Availability a = CudaBackend.probe();
+        if (a.usable()) {
+            return new BackendChoice(Backend.CUDA, "cuda (" + a.device() + ")");
+        }
+        if (b == Backend.CUDA) {
+            throw new Dequant4jException("--backend cuda: " + a.reason());
+        }
+        return new BackendChoice(Backend.CPU, "cpu (" + a.reason() + "; " + Kernels.describe() + ")");
     }
 
     /** The model's dtype from config.json, else the quant states' dtype, else the first float plain tensor's. */
@@ -308,6 +324,7 @@ public final class Exporter {
         private final MergePlan plan;
         private final CpuKernels kernels;
         private final AtomicInteger unitsLeft;
+        private List<MergeOp> ops;
         private MergeRunner runner;
 
         TensorMerge(ExportPlan.OutputTensor tensor, MergePlan plan, CpuKernels kernels, int units) {
@@ -315,6 +332,13 @@ public final class Exporter {
             this.plan = plan;
             this.kernels = kernels;
             this.unitsLeft = new AtomicInteger(units);
+        }
+
+        synchronized List<MergeOp> ops() {
+            if (ops == null) {
+                ops = plan.ops(tensor.name());
+            }
+            return ops;
         }
 
         synchronized MergeRunner runner() {
@@ -326,7 +350,7 @@ public final class Exporter {
                     throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "rows of " + cols
                             + " elements are too long to merge");
                 }
-                runner = new MergeRunner(plan.ops(tensor.name()), rows, (int) cols, kernels);
+                runner = new MergeRunner(ops(), rows, (int) cols, kernels);
             }
             return runner;
         }
@@ -335,6 +359,7 @@ public final class Exporter {
             if (unitsLeft.decrementAndGet() == 0) {
                 synchronized (this) {
                     runner = null;
+                    ops = null;
                 }
             }
         }
@@ -343,7 +368,7 @@ public final class Exporter {
     /** Computes the column norms that per-column DoRA steps need, before any unit is produced. */
     private static void prepass(ExportPlan plan, List<TensorMerge> merges) {
         for (int i = 0; i < merges.size(); i++) {
-            if (merges.get(i) == null) {
+            if (merges.get(i) == null || plan.tensors().get(i).onDevice()) {
                 continue;
             }
             MergeRunner runner = merges.get(i).runner();
@@ -359,7 +384,7 @@ public final class Exporter {
 
     /** Runs the workers and the writer; returns the SHA-256 of every shard. */
     private static String[] execute(ExportPlan plan, List<TensorMerge> merges, List<TensorTally> tallies,
-                                    CpuKernels kernels, int threads, int poolSize, long unitBytes, Path dir,
+                                    CpuKernels kernels, CudaBackend cuda, int threads, int poolSize, long unitBytes, Path dir,
                                     Request r, ProgressListener progress) {
         AtomicReference<Throwable> failure = new AtomicReference<>();
         AtomicInteger tensorsDone = new AtomicInteger();
@@ -412,7 +437,14 @@ public final class Exporter {
                             try {
                                 TensorTally tally = tallies.get(u.tensorIndex());
                                 TensorMerge merge = merges.get(u.tensorIndex());
-                                m.produce(t, u, merge == null ? null : merge.runner(), tally, target);
+                                if (t.onDevice()) {
+                                    MemorySegment out = target.asSlice(0, u.byteSize());
+                                    cuda.materialize(t.source(), merge == null ? List.of() : merge.ops(), t.dtype(),
+                                            out);
+                                    CpuMaterializer.countNonFinite(t, 0, out, t.numel(), tally);
+                                } else {
+                                    m.produce(t, u, merge == null ? null : merge.runner(), tally, target);
+                                }
                                 if (merge != null) {
                                     merge.unitDone();
                                 }

@@ -84,7 +84,11 @@ public final class Manifest {
         return new JsonObject(m);
     }
 
+    /** A statistic: null when not measured (NaN), a string for an infinite ratio (all-zero base). */
     private static JsonValue number(double d) {
+        if (Double.isNaN(d)) {
+            return dev.dequant4j.internal.json.JsonNull.NULL;
+        }
         return Double.isFinite(d) ? JsonNumber.of(d) : new JsonString(Double.toString(d));
     }
 

@@ -67,6 +67,25 @@ class ExportBehaviourTest {
         assertEquals("{\"model_max_length\": 128}\n", Files.readString(out.resolve("tokenizer_config.json")));
     }
 
+    /** Tests run without a usable GPU (CI has none); where one is usable the GPU tests cover the CUDA path. */
+    @Test
+    void withoutAUsableGpuCudaIsRefusedUpFrontAndAutoFallsBackSayingWhy() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeFalse(Backend.CUDA.isAvailable(), "a usable GPU is present");
+        String reason = Backend.CUDA.describe();
+        assertFalse(reason.isBlank());
+        assertTrue(Backend.AUTO.describe().startsWith("CPU (" + reason + "); "), Backend.AUTO.describe());
+        Path out = tmp.resolve("out");
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
+            Dequant4jException e = assertThrows(Dequant4jException.class,
+                    () -> Export.of(c).backend(Backend.CUDA).to(out));
+            assertEquals("--backend cuda: " + reason, e.getMessage());
+            assertEquals(List.of(), siblings(), "refused before anything was written");
+            ExportResult r = Export.of(c).backend(Backend.AUTO).to(out);
+            assertEquals(Backend.CPU, r.backend());
+            assertTrue(r.backendReason().startsWith("cpu (" + reason + "; "), r.backendReason());
+        }
+    }
+
     @Test
     void checkpointsOfOtherQuantizationMethodsAreRefused() throws Exception {
         Path model = SyntheticModel.write(tmp.resolve("m"), 1, 4, 4,

@@ -24,7 +24,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** The host-side checks and chunking of the CUDA backend, which need no GPU. */
-class MergePlanTest {
+class TensorJobTest {
     private static Checkpoint checkpoint;
     /** NF4 [64, 160] (rows cross blocks) and plain BF16 [128, 64] from the fixtures. */
     private static LogicalTensor down;
@@ -47,17 +47,17 @@ class MergePlanTest {
     }
 
     private static String reject(LogicalTensor t, List<MergeOp> ops, DType out, long bytes) {
-        return assertThrows(Dequant4jException.class, () -> MergePlan.of(t, ops, out, bytes)).getMessage();
+        return assertThrows(Dequant4jException.class, () -> TensorJob.of(t, ops, out, bytes)).getMessage();
     }
 
     @Test
     void viewAndSourceOfAQuantizedWeight() {
-        MergePlan p = MergePlan.of(down, List.of(lora(64, 160, 8)), DType.F16, 64 * 160 * 2);
+        TensorJob p = TensorJob.of(down, List.of(lora(64, 160, 8)), DType.F16, 64 * 160 * 2);
         assertEquals(64, p.rows());
         assertEquals(160, p.cols());
         assertEquals(CudaKernels.SRC_4BIT, p.sourceKind());
         assertTrue(p.hasSteps());
-        MergePlan plain = MergePlan.of(embed, List.of(), DType.F32, 128 * 64 * 4);
+        TensorJob plain = TensorJob.of(embed, List.of(), DType.F32, 128 * 64 * 4);
         assertEquals(CudaKernels.SRC_PLAIN, plain.sourceKind());
         assertEquals(DType.BF16, plain.plainDtype());
     }
@@ -94,17 +94,17 @@ class MergePlanTest {
         ops.add(new MergeOp.Replace("m", new Values(64 * 160)));
         ops.add(new MergeOp.Replace("m2", full));
         ops.add(after);
-        MergePlan p = MergePlan.of(down, ops, DType.BF16, 64 * 160 * 2);
+        TensorJob p = TensorJob.of(down, ops, DType.BF16, 64 * 160 * 2);
         assertSame(full, p.replacement());
         assertEquals(List.of(after), p.steps(), "steps before a Replace cannot matter, so 20 of them are fine");
         assertEquals(CudaKernels.SRC_PLAIN, p.sourceKind());
         assertEquals(DType.F32, p.plainDtype());
-        assertNull(MergePlan.of(down, List.of(), DType.BF16, 64 * 160 * 2).replacement());
+        assertNull(TensorJob.of(down, List.of(), DType.BF16, 64 * 160 * 2).replacement());
     }
 
     @Test
     void stagedBytesOfFourBitRangesAtOddOffsets() {
-        MergePlan p = MergePlan.of(down, List.of(), DType.F16, 64 * 160 * 2);
+        TensorJob p = TensorJob.of(down, List.of(), DType.F16, 64 * 160 * 2);
         assertEquals(1, p.inBytes(0, 1));
         assertEquals(1, p.inBytes(0, 2));
         assertEquals(2, p.inBytes(1, 2), "elements 1 and 2 are in bytes 0 and 1");
@@ -120,11 +120,11 @@ class MergePlanTest {
                              @ForAll @LongRange(min = 1, max = 1L << 22) long budget,
                              @ForAll @IntRange(min = 0, max = 1) int withSteps) {
         // chunks() needs only the view and whether there are steps; no tensor behind it.
-        MergePlan p = new MergePlan(null, null, withSteps == 1 ? List.of(lora(rows, cols, 1)) : List.of(), DType.F16,
+        TensorJob p = new TensorJob(null, null, withSteps == 1 ? List.of(lora(rows, cols, 1)) : List.of(), DType.F16,
                 rows * cols, rows, cols);
         long next = 0;
         long nextRow = 0;
-        for (MergePlan.Chunk c : p.chunks(budget)) {
+        for (TensorJob.Chunk c : p.chunks(budget)) {
             assertEquals(next, c.elem0());
             assertTrue(c.count() > 0);
             if (withSteps == 1) {
@@ -133,8 +133,8 @@ class MergePlanTest {
                 assertTrue(c.count() <= Math.max(budget, cols));
                 nextRow += c.rows();
             } else {
-                assertEquals(0, c.elem0() % MergePlan.ELEMENT_ALIGN);
-                assertTrue(c.count() <= Math.max(budget, MergePlan.ELEMENT_ALIGN));
+                assertEquals(0, c.elem0() % TensorJob.ELEMENT_ALIGN);
+                assertTrue(c.count() <= Math.max(budget, TensorJob.ELEMENT_ALIGN));
             }
             next += c.count();
         }

@@ -18,7 +18,7 @@ import java.util.List;
  * @param replacement the values of the last Replace step, which then are the base; null if there is none
  * @param steps       the steps after that Replace (all of them without one)
  */
-record MergePlan(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<MergeOp> steps, DType out, long numel,
+record TensorJob(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<MergeOp> steps, DType out, long numel,
                  long rows, long cols) {
     /** Elements per launch of the fused kernel (its 32-bit indexing). */
     static final long MAX_LAUNCH_ELEMENTS = 1L << 30;
@@ -34,7 +34,7 @@ record MergePlan(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<Me
      * @throws Dequant4jException naming the tensor, for an unusable dtype, a wrong destination size, a step whose
      *                            arrays do not fit the tensor, or more steps than one launch takes
      */
-    static MergePlan of(LogicalTensor tensor, List<MergeOp> ops, DType out, long dstBytes) {
+    static TensorJob of(LogicalTensor tensor, List<MergeOp> ops, DType out, long dstBytes) {
         if (!out.isOutputType()) {
             throw fail(tensor, "output dtype " + out + " is not F16, BF16 or F32");
         }
@@ -72,7 +72,7 @@ record MergePlan(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<Me
         for (MergeOp op : steps) {
             check(tensor, op, numel, rows, cols);
         }
-        return new MergePlan(tensor, replacement, steps, out, numel, rows, cols);
+        return new TensorJob(tensor, replacement, steps, out, numel, rows, cols);
     }
 
     private static void check(LogicalTensor t, MergeOp op, long numel, long rows, long cols) {
