@@ -6,11 +6,14 @@
 #                                  git; about 60 MB), as ../shared/tools/pack-runtime does.
 #   scripts/gpu-check.sh run       on the GPU host (no JDK, no Maven, no network needed): prints card, driver and
 #                                  runtime, runs the tests tagged gpu with the JUnit console launcher, then the kernel
-#                                  benchmark (CudaBench), and writes everything to $OUT/results.txt (OUT defaults to
-#                                  target/gpu-check; JUnit XML reports go to $OUT/junit).
+#                                  benchmark (CudaBench), then an end-to-end export of a generated Llama-3-8B-shaped
+#                                  2-layer checkpoint with an r=16 adapter on --backend cuda and cpu, compared tensor
+#                                  by tensor (ExportParity), and writes everything to $OUT/results.txt (OUT defaults
+#                                  to target/gpu-check; JUnit XML reports go to $OUT/junit).
 #
-# Environment for run: GPU_CHECK_REPS (benchmark repetitions, default 20), GPU_CHECK_SKIP_TESTS=1 or
-# GPU_CHECK_SKIP_BENCH=1 to run only one half, JAVA_OPTS (extra JVM flags, e.g. -Ddequant4j.cuda.device=1).
+# Environment for run: GPU_CHECK_REPS (benchmark repetitions, default 20), GPU_CHECK_SKIP_TESTS=1,
+# GPU_CHECK_SKIP_BENCH=1 or GPU_CHECK_SKIP_EXPORT=1 to leave a part out, JAVA_OPTS (extra JVM flags, e.g.
+# -Ddequant4j.cuda.device=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +52,10 @@ prepare() {
   mkdir -p .device/test-classes
   cp -r target/test-classes/. .device/test-classes/
   find .device/test-classes/fixtures/expected -name '*.safetensors' -delete
+  # The end-to-end export check lives in the benchmarks module (it generates its own checkpoint).
+  mvn -q -B install -Pcuda -Dcuda.nvcc="$nvcc" -DskipTests
+  mvn -q -B -f benchmarks/pom.xml package
+  mkdir -p .device/bench && cp benchmarks/target/benchmarks.jar .device/bench/
   git rev-parse --short HEAD > .device/COMMIT
   git status --porcelain | grep -q . && echo "(with uncommitted changes)" >> .device/COMMIT || true
   echo "gpu-check: .device is ready ($(du -sm .device | cut -f1) MiB); on the GPU host run scripts/gpu-check.sh run"
@@ -96,6 +103,13 @@ run() {
     echo "== kernel benchmark (CudaBench)" | tee -a "$results"
     "$java" "${jvm[@]}" -cp "$cp" dev.dequant4j.internal.cuda.CudaBench "${GPU_CHECK_REPS:-20}" 2>&1 \
       | tee -a "$results" || status=1
+  fi
+  if [[ ${GPU_CHECK_SKIP_EXPORT:-0} != 1 ]]; then
+    echo "== end-to-end export, cuda vs cpu (ExportParity)" | tee -a "$results"
+    # The library classes come from the benchmarks jar; the natives and the presets from .device/lib.
+    "$java" "${jvm[@]}" --add-modules jdk.incubator.vector -Ddequant4j.cpu=auto \
+      -cp ".device/bench/benchmarks.jar:.device/lib/*" dev.dequant4j.bench.ExportParity \
+      --layers 2 --rank 16 --work "${TMPDIR:-/tmp}/dequant4j-parity" 2>&1 | tee -a "$results" || status=1
   fi
   echo "== gpu-check exit status $status" | tee -a "$results"
   return $status
