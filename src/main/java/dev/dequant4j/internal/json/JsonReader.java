@@ -221,9 +221,10 @@ public final class JsonReader {
         };
     }
 
+    /** Enters a scope; called before the bracket is consumed, so a depth error points at it. */
     private void push(int scope) {
         if (depth + 1 > maxDepth) {
-            throw error("JSON nested deeper than " + maxDepth + " levels");
+            throw errorAt("JSON nested deeper than " + maxDepth + " levels", pos);
         }
         if (depth + 1 == scopes.length) {
             scopes = java.util.Arrays.copyOf(scopes, scopes.length * 2);
@@ -233,8 +234,8 @@ public final class JsonReader {
 
     public void beginObject() {
         expect(Token.BEGIN_OBJECT);
-        pos++;
         push(OBJ_EMPTY);
+        pos++;
         while (keySets.size() < depth) {
             keySets.add(null);
         }
@@ -250,8 +251,8 @@ public final class JsonReader {
 
     public void beginArray() {
         expect(Token.BEGIN_ARRAY);
-        pos++;
         push(ARR_EMPTY);
+        pos++;
     }
 
     public void endArray() {
@@ -277,7 +278,7 @@ public final class JsonReader {
             keySets.set(depth - 1, keys);
         }
         if (!keys.add(name)) {
-            throw errorAt("duplicate key \"" + Json.abbreviate(name, 80) + "\"", at);
+            throw JsonException.duplicateKey(name, baseOffset + at);
         }
         return name;
     }
