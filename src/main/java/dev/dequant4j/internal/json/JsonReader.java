@@ -111,7 +111,7 @@ public final class JsonReader {
             }
             case OBJ_EMPTY, OBJ_AFTER_VALUE -> {
                 skipWhitespace();
-                int c = next("'\"' or '}'");
+                int c = next(scope == OBJ_EMPTY ? "'\"' or '}'" : "',' or '}'");
                 if (c == '}') {
                     pos--;
                     tokenStart = pos;

@@ -141,7 +141,7 @@ public final class SafetensorsFile implements AutoCloseable {
         try {
             r.beginObject();
             while (r.hasNext()) {
-                String name = r.nextName();
+                String name = topLevelName(path, r);
                 if (name.equals("__metadata__")) {
                     metadata = readMetadata(r);
                     continue;
@@ -153,13 +153,24 @@ public final class SafetensorsFile implements AutoCloseable {
             r.endObject();
             r.endDocument();
         } catch (JsonException e) {
-            String what = e.getMessage().startsWith("duplicate key")
-                    ? "duplicate tensor name in header: " + e.getMessage() : "invalid header JSON: " + e.getMessage();
-            throw new Dequant4jException(path, current, what, e);
+            throw new Dequant4jException(path, current, "invalid header JSON: " + e.getMessage(), e);
         }
         checkTiling(path, tensors.values(), dataLen);
         return new SafetensorsFile(path, arena, ownsArena, ch, map, size, 8 + n, metadata,
                 Collections.unmodifiableMap(tensors));
+    }
+
+    /** The next key of the header object; a repeated one is a duplicate tensor name, reported as such. */
+    private static String topLevelName(Path path, JsonReader r) {
+        try {
+            return r.nextName();
+        } catch (JsonException e) {
+            if (e.duplicateKey() == null) {
+                throw e;
+            }
+            throw new Dequant4jException(path, e.duplicateKey(),
+                    "duplicate tensor name in the header (at byte " + e.offset() + ")", e);
+        }
     }
 
     /** Recognises the files most often mistaken for weights: Git LFS pointers and HTML error pages. */
