@@ -14,6 +14,7 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -42,20 +43,21 @@ public final class SafetensorsFile implements AutoCloseable {
     private final Path path;
     private final Arena arena;
     private final boolean ownsArena;
-    private final FileChannel channel;
+    /** Identity of the mapped file (device and inode on Unix), to tell a truncation from a replacement. */
+    private final Object fileKey;
     private final MemorySegment mapping;
     private final long fileSize;
     private final long dataStart;
     private final Map<String, String> metadata;
     private final Map<String, TensorEntry> tensors;
 
-    private SafetensorsFile(Path path, Arena arena, boolean ownsArena, FileChannel channel, MemorySegment mapping,
+    private SafetensorsFile(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment mapping,
                             long fileSize, long dataStart, Map<String, String> metadata,
                             Map<String, TensorEntry> tensors) {
         this.path = path;
         this.arena = arena;
         this.ownsArena = ownsArena;
-        this.channel = channel;
+        this.fileKey = fileKey;
         this.mapping = mapping;
         this.fileSize = fileSize;
         this.dataStart = dataStart;
@@ -80,40 +82,27 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static SafetensorsFile open(Path path, Arena arena, boolean ownsArena) {
-        FileChannel ch;
-        try {
-            if (Files.isDirectory(path)) {
-                throw new Dequant4jException(path, "is a directory, not a safetensors file");
-            }
-            ch = FileChannel.open(path, StandardOpenOption.READ);
+        if (Files.isDirectory(path)) {
+            throw new Dequant4jException(path, "is a directory, not a safetensors file");
+        }
+        long size;
+        MemorySegment map;
+        Object fileKey;
+        // The channel is needed only to map: the mapping outlives it, and keeping it open would let one
+        // interrupted reader (FileChannel is interruptible) close it under every other reader.
+        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
+            fileKey = Files.readAttributes(path, BasicFileAttributes.class).fileKey();
+            size = ch.size();
+            map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
         } catch (NoSuchFileException e) {
             throw new Dequant4jException(path, "no such file");
         } catch (IOException e) {
-            throw new Dequant4jException(path, "cannot open: " + e.getMessage(), e);
+            throw new Dequant4jException(path, "cannot open: " + (e.getMessage() != null ? e.getMessage() : e), e);
         }
-        try {
-            long size = ch.size();
-            MemorySegment map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
-            SafetensorsFile f = parse(path, arena, ownsArena, ch, map, size);
-            return f;
-        } catch (IOException e) {
-            closeQuietly(ch);
-            throw new Dequant4jException(path, "cannot map: " + e.getMessage(), e);
-        } catch (RuntimeException e) {
-            closeQuietly(ch);
-            throw e;
-        }
+        return parse(path, arena, ownsArena, fileKey, map, size);
     }
 
-    private static void closeQuietly(FileChannel ch) {
-        try {
-            ch.close();
-        } catch (IOException ignored) {
-            // nothing useful to do: the open already failed
-        }
-    }
-
-    private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, FileChannel ch, MemorySegment map,
+    private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment map,
                                          long size) {
         checkNotAPointerOrPage(path, map, size);
         if (size < 8) {
@@ -156,7 +145,7 @@ public final class SafetensorsFile implements AutoCloseable {
             throw new Dequant4jException(path, current, "invalid header JSON: " + e.getMessage(), e);
         }
         checkTiling(path, tensors.values(), dataLen);
-        return new SafetensorsFile(path, arena, ownsArena, ch, map, size, 8 + n, metadata,
+        return new SafetensorsFile(path, arena, ownsArena, fileKey, map, size, 8 + n, metadata,
                 Collections.unmodifiableMap(tensors));
     }
 
@@ -380,16 +369,26 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
-     * The current size of the file on disk. A file that shrank after it was mapped cannot be read safely (reading a
-     * page past the new end faults), so readers compare this with {@link #fileSize()} before copying.
+     * The current size of the mapped file. A file that shrank after it was mapped cannot be read safely (reading a
+     * page past the new end faults), so readers compare this with {@link #fileSize()} before copying. It is found
+     * through the path: when the path is gone or now names another file (a download replaced it), the mapped file
+     * was not truncated through it and keeps its size.
      */
     public long currentSize() throws IOException {
-        return channel.size();
+        BasicFileAttributes now;
+        try {
+            now = Files.readAttributes(path, BasicFileAttributes.class);
+        } catch (NoSuchFileException e) {
+            return fileSize;
+        }
+        if (fileKey != null && !fileKey.equals(now.fileKey())) {
+            return fileSize;
+        }
+        return now.size();
     }
 
     @Override
     public void close() {
-        closeQuietly(channel);
         if (ownsArena) {
             arena.close();
         }

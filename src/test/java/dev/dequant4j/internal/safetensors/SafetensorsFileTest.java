@@ -204,6 +204,23 @@ class SafetensorsFileTest {
     }
 
     @Test
+    void aFileReplacedOrDeletedAfterOpeningIsStillReadFromTheMapping() throws IOException {
+        byte[] original = file(List.of(new RawSafetensors.Tensor("f", "F32", new long[] {2}, RawSafetensors.f32(1, 2))));
+        Path f = RawSafetensors.write(dir.resolve("swap.safetensors"), original);
+        try (TensorStore store = TensorStore.openFile(f)) {
+            Path replacement = RawSafetensors.write(dir.resolve("new.tmp"), new byte[] {1, 2, 3});
+            Files.move(replacement, f, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            float[] out = new float[2];
+            store.get("f").copyFloats(0, out, 0, 2);
+            assertArrayEquals(new float[] {1, 2}, out, "the mapped file, not its replacement");
+            Files.delete(f);
+            store.get("f").copyFloats(0, out, 0, 2);
+            assertArrayEquals(new float[] {1, 2}, out);
+        }
+    }
+
+    @Test
     void aClosedStoreFailsWithAMessageNotACrash() {
         Path f = RawSafetensors.write(dir.resolve("c.safetensors"),
                 file(List.of(new RawSafetensors.Tensor("f", "F32", new long[] {1}, RawSafetensors.f32(1)))));
