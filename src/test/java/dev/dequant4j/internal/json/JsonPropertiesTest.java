@@ -29,7 +29,7 @@ class JsonPropertiesTest {
 
     @Provide
     Arbitrary<JsonValue> values() {
-        return Arbitraries.recursive(this::leaves, this::containers, 0, 5);
+        return Arbitraries.recursive(this::leaves, this::containers, 0, 3);
     }
 
     @Provide
@@ -47,9 +47,9 @@ class JsonPropertiesTest {
     }
 
     private Arbitrary<JsonValue> containers(Arbitrary<JsonValue> element) {
-        Arbitrary<JsonValue> arrays = element.list().ofMaxSize(5).map(JsonArray::new);
-        Arbitrary<JsonValue> objects = Combinators.combine(strings().list().uniqueElements().ofMaxSize(5),
-                element.list().ofSize(5)).as((keys, vals) -> {
+        Arbitrary<JsonValue> arrays = element.list().ofMaxSize(4).map(JsonArray::new);
+        Arbitrary<JsonValue> objects = Combinators.combine(strings().list().uniqueElements().ofMaxSize(4),
+                element.list().ofSize(4)).as((keys, vals) -> {
                     Map<String, JsonValue> m = new LinkedHashMap<>();
                     for (int i = 0; i < keys.size(); i++) {
                         m.put(keys.get(i), vals.get(i));
