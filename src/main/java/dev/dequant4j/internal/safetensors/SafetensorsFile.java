@@ -123,15 +123,20 @@ public final class SafetensorsFile implements AutoCloseable {
         byte[] header = map.asSlice(8, n).toArray(ValueLayout.JAVA_BYTE);
         long dataLen = size - 8 - n;
 
-        Map<String, String> metadata = Map.of();
-        Map<String, TensorEntry> tensors = new LinkedHashMap<>();
+        Map<String, String> metadata = null;
+        // sized for ~100 header bytes per tensor (typical), so a large header does not rehash its map many times
+        Map<String, TensorEntry> tensors = LinkedHashMap.newLinkedHashMap((int) (n / 100));
         JsonReader r = new JsonReader(header, 0, header.length, 8, 8);
         String current = null;
         try {
             r.beginObject();
             while (r.hasNext()) {
-                String name = topLevelName(path, r);
+                long at = r.offset();
+                String name = topLevelName(path, r, tensors);
                 if (name.equals("__metadata__")) {
+                    if (metadata != null) {
+                        throw duplicate(path, name, at, null);
+                    }
                     metadata = readMetadata(r);
                     continue;
                 }
@@ -145,21 +150,25 @@ public final class SafetensorsFile implements AutoCloseable {
             throw new Dequant4jException(path, current, "invalid header JSON: " + e.getMessage(), e);
         }
         checkTiling(path, tensors.values(), dataLen);
-        return new SafetensorsFile(path, arena, ownsArena, fileKey, map, size, 8 + n, metadata,
-                Collections.unmodifiableMap(tensors));
+        return new SafetensorsFile(path, arena, ownsArena, fileKey, map, size, 8 + n,
+                metadata == null ? Map.of() : metadata, Collections.unmodifiableMap(tensors));
     }
 
     /** The next key of the header object; a repeated one is a duplicate tensor name, reported as such. */
-    private static String topLevelName(Path path, JsonReader r) {
+    private static String topLevelName(Path path, JsonReader r, Map<String, TensorEntry> tensors) {
         try {
-            return r.nextName();
+            return r.nextName(tensors);
         } catch (JsonException e) {
             if (e.duplicateKey() == null) {
                 throw e;
             }
-            throw new Dequant4jException(path, e.duplicateKey(),
-                    "duplicate tensor name in the header (at byte " + e.offset() + ")", e);
+            throw duplicate(path, e.duplicateKey(), e.offset(), e);
         }
+    }
+
+    private static Dequant4jException duplicate(Path path, String name, long offset, Throwable cause) {
+        return new Dequant4jException(path, name, "duplicate tensor name in the header (at byte " + offset + ")",
+                cause);
     }
 
     /** Recognises the files most often mistaken for weights: Git LFS pointers and HTML error pages. */

@@ -233,6 +233,46 @@ class JsonPropertiesTest {
         assertEquals(key, e.duplicateKey());
     }
 
+    /**
+     * Objects of up to 300 keys from a small alphabet: the tree builder (which checks keys against its own map) and
+     * the pull reader's skip (which keeps the keys itself, in an array and then a hash table) both report the first
+     * repeated key at its offset, as a HashSet oracle finds it.
+     */
+    @Property(tries = 300)
+    void firstDuplicateIsFoundByTreeAndSkip(@ForAll @Size(max = 300) List<@IntRange(max = 400) Integer> ids,
+                                            @ForAll boolean nested) {
+        StringBuilder doc = new StringBuilder(nested ? "[{\"outer\":{" : "{");
+        java.util.Set<String> seen = new java.util.HashSet<>();
+        String firstDup = null;
+        long dupAt = -1;
+        for (int i = 0; i < ids.size(); i++) {
+            if (i > 0) {
+                doc.append(',');
+            }
+            String key = "key" + ids.get(i);
+            if (firstDup == null && !seen.add(key)) {
+                firstDup = key;
+                dupAt = doc.length();
+            }
+            doc.append('"').append(key).append("\":{\"key1\":").append(i).append('}');
+        }
+        doc.append(nested ? "}}]" : "}");
+        byte[] bytes = doc.toString().getBytes(StandardCharsets.US_ASCII);
+        if (firstDup == null) {
+            Json.parse(bytes);
+            JsonReader r = new JsonReader(bytes);
+            r.skipValue();
+            r.endDocument();
+            return;
+        }
+        JsonException tree = assertThrows(JsonException.class, () -> Json.parse(bytes));
+        JsonException skip = assertThrows(JsonException.class, () -> new JsonReader(bytes).skipValue());
+        for (JsonException e : List.of(tree, skip)) {
+            assertEquals(firstDup, e.duplicateKey());
+            assertEquals(dupAt, e.offset());
+        }
+    }
+
     @Property(tries = 200)
     void depthLimitIsExact(@ForAll @IntRange(min = 1, max = 300) int depth, @ForAll boolean objects) {
         String open = objects ? "{\"k\":" : "[";

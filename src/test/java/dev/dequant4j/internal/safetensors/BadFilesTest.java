@@ -192,6 +192,9 @@ class BadFilesTest {
         h = header(A, entry("b", "F32", "[1]", 8, 12), entry("a", "F32", "[1]", 12, 16));
         c.add(new Bad("duplicate names", file(h, new byte[16]), "a",
                 "duplicate tensor name in the header (at byte " + at(h, "\"a\"", h.indexOf("\"b\"")) + ")"));
+        h = "{\"__metadata__\":{\"format\":\"pt\"}," + A + ",\"__metadata__\":null}";
+        c.add(new Bad("metadata twice", file(h, EIGHT), "__metadata__",
+                "duplicate tensor name in the header (at byte " + at(h, "\"__metadata__\"", 5) + ")"));
         h = "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,8]}}";
         c.add(new Bad("duplicate field in an entry", file(h, EIGHT), "a",
                 "invalid header JSON: duplicate key \"dtype\" at byte " + at(h, "\"dtype\"", 10)));
