@@ -45,7 +45,17 @@ public class Dequant4jException extends RuntimeException {
         if (tensor != null) {
             sb.append("tensor '").append(tensor).append("': ");
         }
-        return sb.append(detail).toString().replace('\n', ' ');
+        return oneLine(sb.append(detail));
+    }
+
+    /** Control characters (a tensor name may hold any) would break the message's single line. */
+    private static String oneLine(CharSequence s) {
+        StringBuilder sb = new StringBuilder(s.length());
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            sb.append(Character.isISOControl(c) ? ' ' : c);
+        }
+        return sb.toString();
     }
 
     /** The file the problem is in, if it is about one. */

@@ -68,16 +68,18 @@ public final class Main implements Runnable {
                 .setLevel(verbose ? java.util.logging.Level.INFO : java.util.logging.Level.WARNING);
     }
 
+    /** The message on one line; exceptions that are not about the input also name their class. */
     static String oneLine(Throwable e) {
-        String m = e instanceof Dequant4jException ? e.getMessage() : null;
+        String m = e.getMessage();
+        boolean aboutInput = e instanceof Dequant4jException || e instanceof IllegalArgumentException
+                || e instanceof java.io.IOException;
         if (m == null) {
-            m = e.getMessage() != null ? e.getMessage() : e.toString();
-            if (!(e instanceof Dequant4jException) && !(e instanceof IllegalArgumentException)
-                    && !(e instanceof java.io.IOException)) {
-                m = e.getClass().getSimpleName() + ": " + m;
-            }
+            m = e.getClass().getSimpleName();
+        } else if (!aboutInput) {
+            m = e.getClass().getSimpleName() + ": " + m;
         }
-        return m.replace('\n', ' ');
+        return m.codePoints().map(c -> Character.isISOControl(c) ? ' ' : c)
+                .collect(StringBuilder::new, StringBuilder::appendCodePoint, StringBuilder::append).toString();
     }
 
     static final class Version implements CommandLine.IVersionProvider {

@@ -13,6 +13,7 @@ import java.util.Map;
 public final class Json {
     /** Upper bound for the small JSON files we read whole (config, index, adapter config). */
     public static final long MAX_FILE_BYTES = 100_000_000L;
+    private static final char[] HEX = "0123456789abcdef".toCharArray();
 
     private Json() {}
 
@@ -161,12 +162,10 @@ public final class Json {
                 case '\b' -> sb.append("\\b");
                 case '\f' -> sb.append("\\f");
                 default -> {
+                    // Python's ensure_ascii escapes everything outside ' '..'~', DEL included
                     if (c < 0x20 || (ensureAscii && c > 0x7E)) {
-                        if (c == 0x7F) {
-                            sb.append(c);
-                        } else {
-                            sb.append(String.format("\\u%04x", (int) c));
-                        }
+                        sb.append("\\u").append(HEX[c >>> 12]).append(HEX[(c >>> 8) & 0xF])
+                                .append(HEX[(c >>> 4) & 0xF]).append(HEX[c & 0xF]);
                     } else {
                         sb.append(c);
                     }

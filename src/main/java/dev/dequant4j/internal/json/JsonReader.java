@@ -2,11 +2,10 @@ package dev.dequant4j.internal.json;
 
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.HashSet;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 
 /**
  * A strict RFC 8259 pull parser over UTF-8 bytes.
@@ -32,8 +31,15 @@ public final class JsonReader {
     private int pos;
 
     private int[] scopes = new int[16];
-    private final List<Set<String>> keySets = new ArrayList<>();
+    /** The keys of the object open at each depth, reused from object to object. */
+    private Keys[] keys = new Keys[16];
     private int depth;
+
+    /** The last number scanned: its text range, and its value when it is an integer that fits a long. */
+    private int numStart;
+    private int numEnd;
+    private boolean numIsLong;
+    private long numLong;
 
     private Token peeked;
     private int tokenStart;
@@ -111,7 +117,7 @@ public final class JsonReader {
             }
             case OBJ_EMPTY, OBJ_AFTER_VALUE -> {
                 skipWhitespace();
-                int c = next("'\"' or '}'");
+                int c = next(scope == OBJ_EMPTY ? "'\"' or '}'" : "',' or '}'");
                 if (c == '}') {
                     pos--;
                     tokenStart = pos;
@@ -221,37 +227,40 @@ public final class JsonReader {
         };
     }
 
+    /** Enters a scope; called before the bracket is consumed, so a depth error points at it. */
     private void push(int scope) {
         if (depth + 1 > maxDepth) {
-            throw error("JSON nested deeper than " + maxDepth + " levels");
+            throw errorAt("JSON nested deeper than " + maxDepth + " levels", pos);
         }
         if (depth + 1 == scopes.length) {
-            scopes = java.util.Arrays.copyOf(scopes, scopes.length * 2);
+            scopes = Arrays.copyOf(scopes, scopes.length * 2);
+            keys = Arrays.copyOf(keys, scopes.length);
         }
         scopes[++depth] = scope;
     }
 
     public void beginObject() {
         expect(Token.BEGIN_OBJECT);
-        pos++;
         push(OBJ_EMPTY);
-        while (keySets.size() < depth) {
-            keySets.add(null);
+        pos++;
+        if (keys[depth] == null) {
+            keys[depth] = new Keys();
+        } else {
+            keys[depth].clear();
         }
-        keySets.set(depth - 1, null);
     }
 
     public void endObject() {
         expect(Token.END_OBJECT);
         pos++;
-        keySets.set(depth - 1, null);
+        keys[depth].clear();
         depth--;
     }
 
     public void beginArray() {
         expect(Token.BEGIN_ARRAY);
-        pos++;
         push(ARR_EMPTY);
+        pos++;
     }
 
     public void endArray() {
@@ -271,13 +280,23 @@ public final class JsonReader {
         expect(Token.NAME);
         int at = pos;
         String name = readString();
-        Set<String> keys = keySets.get(depth - 1);
-        if (keys == null) {
-            keys = new HashSet<>();
-            keySets.set(depth - 1, keys);
+        if (!keys[depth].add(name)) {
+            throw JsonException.duplicateKey(name, baseOffset + at);
         }
-        if (!keys.add(name)) {
-            throw errorAt("duplicate key \"" + Json.abbreviate(name, 80) + "\"", at);
+        return name;
+    }
+
+    /**
+     * The next object key, for a caller that keeps this object's keys in {@code seen} (typically the map it builds):
+     * a key already there is the duplicate-key error, and the reader keeps no second set of keys, which in a large
+     * object costs as much as the caller's map. Use it for every key of an object or for none.
+     */
+    public String nextName(Map<String, ?> seen) {
+        expect(Token.NAME);
+        int at = pos;
+        String name = readString();
+        if (seen.containsKey(name)) {
+            throw JsonException.duplicateKey(name, baseOffset + at);
         }
         return name;
     }
@@ -315,11 +334,12 @@ public final class JsonReader {
         }
         int at = pos;
         peeked = null;
-        JsonNumber n = readNumber();
-        if (!n.isLong()) {
-            throw errorAt("expected an integer in the 64-bit range but found " + Json.abbreviate(n.text(), 40), at);
+        scanNumber();
+        if (!numIsLong) {
+            String text = new String(buf, numStart, numEnd - numStart, StandardCharsets.ISO_8859_1);
+            throw errorAt("expected an integer in the 64-bit range but found " + Json.abbreviate(text, 40), at);
         }
-        return n.longValue();
+        return numLong;
     }
 
     /** Skips the next value, however nested, without building it. */
@@ -348,7 +368,7 @@ public final class JsonReader {
                 beginObject();
                 Map<String, JsonValue> members = new LinkedHashMap<>();
                 while (hasNext()) {
-                    String k = nextName();
+                    String k = nextName(members);
                     members.put(k, nextValue());
                 }
                 endObject();
@@ -380,6 +400,15 @@ public final class JsonReader {
     }
 
     private JsonNumber readNumber() {
+        scanNumber();
+        if (numIsLong) {
+            return JsonNumber.of(numLong);
+        }
+        return JsonNumber.ofText(new String(buf, numStart, numEnd - numStart, StandardCharsets.ISO_8859_1));
+    }
+
+    /** Scans the number at {@code pos} into the num* fields, without allocating in the common (long) case. */
+    private void scanNumber() {
         int start = pos;
         boolean negative = false;
         if (buf[pos] == '-') {
@@ -424,23 +453,28 @@ public final class JsonReader {
                 pos++;
             }
         }
+        numStart = start;
+        numEnd = pos;
+        numIsLong = false;
+        if (!integral) {
+            return;
+        }
         int digitsStart = negative ? start + 1 : start;
-        if (integral && intEnd - digitsStart <= 18) {
+        if (intEnd - digitsStart <= 18) {
             long v = 0;
             for (int i = digitsStart; i < intEnd; i++) {
                 v = v * 10 + (buf[i] - '0');
             }
-            return JsonNumber.of(negative ? -v : v);
+            numLong = negative ? -v : v;
+            numIsLong = true;
+            return;
         }
-        String text = new String(buf, start, pos - start, StandardCharsets.ISO_8859_1);
-        if (integral) {
-            try {
-                return JsonNumber.of(Long.parseLong(text));
-            } catch (NumberFormatException wider) {
-                return JsonNumber.ofText(text);
-            }
+        try {
+            numLong = Long.parseLong(new String(buf, start, pos - start, StandardCharsets.ISO_8859_1));
+            numIsLong = true;
+        } catch (NumberFormatException wider) {
+            // wider than 64 bits: kept as text
         }
-        return JsonNumber.ofText(text);
     }
 
     private static boolean isDigit(byte c) {
@@ -583,5 +617,77 @@ public final class JsonReader {
     private static String describeByte(int c) {
         c &= 0xFF;
         return c >= 0x21 && c < 0x7F ? "'" + (char) c + "'" : String.format("0x%02x", c);
+    }
+
+    /**
+     * The keys of one object, to find duplicates. Most objects have a few keys: a short array scanned linearly. Past
+     * that, an open-addressing table of the strings themselves (their hash codes are cached and reused by the map the
+     * caller builds): a HashSet per object, or one with a node per key in a 100 MB header, dominated the parse.
+     */
+    private static final class Keys {
+        private final String[] few = new String[8];
+        private int n;
+        private String[] table;
+        private int shift;
+
+        void clear() {
+            Arrays.fill(few, 0, Math.min(n, few.length), null);
+            n = 0;
+            table = null;
+        }
+
+        /** False if the key was already there. */
+        boolean add(String key) {
+            if (table == null) {
+                for (int i = 0; i < n; i++) {
+                    if (few[i].equals(key)) {
+                        return false;
+                    }
+                }
+                if (n < few.length) {
+                    few[n++] = key;
+                    return true;
+                }
+                table = new String[32];
+                shift = 32 - 5;
+                for (String k : few) {
+                    insert(table, shift, k);
+                }
+            }
+            if (2 * (n + 1) > table.length) {
+                String[] bigger = new String[table.length * 2];
+                int biggerShift = shift - 1;
+                for (String k : table) {
+                    if (k != null) {
+                        insert(bigger, biggerShift, k);
+                    }
+                }
+                table = bigger;
+                shift = biggerShift;
+            }
+            int h = key.hashCode();
+            int mask = table.length - 1;
+            for (int i = (h * 0x9E3779B9) >>> shift; ; i = (i + 1) & mask) {
+                String k = table[i];
+                if (k == null) {
+                    table[i] = key;
+                    n++;
+                    return true;
+                }
+                if (k.hashCode() == h && k.equals(key)) {
+                    return false;
+                }
+            }
+        }
+
+        /** Places a key known to be absent (Fibonacci hashing, linear probing). */
+        private static void insert(String[] table, int shift, String key) {
+            int mask = table.length - 1;
+            int i = (key.hashCode() * 0x9E3779B9) >>> shift;
+            while (table[i] != null) {
+                i = (i + 1) & mask;
+            }
+            table[i] = key;
+        }
     }
 }

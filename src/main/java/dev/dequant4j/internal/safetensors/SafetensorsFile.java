@@ -14,6 +14,7 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -42,20 +43,21 @@ public final class SafetensorsFile implements AutoCloseable {
     private final Path path;
     private final Arena arena;
     private final boolean ownsArena;
-    private final FileChannel channel;
+    /** Identity of the mapped file (device and inode on Unix), to tell a truncation from a replacement. */
+    private final Object fileKey;
     private final MemorySegment mapping;
     private final long fileSize;
     private final long dataStart;
     private final Map<String, String> metadata;
     private final Map<String, TensorEntry> tensors;
 
-    private SafetensorsFile(Path path, Arena arena, boolean ownsArena, FileChannel channel, MemorySegment mapping,
+    private SafetensorsFile(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment mapping,
                             long fileSize, long dataStart, Map<String, String> metadata,
                             Map<String, TensorEntry> tensors) {
         this.path = path;
         this.arena = arena;
         this.ownsArena = ownsArena;
-        this.channel = channel;
+        this.fileKey = fileKey;
         this.mapping = mapping;
         this.fileSize = fileSize;
         this.dataStart = dataStart;
@@ -80,40 +82,27 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static SafetensorsFile open(Path path, Arena arena, boolean ownsArena) {
-        FileChannel ch;
-        try {
-            if (Files.isDirectory(path)) {
-                throw new Dequant4jException(path, "is a directory, not a safetensors file");
-            }
-            ch = FileChannel.open(path, StandardOpenOption.READ);
+        if (Files.isDirectory(path)) {
+            throw new Dequant4jException(path, "is a directory, not a safetensors file");
+        }
+        long size;
+        MemorySegment map;
+        Object fileKey;
+        // The channel is needed only to map: the mapping outlives it, and keeping it open would let one
+        // interrupted reader (FileChannel is interruptible) close it under every other reader.
+        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
+            fileKey = Files.readAttributes(path, BasicFileAttributes.class).fileKey();
+            size = ch.size();
+            map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
         } catch (NoSuchFileException e) {
             throw new Dequant4jException(path, "no such file");
         } catch (IOException e) {
-            throw new Dequant4jException(path, "cannot open: " + e.getMessage(), e);
+            throw new Dequant4jException(path, "cannot open: " + (e.getMessage() != null ? e.getMessage() : e), e);
         }
-        try {
-            long size = ch.size();
-            MemorySegment map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
-            SafetensorsFile f = parse(path, arena, ownsArena, ch, map, size);
-            return f;
-        } catch (IOException e) {
-            closeQuietly(ch);
-            throw new Dequant4jException(path, "cannot map: " + e.getMessage(), e);
-        } catch (RuntimeException e) {
-            closeQuietly(ch);
-            throw e;
-        }
+        return parse(path, arena, ownsArena, fileKey, map, size);
     }
 
-    private static void closeQuietly(FileChannel ch) {
-        try {
-            ch.close();
-        } catch (IOException ignored) {
-            // nothing useful to do: the open already failed
-        }
-    }
-
-    private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, FileChannel ch, MemorySegment map,
+    private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment map,
                                          long size) {
         checkNotAPointerOrPage(path, map, size);
         if (size < 8) {
@@ -134,15 +123,20 @@ public final class SafetensorsFile implements AutoCloseable {
         byte[] header = map.asSlice(8, n).toArray(ValueLayout.JAVA_BYTE);
         long dataLen = size - 8 - n;
 
-        Map<String, String> metadata = Map.of();
-        Map<String, TensorEntry> tensors = new LinkedHashMap<>();
+        Map<String, String> metadata = null;
+        // sized for ~100 header bytes per tensor (typical), so a large header does not rehash its map many times
+        Map<String, TensorEntry> tensors = LinkedHashMap.newLinkedHashMap((int) (n / 100));
         JsonReader r = new JsonReader(header, 0, header.length, 8, 8);
         String current = null;
         try {
             r.beginObject();
             while (r.hasNext()) {
-                String name = r.nextName();
+                long at = r.offset();
+                String name = topLevelName(path, r, tensors);
                 if (name.equals("__metadata__")) {
+                    if (metadata != null) {
+                        throw duplicate(path, name, at, null);
+                    }
                     metadata = readMetadata(r);
                     continue;
                 }
@@ -153,13 +147,28 @@ public final class SafetensorsFile implements AutoCloseable {
             r.endObject();
             r.endDocument();
         } catch (JsonException e) {
-            String what = e.getMessage().startsWith("duplicate key")
-                    ? "duplicate tensor name in header: " + e.getMessage() : "invalid header JSON: " + e.getMessage();
-            throw new Dequant4jException(path, current, what, e);
+            throw new Dequant4jException(path, current, "invalid header JSON: " + e.getMessage(), e);
         }
         checkTiling(path, tensors.values(), dataLen);
-        return new SafetensorsFile(path, arena, ownsArena, ch, map, size, 8 + n, metadata,
-                Collections.unmodifiableMap(tensors));
+        return new SafetensorsFile(path, arena, ownsArena, fileKey, map, size, 8 + n,
+                metadata == null ? Map.of() : metadata, Collections.unmodifiableMap(tensors));
+    }
+
+    /** The next key of the header object; a repeated one is a duplicate tensor name, reported as such. */
+    private static String topLevelName(Path path, JsonReader r, Map<String, TensorEntry> tensors) {
+        try {
+            return r.nextName(tensors);
+        } catch (JsonException e) {
+            if (e.duplicateKey() == null) {
+                throw e;
+            }
+            throw duplicate(path, e.duplicateKey(), e.offset(), e);
+        }
+    }
+
+    private static Dequant4jException duplicate(Path path, String name, long offset, Throwable cause) {
+        return new Dequant4jException(path, name, "duplicate tensor name in the header (at byte " + offset + ")",
+                cause);
     }
 
     /** Recognises the files most often mistaken for weights: Git LFS pointers and HTML error pages. */
@@ -374,16 +383,26 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
-     * The current size of the file on disk. A file that shrank after it was mapped cannot be read safely (reading a
-     * page past the new end faults), so readers compare this with {@link #fileSize()} before copying.
+     * The current size of the mapped file. A file that shrank after it was mapped cannot be read safely (reading a
+     * page past the new end faults), so readers compare this with {@link #fileSize()} before copying. It is found
+     * through the path: when the path is gone or now names another file (a download replaced it), the mapped file
+     * was not truncated through it and keeps its size.
      */
     public long currentSize() throws IOException {
-        return channel.size();
+        BasicFileAttributes now;
+        try {
+            now = Files.readAttributes(path, BasicFileAttributes.class);
+        } catch (NoSuchFileException e) {
+            return fileSize;
+        }
+        if (fileKey != null && !fileKey.equals(now.fileKey())) {
+            return fileSize;
+        }
+        return now.size();
     }
 
     @Override
     public void close() {
-        closeQuietly(channel);
         if (ownsArena) {
             arena.close();
         }

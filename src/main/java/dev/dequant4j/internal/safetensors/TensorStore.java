@@ -113,7 +113,7 @@ public final class TensorStore implements AutoCloseable {
         }
 
         private Dequant4jException readFailure(Throwable e) {
-            if (e instanceof IllegalStateException || e instanceof java.nio.channels.ClosedChannelException) {
+            if (e instanceof IllegalStateException) {
                 return new Dequant4jException(file.path(), entry.name(), "checkpoint is closed", e);
             }
             return new Dequant4jException(file.path(), entry.name(),
