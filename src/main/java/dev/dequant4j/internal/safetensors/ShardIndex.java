@@ -21,7 +21,8 @@ import java.util.Map;
 /**
  * {@code model.safetensors.index.json}: which shard holds each tensor. Shard names must be plain file names of
  * {@code .safetensors} files inside the model directory; absolute paths, separators, {@code ..} and links that
- * lead out of the directory are refused, so a hostile index cannot make us read files elsewhere.
+ * lead out of the directory are refused, so a hostile index cannot make us read files elsewhere. The one link that
+ * may leave the directory is the Hugging Face hub cache's own, from a snapshot into its repository's blobs.
  */
 public record ShardIndex(Path file, Map<String, String> weightMap, List<String> shardNames) {
     public static final String FILE_NAME = "model.safetensors.index.json";
@@ -89,7 +90,7 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
         }
         try {
             Path real = p.toRealPath();
-            if (!realDir.equals(real.getParent())) {
+            if (!realDir.equals(real.getParent()) && !inHubCacheBlobs(realDir, real)) {
                 throw new Dequant4jException(indexFile, tensor, "shard " + shard
                         + " is a link that leads out of the model directory (to " + real + "); refused");
             }
@@ -101,5 +102,19 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
         } catch (IOException e) {
             throw new Dequant4jException(indexFile, tensor, "cannot resolve shard " + shard + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * The Hugging Face hub cache keeps a model as {@code models--org--name/snapshots/<revision>/<file>} links to
+     * {@code models--org--name/blobs/<hash>}: a link from a snapshot directory into its own repository's blobs is
+     * the cache's normal layout, not an escape.
+     */
+    static boolean inHubCacheBlobs(Path realDir, Path real) {
+        Path snapshots = realDir.getParent();
+        if (snapshots == null || snapshots.getFileName() == null
+                || !snapshots.getFileName().toString().equals("snapshots") || snapshots.getParent() == null) {
+            return false;
+        }
+        return snapshots.getParent().resolve("blobs").equals(real.getParent());
     }
 }

@@ -91,6 +91,39 @@ class ShardIndexTest {
                 + outside.toRealPath() + "); refused", fails().getMessage());
     }
 
+    /** The Hugging Face hub cache: snapshots/<rev>/<file> -> ../../blobs/<hash> is its normal layout. */
+    @Test
+    void hubCacheLinksIntoTheRepositoryBlobsAreFollowed() throws IOException {
+        Path repo = root.resolve("models--org--llama");
+        Path blobs = Files.createDirectories(repo.resolve("blobs"));
+        Path snapshot = Files.createDirectories(repo.resolve("snapshots").resolve("0123abcd"));
+        for (String f : new String[] {"s1.safetensors", "s2.safetensors"}) {
+            Files.move(model.resolve(f), blobs.resolve("hash-" + f));
+            Files.createSymbolicLink(snapshot.resolve(f), Path.of("..", "..", "blobs", "hash-" + f));
+        }
+        Path cachedIndex = snapshot.resolve(ShardIndex.FILE_NAME);
+        Files.writeString(cachedIndex, "{\"weight_map\": {\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\","
+                + "\"c\":\"s2.safetensors\"}}");
+        try (TensorStore s = TensorStore.openSharded(cachedIndex)) {
+            assertArrayEquals(RawSafetensors.f32('c'), s.get("c").bytes());
+        }
+    }
+
+    @Test
+    void aLinkIntoAnotherRepositorysBlobsIsRefused() throws IOException {
+        Path other = Files.createDirectories(root.resolve("models--evil--x").resolve("blobs"));
+        Path snapshot = Files.createDirectories(root.resolve("models--org--llama").resolve("snapshots").resolve("r"));
+        Files.move(model.resolve("s1.safetensors"), snapshot.resolve("s1.safetensors"));
+        Path target = Files.move(model.resolve("s2.safetensors"), other.resolve("h"));
+        Files.createSymbolicLink(snapshot.resolve("s2.safetensors"), target);
+        Path cachedIndex = snapshot.resolve(ShardIndex.FILE_NAME);
+        Files.writeString(cachedIndex, "{\"weight_map\": {\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\","
+                + "\"c\":\"s2.safetensors\"}}");
+        Dequant4jException e = assertThrows(Dequant4jException.class, () -> TensorStore.openSharded(cachedIndex));
+        assertEquals(cachedIndex + ": tensor 'c': shard s2.safetensors is a link that leads out of the model "
+                + "directory (to " + target.toRealPath() + "); refused", e.getMessage());
+    }
+
     @Test
     void aLinkWithinTheDirectoryIsFollowed() throws IOException {
         Files.move(model.resolve("s2.safetensors"), model.resolve("real.safetensors"));
