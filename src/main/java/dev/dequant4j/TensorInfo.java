@@ -1,5 +1,6 @@
 package dev.dequant4j;
 
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.util.Arrays;
 import java.util.List;
 
@@ -50,11 +51,7 @@ public final class TensorInfo {
     }
 
     public long numel() {
-        long n = 1;
-        for (long d : shape) {
-            n *= d;
-        }
-        return n;
+        return TensorEntry.numel(shape);
     }
 
     /**

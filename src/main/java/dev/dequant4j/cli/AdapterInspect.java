@@ -3,6 +3,7 @@ package dev.dequant4j.cli;
 import dev.dequant4j.DType;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.lora.AdapterJson;
 import dev.dequant4j.internal.json.JsonBoolean;
 import dev.dequant4j.internal.json.JsonNull;
 import dev.dequant4j.internal.json.JsonNumber;
@@ -86,17 +87,7 @@ final class AdapterInspect {
         root.put("alpha_pattern", new JsonObject(ap));
         List<JsonValue> modules = new ArrayList<>();
         for (LoraAdapter.Module m : a.modules()) {
-            Map<String, JsonValue> o = new LinkedHashMap<>();
-            o.put("module", new JsonString(m.module()));
-            o.put("tensor", new JsonString(m.tensor()));
-            o.put("kind", new JsonString(m.kind().name()));
-            o.put("r", JsonNumber.of(m.r()));
-            o.put("lora_alpha", JsonNumber.of(m.alpha()));
-            o.put("scaling", JsonNumber.of((double) m.scaling()));
-            o.put("dora", JsonBoolean.of(m.dora()));
-            o.put("dtype", new JsonString(m.dtype().name()));
-            o.put("keys", strings(m.keys()));
-            modules.add(new JsonObject(o));
+            modules.add(AdapterJson.module(m, m.tensor()));
         }
         root.put("modules", new JsonArray(modules));
         root.put("warnings", strings(a.warnings()));

@@ -4,6 +4,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.util.Arrays;
 import java.util.List;
@@ -31,11 +32,7 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
 
     @Override
     public long numel() {
-        long n = 1;
-        for (long d : shape) {
-            n *= d;
-        }
-        return n;
+        return TensorEntry.numel(shape);
     }
 
     @Override

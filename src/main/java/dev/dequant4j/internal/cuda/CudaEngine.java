@@ -420,7 +420,10 @@ final class CudaEngine implements AutoCloseable {
             return n;
         }
 
-        private long slotDeviceBytes(List<TensorJob.Chunk> chunks) {
+        /** The largest input, output and DoRA-partials bytes of any chunk: what each slot must hold. */
+        private record SlotNeed(long in, long out, long partials) {}
+
+        private SlotNeed slotNeed(List<TensorJob.Chunk> chunks) {
             long in = 0;
             long out = 0;
             long partials = 0;
@@ -429,7 +432,12 @@ final class CudaEngine implements AutoCloseable {
                 out = Math.max(out, c.count() * outSize);
                 partials = Math.max(partials, partialBytes(c));
             }
-            return align(in) + align(out) + align(partials);
+            return new SlotNeed(in, out, partials);
+        }
+
+        private long slotDeviceBytes(List<TensorJob.Chunk> chunks) {
+            SlotNeed n = slotNeed(chunks);
+            return align(n.in()) + align(n.out()) + align(n.partials());
         }
 
         private long partialBytes(TensorJob.Chunk c) {
@@ -445,20 +453,13 @@ final class CudaEngine implements AutoCloseable {
         }
 
         private void sizeSlots(List<TensorJob.Chunk> chunks) {
-            long in = 0;
-            long out = 0;
-            long partials = 0;
-            for (TensorJob.Chunk c : chunks) {
-                in = Math.max(in, plan.inBytes(c.elem0(), c.count()));
-                out = Math.max(out, c.count() * outSize);
-                partials = Math.max(partials, partialBytes(c));
-            }
+            SlotNeed n = slotNeed(chunks);
             for (Slot s : slots) {
-                s.pinnedIn.ensure(Math.max(in, 1));
-                s.pinnedOut.ensure(Math.max(out, 1));
-                s.devIn.ensure(Math.max(in, 1));
-                s.devOut.ensure(Math.max(out, 1));
-                s.partials.ensure(Math.max(partials, 8));
+                s.pinnedIn.ensure(Math.max(n.in(), 1));
+                s.pinnedOut.ensure(Math.max(n.out(), 1));
+                s.devIn.ensure(Math.max(n.in(), 1));
+                s.devOut.ensure(Math.max(n.out(), 1));
+                s.partials.ensure(Math.max(n.partials(), 8));
             }
         }
 

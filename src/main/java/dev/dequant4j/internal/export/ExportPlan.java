@@ -4,6 +4,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -36,11 +37,7 @@ public final class ExportPlan {
         }
 
         public long numel() {
-            long n = 1;
-            for (long d : shape) {
-                n *= d;
-            }
-            return n;
+            return TensorEntry.numel(shape);
         }
 
         /** Rows of the merge view: {@code shape[0]} (1 for a scalar). */

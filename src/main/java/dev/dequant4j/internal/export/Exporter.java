@@ -23,6 +23,7 @@ import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.cuda.CudaBackend;
+import dev.dequant4j.internal.lora.AdapterJson;
 import dev.dequant4j.internal.lora.MergeOp;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.lora.MergeRunner;
@@ -36,12 +37,10 @@ import java.lang.foreign.MemorySegment;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
-import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -643,16 +642,7 @@ public final class Exporter {
                 if (t.adapter() != i) {
                     continue;
                 }
-                LoraAdapter.Module mod = t.module();
-                Map<String, JsonValue> mm = new LinkedHashMap<>();
-                mm.put("module", new JsonString(mod.module()));
-                mm.put("tensor", new JsonString(t.baseTensor()));
-                mm.put("kind", new JsonString(mod.kind().name()));
-                mm.put("r", JsonNumber.of(mod.r()));
-                mm.put("alpha", JsonNumber.of(mod.alpha()));
-                mm.put("scaling", JsonNumber.of(mod.scaling()));
-                mm.put("dora", JsonBoolean.of(mod.dora()));
-                modules.add(new JsonObject(mm));
+                modules.add(AdapterJson.module(t.module(), t.baseTensor()));
             }
             m.put("modules", new dev.dequant4j.internal.json.JsonArray(modules));
             out.add(new JsonObject(m));
