@@ -86,6 +86,65 @@ class ExportBehaviourTest {
         }
     }
 
+    /**
+     * GPT-2 stores Conv1D weights [in, out]; transformers transposes them before bitsandbytes quantizes them as
+     * [out, in]. The export transposes the dequantized weights back so the original architecture loads them.
+     */
+    @Test
+    void quantizedConv1dWeightsOfGpt2ModelsAreTransposedBack() throws Exception {
+        Path model = tmp.resolve("gpt2ish");
+        Files.createDirectories(model);
+        Path src = Fixtures.checkpoint("llama-h64-nf4-dq");
+        Files.copy(src.resolve("model.safetensors"), model.resolve("model.safetensors"));
+        Files.writeString(model.resolve("config.json"), "{\"model_type\": \"gpt2\", \"torch_dtype\": \"float32\"}");
+        Path out = tmp.resolve("out");
+        try (Checkpoint c = Checkpoint.open(model)) {
+            Export.of(c).to(out);
+        }
+        String name = "model.layers.0.mlp.down_proj.weight";
+        try (Checkpoint e = Checkpoint.open(out);
+             Checkpoint expected = Checkpoint.open(Fixtures.root().resolve(
+                     "expected/checkpoints/llama-h64-nf4-dq/expected_dequant.safetensors"))) {
+            assertEquals(List.of(160L, 64L), java.util.Arrays.stream(e.tensor(name).shape()).boxed().toList());
+            float[] want = expected.readFloats(name);
+            float[] got = e.readFloats(name);
+            for (int o = 0; o < 64; o++) {
+                for (int i = 0; i < 160; i++) {
+                    assertEquals(Float.floatToRawIntBits(want[o * 160 + i]), Float.floatToRawIntBits(got[i * 64 + o]));
+                }
+            }
+            assertEquals(List.of(128L, 64L), java.util.Arrays.stream(e.tensor("model.embed_tokens.weight").shape())
+                    .boxed().toList(), "plain tensors keep their stored layout");
+        }
+    }
+
+    /** transformers saves a tied lm_head once, as the input embedding; an export does the same. */
+    @Test
+    void aTiedLmHeadIsLeftOutAsTransformersSavesIt() throws Exception {
+        Path model = SyntheticModel.write(tmp.resolve("m"), 1, 8, 16,
+                "{\"torch_dtype\": \"bfloat16\", \"tie_word_embeddings\": true}");
+        Path withHead = tmp.resolve("m2");
+        try (Checkpoint c = Checkpoint.open(model)) {
+            byte[] bytes = c.readBytes("model.layers.0.mlp.w.weight");
+            dev.dequant4j.internal.safetensors.SafetensorsWriter.write(withHead, List.of(
+                    new dev.dequant4j.internal.safetensors.SafetensorsWriter.TensorData(
+                            new dev.dequant4j.internal.safetensors.ShardedLayout.Spec("model.embed_tokens.weight",
+                                    DType.BF16, new long[] {8, 16}), java.lang.foreign.MemorySegment.ofArray(bytes)),
+                    new dev.dequant4j.internal.safetensors.SafetensorsWriter.TensorData(
+                            new dev.dequant4j.internal.safetensors.ShardedLayout.Spec("lm_head.weight", DType.BF16,
+                                    new long[] {8, 16}), java.lang.foreign.MemorySegment.ofArray(bytes))),
+                    Long.MAX_VALUE, false);
+        }
+        Files.copy(model.resolve("config.json"), withHead.resolve("config.json"));
+        Path out = tmp.resolve("out");
+        try (Checkpoint c = Checkpoint.open(withHead)) {
+            Export.of(c).to(out);
+        }
+        try (Checkpoint e = Checkpoint.open(out)) {
+            assertEquals(List.of("model.embed_tokens.weight"), e.tensors().stream().map(TensorInfo::name).toList());
+        }
+    }
+
     @Test
     void checkpointsOfOtherQuantizationMethodsAreRefused() throws Exception {
         Path model = SyntheticModel.write(tmp.resolve("m"), 1, 4, 4,
