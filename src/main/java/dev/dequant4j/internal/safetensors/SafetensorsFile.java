@@ -102,6 +102,14 @@ public final class SafetensorsFile implements AutoCloseable {
         return parse(path, arena, ownsArena, fileKey, map, size);
     }
 
+    /**
+     * Validates a whole file held in memory, exactly as {@link #open} validates a mapped one; {@code name} is used in
+     * messages only. The fuzz tests use it to run millions of headers without touching the file system.
+     */
+    public static SafetensorsFile parse(Path name, byte[] contents) {
+        return parse(name, Arena.global(), false, null, MemorySegment.ofArray(contents), contents.length);
+    }
+
     private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment map,
                                          long size) {
         checkNotAPointerOrPage(path, map, size);
