@@ -2,6 +2,7 @@ package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonReader;
 import java.io.IOException;
@@ -274,7 +275,7 @@ public final class SafetensorsFile implements AutoCloseable {
         }
         String dn = dtypeName;
         DType dtype = DType.fromSafetensorsName(dtypeName).orElseThrow(() -> new Dequant4jException(path, name,
-                "unknown dtype '" + dn + "' (not one of the safetensors dtypes)"));
+                "unknown dtype '" + Json.abbreviate(dn, 40) + "' (not one of the safetensors dtypes)"));
         long numel = 1;
         for (long d : shape) {
             if (d < 0) {

@@ -1,0 +1,140 @@
+package dev.dequant4j;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.time.Duration;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The hostile inputs of issue 6 that the per-parser corpora (BadFilesTest, ShardIndexTest, BadInputTest, ...) do not
+ * already hold, opened the way a user opens them: JSON nested 10,000 deep in a header, a config and an index; a
+ * 100 MB string in a header; a header length just past the limit. Each gives its one-line error, quickly, without
+ * allocating more than a small multiple of what it read.
+ */
+class HostileInputTest {
+    private static final com.sun.management.ThreadMXBean THREADS =
+            (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+    private static final String DEEP = "[".repeat(10_000) + "]".repeat(10_000);
+
+    @TempDir
+    Path tmp;
+
+    /** Opening {@code path} fails within 20 s allocating at most {@code maxBytes}; returns the message. */
+    private static String refusal(Path path, long maxBytes) {
+        return assertTimeoutPreemptively(Duration.ofSeconds(20), () -> {
+            long before = THREADS.getCurrentThreadAllocatedBytes();
+            Dequant4jException e = assertThrows(Dequant4jException.class, () -> Checkpoint.open(path).close());
+            long used = THREADS.getCurrentThreadAllocatedBytes() - before;
+            assertTrue(used <= maxBytes, "allocated " + used + " bytes, more than " + maxBytes);
+            assertEquals(1, e.getMessage().lines().count(), e.getMessage());
+            return e.getMessage();
+        });
+    }
+
+    private static void writeSafetensors(Path file, String header, int dataBytes) throws IOException {
+        byte[] h = header.getBytes(StandardCharsets.UTF_8);
+        ByteBuffer b = ByteBuffer.allocate(8 + h.length + dataBytes).order(ByteOrder.LITTLE_ENDIAN);
+        Files.write(file, b.putLong(h.length).put(h).array());
+    }
+
+    /** A valid one-tensor model directory. */
+    private Path model(String name) throws IOException {
+        Path dir = Files.createDirectories(tmp.resolve(name));
+        writeSafetensors(dir.resolve("model.safetensors"),
+                "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+        return dir;
+    }
+
+    @Test
+    void headerNestedTenThousandDeep() throws IOException {
+        Path f = tmp.resolve("deep.safetensors");
+        // inside a key of the tensor entry that the reader skips: the header is level 1, the entry 2, and the
+        // seventh bracket opens the ninth level
+        String header = "{\"a\":{\"x\":" + DEEP + "}}";
+        writeSafetensors(f, header, 0);
+        assertEquals(f + ": tensor 'a': invalid header JSON: JSON nested deeper than 8 levels at byte "
+                + (8 + header.indexOf('[') + 6), refusal(f, 1 << 20));
+    }
+
+    @Test
+    void configNestedTenThousandDeep() throws IOException {
+        Path dir = model("config");
+        Files.writeString(dir.resolve("config.json"), "{\"x\": " + DEEP + "}");
+        assertEquals(dir.resolve("config.json") + ": invalid JSON: JSON nested deeper than 128 levels at byte "
+                + ("{\"x\": ".length() + 127), refusal(dir, 1 << 20));
+    }
+
+    @Test
+    void shardIndexNestedTenThousandDeep() throws IOException {
+        Path dir = model("index");
+        Files.writeString(dir.resolve("model.safetensors.index.json"), "{\"weight_map\": " + DEEP + "}");
+        assertEquals(dir.resolve("model.safetensors.index.json") + ": invalid JSON: JSON nested deeper than 128"
+                + " levels at byte " + ("{\"weight_map\": ".length() + 127), refusal(dir, 1 << 20));
+    }
+
+    /** A sparse file just over the limit: refused from its first eight bytes, none of the rest is read. */
+    @Test
+    void headerLengthJustOverTheLimit() throws IOException {
+        Path f = tmp.resolve("over.safetensors");
+        try (FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            ch.write(ByteBuffer.allocate(9).order(ByteOrder.LITTLE_ENDIAN).putLong(100_000_001L).put((byte) '{')
+                    .flip());
+            ch.write(ByteBuffer.wrap(new byte[] {'}'}), 8 + 100_000_001L);
+        }
+        assertEquals(f + ": header length 100000001 exceeds the safetensors limit of 100000000 bytes (corrupt or not"
+                + " safetensors)", refusal(f, 1 << 20));
+    }
+
+    /**
+     * A header of almost 100 MB, the limit, that is one string. It is read (the limit allows it), and the error
+     * quotes a bounded part of it: the header copy and the decoded string are the only large allocations.
+     */
+    @Test
+    void hundredMegabyteStringAsADtype() throws IOException {
+        int n = 99_999_000;
+        Path f = tmp.resolve("dtype.safetensors");
+        writeLarge(f, "{\"x\":{\"dtype\":\"", n, "\",\"shape\":[],\"data_offsets\":[0,0]}}");
+        String m = refusal(f, 4L * Files.size(f));
+        assertEquals(f + ": tensor 'x': unknown dtype '" + "A".repeat(40) + "...' (not one of the safetensors dtypes)", m);
+    }
+
+    @Test
+    void hundredMegabyteTensorName() throws IOException {
+        int n = 99_999_000;
+        Path f = tmp.resolve("name.safetensors");
+        writeLarge(f, "{\"", n, "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}");
+        String m = refusal(f, 4L * Files.size(f));
+        assertEquals(f + ": tensor '" + "A".repeat(200) + "... (" + (n - 200) + " more characters)': data_offsets"
+                + " [0, 8] run past the end of the file (data section is 0 bytes; truncated?)", m);
+    }
+
+    /** Writes a safetensors file whose header is {@code before}, {@code n} letters A and {@code after}. */
+    private static void writeLarge(Path f, String before, int n, String after) throws IOException {
+        byte[] a = before.getBytes(StandardCharsets.UTF_8);
+        byte[] z = after.getBytes(StandardCharsets.UTF_8);
+        byte[] chunk = "A".repeat(1 << 20).getBytes(StandardCharsets.US_ASCII);
+        try (FileChannel ch = FileChannel.open(f, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            ch.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong((long) a.length + n + z.length)
+                    .flip());
+            ch.write(ByteBuffer.wrap(a));
+            for (int left = n; left > 0; left -= chunk.length) {
+                ch.write(ByteBuffer.wrap(chunk, 0, Math.min(left, chunk.length)));
+            }
+            ch.write(ByteBuffer.wrap(z));
+        }
+    }
+
+}
