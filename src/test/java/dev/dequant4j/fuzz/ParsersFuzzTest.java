@@ -91,6 +91,11 @@ class ParsersFuzzTest {
         }
         for (String name : CHECKPOINTS) {
             inspect(Fixtures.checkpoint(name));
+            try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint(name))) {
+                for (TensorInfo t : c.tensors()) {
+                    c.readFloats(t.name());
+                }
+            }
         }
     }
 
