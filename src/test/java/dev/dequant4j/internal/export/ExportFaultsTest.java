@@ -215,6 +215,35 @@ class ExportFaultsTest {
         assertEquals(List.of(work, out, out.resolve("theirs.txt")), listing());
     }
 
+    /**
+     * The source is truncated while the export reads it (the mapping stays, its pages past the new end fault): the
+     * readers see the new size, or convert the fault the JDK raises, into one error; nothing is written.
+     */
+    @Test
+    void sourceTruncatedWhileExporting() throws IOException {
+        model = SyntheticModel.write(tmp.resolve("big"), 16, 256, 256, "{\"torch_dtype\": \"bfloat16\"}");
+        Path weights = model.resolve("model.safetensors");
+        Path out = work.resolve("out");
+        ProgressListener truncateAfterTheFirstTensor = new ProgressListener() {
+            @Override
+            public void onTensor(String name, int index, long bytesDone) {
+                if (index == 1) {
+                    try (FileChannel ch = FileChannel.open(weights, java.nio.file.StandardOpenOption.WRITE)) {
+                        ch.truncate(ch.size() / 2);
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                }
+            }
+        };
+        try (Checkpoint c = Checkpoint.open(model)) {
+            Dequant4jException e = assertFailsCleanly(() -> Exporter.run(new Exporter.Request(c, null, List.of(),
+                    DType.F32, Backend.CPU, 0, 2, 4 << 20, truncateAfterTheFirstTensor, out, false, false, null)));
+            assertTrue(e.getMessage().startsWith(weights + ": tensor 'model.layers."), e.getMessage());
+            assertTrue(e.getMessage().contains("truncated"), e.getMessage());
+        }
+    }
+
     /** Opening and planning fail before any directory is created. */
     @Test
     void failuresBeforeWritingCreateNothing() throws IOException {
