@@ -121,6 +121,32 @@ class HostileInputTest {
                 + " [0, 8] run past the end of the file (data section is 0 bytes; truncated?)", m);
     }
 
+    /**
+     * What FFM does when a mapped file shrinks (the case the readers' size check cannot close: a truncation between
+     * the check and the copy, or a caller reading {@link Checkpoint#rawData}): a read of a page past the new end
+     * raises SIGBUS, which JDK 25 turns into an InternalError in the reading thread; the JVM does not crash. Reads
+     * through the library re-check the size first and give the one-line error.
+     */
+    @Test
+    void readingAMappingWhoseFileWasTruncated() throws IOException {
+        Path f = tmp.resolve("shrinks.safetensors");
+        int n = 1 << 20;
+        writeSafetensors(f, "{\"w\":{\"dtype\":\"F32\",\"shape\":[" + n / 4 + "],\"data_offsets\":[0," + n + "]}}", n);
+        long size = Files.size(f);
+        try (Checkpoint c = Checkpoint.open(f)) {
+            java.lang.foreign.MemorySegment raw = c.rawData("w");
+            try (FileChannel ch = FileChannel.open(f, StandardOpenOption.WRITE)) {
+                ch.truncate(4096);
+            }
+            InternalError fault = assertThrows(InternalError.class,
+                    () -> raw.get(java.lang.foreign.ValueLayout.JAVA_BYTE, n - 1));
+            assertTrue(fault.getMessage().contains("a fault occurred"), fault.getMessage());
+            Dequant4jException e = assertThrows(Dequant4jException.class, () -> c.readFloats("w"));
+            assertEquals(f + ": tensor 'w': file was truncated after it was opened (4096 bytes now, " + size
+                    + " before)", e.getMessage());
+        }
+    }
+
     /** Writes a safetensors file whose header is {@code before}, {@code n} letters A and {@code after}. */
     private static void writeLarge(Path f, String before, int n, String after) throws IOException {
         byte[] a = before.getBytes(StandardCharsets.UTF_8);
