@@ -15,6 +15,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
+import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -145,6 +146,52 @@ class HostileInputTest {
             assertEquals(f + ": tensor 'w': file was truncated after it was opened (4096 bytes now, " + size
                     + " before)", e.getMessage());
         }
+    }
+
+    /**
+     * A model directory (a cloned repository, say) whose tokenizer file or config.json is a link to a file of the
+     * user's: an export would copy it into the output, so it is refused. The hub cache's own links are followed.
+     */
+    @Test
+    void exportCopiesNothingThatLinksOutOfTheModelDirectory() throws IOException {
+        Path key = Files.writeString(tmp.resolve("id_ed25519"), "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        Path tokens = model("tokenizer-link");
+        Files.createSymbolicLink(tokens.resolve("tokenizer.model"), key);
+        Path credentials = Files.writeString(tmp.resolve("docker-config.json"), "{\"auths\": {\"r\": {\"auth\": \"x\"}}}");
+        Path config = model("config-link");
+        Files.createSymbolicLink(config.resolve("config.json"), credentials);
+        for (Path[] c : new Path[][] {{tokens, tokens.resolve("tokenizer.model"), key},
+                                      {config, config.resolve("config.json"), credentials}}) {
+            Path out = tmp.resolve("out");
+            try (Checkpoint ckpt = Checkpoint.open(c[0])) {
+                Dequant4jException e = assertThrows(Dequant4jException.class, () -> Export.of(ckpt).to(out));
+                assertEquals(c[1] + ": is a link that leads out of the model directory (to " + c[2].toRealPath()
+                        + "); refused, as it would be copied into the output", e.getMessage());
+            }
+            try (Stream<Path> s = Files.list(tmp)) {
+                assertTrue(s.noneMatch(p -> p.getFileName().toString().contains("out")), "nothing written");
+            }
+        }
+
+        // the hub cache: every file of a snapshot is a link into the repository's blobs
+        Path repo = tmp.resolve("hub/models--org--tiny");
+        Path blobs = Files.createDirectories(repo.resolve("blobs"));
+        Path snapshot = Files.createDirectories(repo.resolve("snapshots/0123abcd"));
+        Path model = model("hub-source");
+        for (String name : new String[] {"model.safetensors", "tokenizer.json"}) {
+            Path blob = blobs.resolve("blob-" + name.hashCode());
+            if (name.equals("tokenizer.json")) {
+                Files.writeString(blob, "{\"version\": \"1.0\"}");
+            } else {
+                Files.copy(model.resolve(name), blob);
+            }
+            Files.createSymbolicLink(snapshot.resolve(name), Path.of("../../blobs").resolve(blob.getFileName()));
+        }
+        Path out = tmp.resolve("from-hub");
+        try (Checkpoint ckpt = Checkpoint.open(snapshot)) {
+            Export.of(ckpt).to(out);
+        }
+        assertEquals("{\"version\": \"1.0\"}", Files.readString(out.resolve("tokenizer.json")));
     }
 
     /** Writes a safetensors file whose header is {@code before}, {@code n} letters A and {@code after}. */

@@ -90,6 +90,10 @@ public final class Exporter {
         Internals.CheckpointAccess acc = Internals.checkpoint();
         Checkpoint source = r.base16() != null ? r.base16() : r.base();
         JsonObject config = acc.config(source) != null ? acc.config(source) : acc.config(r.base());
+        if (config != null) {
+            Checkpoint from = acc.config(source) != null ? source : r.base();
+            checkCopiable(from.directory(), acc.configFile(from));
+        }
         Map<String, LogicalTensor> sources = acc.logical(source);
         checkQuantMethod(acc.config(r.base()), acc.configFile(r.base()));
         if (r.base16() != null) {
@@ -562,6 +566,22 @@ public final class Exporter {
     }
 
     /** Copies tokenizer, generation and chat-template files (from the model dir, else from the 16-bit base's). */
+    /**
+     * A file whose content goes into the output (config.json, tokenizer files) must be in the model directory: a
+     * link out of it (say, tokenizer.model to ~/.ssh/id_rsa, in a cloned repository) would copy that file into a
+     * model the user may publish. The hub cache's links into its blobs are its normal layout.
+     */
+    private static void checkCopiable(Path dir, Path file) {
+        try {
+            if (ShardIndex.realPathInside(dir, file).isEmpty()) {
+                throw new Dequant4jException(file, "is a link that leads out of the model directory (to "
+                        + file.toRealPath() + "); refused, as it would be copied into the output");
+            }
+        } catch (IOException e) {
+            throw new Dequant4jException(file, "cannot resolve: " + e.getMessage(), e);
+        }
+    }
+
     private static final Set<java.nio.file.OpenOption> NEW_FILE = Set.of(java.nio.file.StandardOpenOption.CREATE_NEW,
             java.nio.file.StandardOpenOption.WRITE);
 
@@ -577,6 +597,7 @@ public final class Exporter {
                     for (Path p : ds) {
                         String name = p.getFileName().toString();
                         if (Files.isRegularFile(p) && !chosen.containsKey(name)) {
+                            checkCopiable(dir, p);
                             chosen.put(name, p);
                         }
                     }
