@@ -5,11 +5,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import com.code_intelligence.jazzer.api.FuzzedDataProvider;
 import com.code_intelligence.jazzer.junit.FuzzTest;
 import dev.dequant4j.Checkpoint;
+import dev.dequant4j.Export;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorInfo;
 import dev.dequant4j.cli.Main;
 import dev.dequant4j.internal.bnb.QuantState;
+import dev.dequant4j.internal.export.Manifest;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
@@ -48,6 +50,8 @@ class ParsersFuzzTest {
     private static Path adapter;
     private static long adapterBytes;
     private static Checkpoint base;
+    private static Path exported;
+    private static long exportedBytes;
 
     @BeforeAll
     static void setUp() throws IOException {
@@ -75,10 +79,21 @@ class ParsersFuzzTest {
                 adapter.resolve("adapter_model.safetensors"));
         adapterBytes = Files.size(adapter.resolve("adapter_model.safetensors"));
         base = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"));
+        // A real export, whose manifest the manifest target replaces (what `dequant4j verify` reads)
+        exported = work.resolve("exported");
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-mixed"))) {
+            Export.of(c).maxShardBytes(100_000).to(exported);
+        }
+        try (Stream<Path> s = Files.list(exported)) {
+            for (Path p : s.toList()) {
+                exportedBytes += Files.size(p);
+            }
+        }
 
         // Each path once first, so that class loading and first-use caches are not counted as an input's allocation.
         Path seeds = Fixtures.root().resolveSibling("dev/dequant4j/fuzz/ParsersFuzzTestInputs");
-        for (String target : List.of("json", "safetensorsHeader", "quantState", "shardIndex", "adapterConfig")) {
+        for (String target : List.of("json", "safetensorsHeader", "quantState", "shardIndex", "adapterConfig",
+                "manifest")) {
             try (Stream<Path> s = Files.list(seeds.resolve(target))) {
                 for (Path p : s.sorted().toList()) {
                     try {
@@ -130,6 +145,14 @@ class ParsersFuzzTest {
                     }
                 }
             }
+            case "manifest" -> {
+                Files.write(exported.resolve(Manifest.FILE_NAME), in);
+                for (String problem : Manifest.verify(exported)) {
+                    if (problem.isBlank() || problem.lines().count() != 1) {
+                        throw new AssertionError("verify's problems are printed one per line: " + problem);
+                    }
+                }
+            }
             default -> throw new IllegalArgumentException(target);
         }
     }
@@ -172,6 +195,12 @@ class ParsersFuzzTest {
     @FuzzTest(maxDuration = "2m")
     void adapterConfig(byte[] in) throws Exception {
         CleanFailure.check(in.length + adapterBytes, () -> parse("adapterConfig", in));
+    }
+
+    /** {@code dequant4j-manifest.json} of a real export, checked by {@code verify}: its problem lines are lines. */
+    @FuzzTest(maxDuration = "2m")
+    void manifest(byte[] in) throws Exception {
+        CleanFailure.check(in.length + exportedBytes, () -> parse("manifest", in));
     }
 
     /**
@@ -226,19 +255,20 @@ class ParsersFuzzTest {
         }
     }
 
-    /** The five byte-level targets behind one, chosen by the first byte, for the short run of every build. */
+    /** The six byte-level targets behind one, chosen by the first byte, for the short run of every build. */
     @FuzzTest(maxDuration = "5s")
     void allParsers(byte[] in) throws Exception {
         if (in.length == 0) {
             return;
         }
         byte[] rest = Arrays.copyOfRange(in, 1, in.length);
-        switch ((in[0] & 0xFF) % 5) {
+        switch ((in[0] & 0xFF) % 6) {
             case 0 -> json(rest);
             case 1 -> safetensorsHeader(rest);
             case 2 -> quantState(rest);
             case 3 -> shardIndex(rest);
-            default -> adapterConfig(rest);
+            case 4 -> adapterConfig(rest);
+            default -> manifest(rest);
         }
     }
 
