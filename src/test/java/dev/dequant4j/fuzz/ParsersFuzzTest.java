@@ -50,6 +50,7 @@ class ParsersFuzzTest {
     private static Path adapter;
     private static long adapterBytes;
     private static Checkpoint base;
+    private static Checkpoint base48;
     private static Path exported;
     private static long exportedBytes;
 
@@ -79,6 +80,7 @@ class ParsersFuzzTest {
                 adapter.resolve("adapter_model.safetensors"));
         adapterBytes = Files.size(adapter.resolve("adapter_model.safetensors"));
         base = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"));
+        base48 = Checkpoint.open(Fixtures.checkpoint("llama-h48-fp16-nf4-dq"));
         // A real export, whose manifest the manifest target replaces (what `dequant4j verify` reads)
         exported = work.resolve("exported");
         try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-mixed"))) {
@@ -101,6 +103,14 @@ class ParsersFuzzTest {
                     } catch (RuntimeException refused) {
                         // a seed may be refused; only its first-use costs matter here
                     }
+                }
+            }
+        }
+        for (String name : Fixtures.adapterNames()) {
+            try (LoraAdapter a = LoraAdapter.open(Fixtures.adapter(name))) {
+                MergePlan plan = MergePlan.build(name.startsWith("h48") ? base48 : base, List.of(a));
+                for (String t : plan.tensors()) {
+                    plan.ops(t);
                 }
             }
         }
@@ -161,6 +171,9 @@ class ParsersFuzzTest {
     static void tearDown() {
         if (base != null) {
             base.close();
+        }
+        if (base48 != null) {
+            base48.close();
         }
         AtomicDirectory.deleteRecursively(work);
     }
@@ -253,6 +266,42 @@ class ParsersFuzzTest {
             assertEquals("1", run[0], run[1]);
             assertEquals("error: " + message[0] + System.lineSeparator(), run[1]);
         }
+    }
+
+    /**
+     * A real fixture adapter with up to eight byte-level mutations of its weights file or config (as above), opened
+     * and planned against its base, every merge step built.
+     */
+    @FuzzTest(maxDuration = "2m")
+    void mutatedAdapter(FuzzedDataProvider data) throws Exception {
+        Path dir = work.resolve("adapter-mutated");
+        AtomicDirectory.deleteRecursively(dir);
+        Files.createDirectory(dir);
+        String name = data.pickValue(Fixtures.adapterNames());
+        List<Path> files = new ArrayList<>();
+        try (Stream<Path> s = Files.list(Fixtures.adapter(name))) {
+            for (Path p : s.sorted().toList()) {
+                files.add(Files.copy(p, dir.resolve(p.getFileName())));
+            }
+        }
+        int mutations = data.consumeInt(0, 8);
+        for (int i = 0; i < mutations; i++) {
+            Path f = data.pickValue(files);
+            Files.write(f, mutate(Files.readAllBytes(f), data));
+        }
+        long total = 0;
+        for (Path f : files) {
+            total += Files.size(f);
+        }
+        Checkpoint against = name.startsWith("h48") ? base48 : base;
+        CleanFailure.check(total + Files.size(against.files().getFirst()), () -> {
+            try (LoraAdapter a = LoraAdapter.open(dir)) {
+                MergePlan plan = MergePlan.build(against, List.of(a));
+                for (String t : plan.tensors()) {
+                    plan.ops(t);
+                }
+            }
+        });
     }
 
     /** The six byte-level targets behind one, chosen by the first byte, for the short run of every build. */
