@@ -94,6 +94,8 @@ public final class Exporter {
             Checkpoint from = acc.config(source) != null ? source : r.base();
             checkCopiable(from.directory(), acc.configFile(from));
         }
+        Map<String, Path> copied = chooseModelFiles(r.base().directory(),
+                r.base16() != null ? r.base16().directory() : null);
         Map<String, LogicalTensor> sources = acc.logical(source);
         checkQuantMethod(acc.config(r.base()), acc.configFile(r.base()));
         if (r.base16() != null) {
@@ -195,8 +197,7 @@ public final class Exporter {
                 files.add(writeSmall(channels, out.dir(), "config.json", ConfigRewriter.rewrite(config, dtype,
                         untie)));
             }
-            files.addAll(copyModelFiles(r.base().directory(), r.base16() != null ? r.base16().directory() : null,
-                    out.dir(), channels));
+            files.addAll(copyModelFiles(copied, out.dir(), channels));
             JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
                     ? JsonNull.NULL : sourceRecord(r.base16(), acc), adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads,
                     budget, maxShard, backend.reason()), files, stats);
@@ -565,7 +566,6 @@ public final class Exporter {
         return new Manifest.FileRecord(name, bytes.length, java.util.HexFormat.of().formatHex(md.digest(bytes)));
     }
 
-    /** Copies tokenizer, generation and chat-template files (from the model dir, else from the 16-bit base's). */
     /**
      * A file whose content goes into the output (config.json, tokenizer files) must be in the model directory: a
      * link out of it (say, tokenizer.model to ~/.ssh/id_rsa, in a cloned repository) would copy that file into a
@@ -585,8 +585,11 @@ public final class Exporter {
     private static final Set<java.nio.file.OpenOption> NEW_FILE = Set.of(java.nio.file.StandardOpenOption.CREATE_NEW,
             java.nio.file.StandardOpenOption.WRITE);
 
-    private static List<Manifest.FileRecord> copyModelFiles(Path modelDir, Path base16Dir, Path out,
-                                                            SequentialWriter.ChannelFactory channels) {
+    /**
+     * The tokenizer, generation and chat-template files to copy, by name (from the model dir, else from the 16-bit
+     * base's), chosen and checked before anything is written.
+     */
+    private static Map<String, Path> chooseModelFiles(Path modelDir, Path base16Dir) {
         Map<String, Path> chosen = new LinkedHashMap<>();
         for (Path dir : new Path[] {modelDir, base16Dir}) {
             if (dir == null || !Files.isDirectory(dir)) {
@@ -606,6 +609,11 @@ public final class Exporter {
                 }
             }
         }
+        return chosen;
+    }
+
+    private static List<Manifest.FileRecord> copyModelFiles(Map<String, Path> chosen, Path out,
+                                                            SequentialWriter.ChannelFactory channels) {
         List<Manifest.FileRecord> records = new ArrayList<>();
         for (Map.Entry<String, Path> e : chosen.entrySet()) {
             Path dst = out.resolve(e.getKey());
