@@ -194,6 +194,22 @@ class HostileInputTest {
         assertEquals("{\"version\": \"1.0\"}", Files.readString(out.resolve("tokenizer.json")));
     }
 
+    /**
+     * A tensor name with an ANSI escape (clear screen) and a line break: {@code inspect}'s table shows each control
+     * character as '?' instead of letting the file rewrite the terminal or forge a line; the JSON output escapes them.
+     */
+    @Test
+    void namesCannotRewriteTheTerminal() throws IOException {
+        Path f = tmp.resolve("ansi.safetensors");
+        writeSafetensors(f, "{\"w\\u001b[2J\\r\\nok\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+        java.io.StringWriter out = new java.io.StringWriter();
+        java.io.StringWriter err = new java.io.StringWriter();
+        assertEquals(0, dev.dequant4j.cli.Main.run(new String[] {"inspect", f.toString()},
+                new java.io.PrintWriter(out, true), new java.io.PrintWriter(err, true)), err.toString());
+        assertTrue(out.toString().lines().anyMatch(l -> l.startsWith("w?[2J??ok  PLAIN")), out.toString());
+        assertTrue(out.toString().replace(System.lineSeparator(), "").chars().noneMatch(Character::isISOControl));
+    }
+
     /** Writes a safetensors file whose header is {@code before}, {@code n} letters A and {@code after}. */
     private static void writeLarge(Path f, String before, int n, String after) throws IOException {
         byte[] a = before.getBytes(StandardCharsets.UTF_8);

@@ -124,12 +124,27 @@ class ParsersFuzzTest {
         }
     }
 
-    /** Runs {@code dequant4j inspect --json dir} in-process; returns its exit code and error output. */
+    /**
+     * Runs {@code dequant4j inspect --json dir} and {@code dequant4j inspect dir} in-process; returns the exit code
+     * and error output of the first, after checking that both agree and that the table, which quotes names from the
+     * files, holds no control character but line ends (no terminal escapes, no forged lines).
+     */
     private static String[] inspect(Path dir) {
         StringWriter out = new StringWriter();
         StringWriter err = new StringWriter();
         int code = Main.run(new String[] {"inspect", "--json", dir.toString()}, new PrintWriter(out, true),
                 new PrintWriter(err, true));
+        StringWriter table = new StringWriter();
+        StringWriter tableErr = new StringWriter();
+        int tableCode = Main.run(new String[] {"inspect", dir.toString()}, new PrintWriter(table, true),
+                new PrintWriter(tableErr, true));
+        assertEquals(code, tableCode, tableErr.toString());
+        String text = table.toString().replace(System.lineSeparator(), "\n");
+        for (int i = 0; i < text.length(); i++) {
+            if (text.charAt(i) != '\n' && Character.isISOControl(text.charAt(i))) {
+                throw new AssertionError("control character " + (int) text.charAt(i) + " in inspect's table: " + text);
+            }
+        }
         return new String[] {Integer.toString(code), err.toString()};
     }
 
