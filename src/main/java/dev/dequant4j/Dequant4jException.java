@@ -37,15 +37,27 @@ public class Dequant4jException extends RuntimeException {
         this(null, null, detail, null);
     }
 
+    /**
+     * Longest message, and longest tensor name within it: a hostile file may hold a name or value of 100 MB, which
+     * must not become a 100 MB error line ({@link #tensor()} and {@link #detail()} keep the whole text).
+     */
+    static final int MAX_MESSAGE_CHARS = 2000;
+    static final int MAX_TENSOR_CHARS = 200;
+
     private static String compose(Path file, String tensor, String detail) {
         StringBuilder sb = new StringBuilder();
         if (file != null) {
             sb.append(file).append(": ");
         }
         if (tensor != null) {
-            sb.append("tensor '").append(tensor).append("': ");
+            sb.append("tensor '").append(cut(tensor, MAX_TENSOR_CHARS)).append("': ");
         }
-        return oneLine(sb.append(detail));
+        sb.append(cut(String.valueOf(detail), Math.max(0, MAX_MESSAGE_CHARS - sb.length())));
+        return oneLine(sb);
+    }
+
+    private static String cut(String s, int max) {
+        return s.length() <= max ? s : s.substring(0, max) + "... (" + (s.length() - max) + " more characters)";
     }
 
     /** Control characters (a tensor name may hold any) would break the message's single line. */

@@ -125,7 +125,7 @@ final class ExportCommand implements Callable<Integer> {
             if (json) {
                 out.println(Json.write(summary(r), Json.Style.PYTHON_INDENT2));
             } else {
-                printSummary(r, out);
+                printSummary(r, Table.printable(out));
             }
         } finally {
             for (LoraAdapter a : opened) {

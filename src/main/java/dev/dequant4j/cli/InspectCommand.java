@@ -51,7 +51,7 @@ final class InspectCommand implements Callable<Integer> {
                 if (json) {
                     out.println(Json.write(AdapterInspect.json(a), Json.Style.PYTHON_INDENT2));
                 } else {
-                    AdapterInspect.print(a, out);
+                    AdapterInspect.print(a, Table.printable(out));
                 }
             }
             out.flush();
@@ -61,7 +61,7 @@ final class InspectCommand implements Callable<Integer> {
             if (json) {
                 out.println(Json.write(checkpointJson(c), Json.Style.PYTHON_INDENT2));
             } else {
-                printCheckpoint(c, out);
+                printCheckpoint(c, Table.printable(out));
             }
         }
         out.flush();

@@ -1,6 +1,9 @@
 package dev.dequant4j.cli;
 
+import java.io.FilterWriter;
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.io.Writer;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -45,6 +48,40 @@ final class Table {
             }
         }
         out.println(sb);
+    }
+
+    /**
+     * {@code raw} for text that quotes the files: names and values from a file may hold control characters (ANSI
+     * escapes, carriage returns, line breaks) that would rewrite the terminal or forge lines of output, so each is
+     * printed as '?'. Line ends from println pass through.
+     */
+    static PrintWriter printable(PrintWriter raw) {
+        Writer filter = new FilterWriter(raw) {
+            @Override
+            public void write(int c) throws IOException {
+                super.write(Character.isISOControl(c) ? '?' : c);
+            }
+
+            @Override
+            public void write(char[] cbuf, int off, int len) throws IOException {
+                for (int i = off; i < off + len; i++) {
+                    write(cbuf[i]);
+                }
+            }
+
+            @Override
+            public void write(String str, int off, int len) throws IOException {
+                for (int i = off; i < off + len; i++) {
+                    write(str.charAt(i));
+                }
+            }
+        };
+        return new PrintWriter(filter) {
+            @Override
+            public void println() {
+                raw.println();
+            }
+        };
     }
 
     static String bytes(long b) {

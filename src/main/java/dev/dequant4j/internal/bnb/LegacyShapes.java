@@ -42,14 +42,27 @@ final class LegacyShapes {
             headDim = hidden / heads;
         }
         Long inter = integer(c, "intermediate_size");
-        return Optional.ofNullable(switch (leaf) {
-            case "q_proj" -> heads == null || headDim == null ? null : new long[] {heads * headDim, hidden};
-            case "k_proj", "v_proj" -> kvHeads == null || headDim == null ? null : new long[] {kvHeads * headDim, hidden};
-            case "o_proj" -> heads == null || headDim == null ? null : new long[] {hidden, heads * headDim};
-            case "gate_proj", "up_proj" -> inter == null ? null : new long[] {inter, hidden};
-            case "down_proj" -> inter == null ? null : new long[] {hidden, inter};
-            default -> null;
-        });
+        long[] shape;
+        try {
+            shape = switch (leaf) {
+                case "q_proj" -> heads == null || headDim == null ? null
+                        : new long[] {Math.multiplyExact(heads, headDim), hidden};
+                case "k_proj", "v_proj" -> kvHeads == null || headDim == null ? null
+                        : new long[] {Math.multiplyExact(kvHeads, headDim), hidden};
+                case "o_proj" -> heads == null || headDim == null ? null
+                        : new long[] {hidden, Math.multiplyExact(heads, headDim)};
+                case "gate_proj", "up_proj" -> inter == null ? null : new long[] {inter, hidden};
+                case "down_proj" -> inter == null ? null : new long[] {hidden, inter};
+                default -> null;
+            };
+            if (shape != null) {
+                Math.multiplyExact(shape[0], shape[1]);
+            }
+        } catch (ArithmeticException e) {
+            // sizes in a hostile config whose product overflows 64 bits determine no shape
+            return Optional.empty();
+        }
+        return Optional.ofNullable(shape);
     }
 
     private static Long integer(JsonObject c, String key) {

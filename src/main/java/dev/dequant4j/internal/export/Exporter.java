@@ -89,6 +89,12 @@ public final class Exporter {
         Internals.CheckpointAccess acc = Internals.checkpoint();
         Checkpoint source = r.base16() != null ? r.base16() : r.base();
         JsonObject config = acc.config(source) != null ? acc.config(source) : acc.config(r.base());
+        if (config != null) {
+            Checkpoint from = acc.config(source) != null ? source : r.base();
+            checkCopiable(from.directory(), acc.configFile(from));
+        }
+        Map<String, Path> copied = chooseModelFiles(r.base().directory(),
+                r.base16() != null ? r.base16().directory() : null);
         Map<String, LogicalTensor> sources = acc.logical(source);
         checkQuantMethod(acc.config(r.base()), acc.configFile(r.base()));
         if (r.base16() != null) {
@@ -180,19 +186,21 @@ public final class Exporter {
             for (int i = 0; i < shards.size(); i++) {
                 files.add(new Manifest.FileRecord(shards.get(i).fileName(), shards.get(i).fileSize(), shas[i]));
             }
+            SequentialWriter.ChannelFactory channels = r.channels() != null ? r.channels()
+                    : SequentialWriter.DEFAULT_CHANNELS;
             byte[] index = plan.layout().indexJson();
             if (index != null) {
-                files.add(writeSmall(out.dir(), ShardIndex.FILE_NAME, index));
+                files.add(writeSmall(channels, out.dir(), ShardIndex.FILE_NAME, index));
             }
             if (config != null) {
-                files.add(writeSmall(out.dir(), "config.json", ConfigRewriter.rewrite(config, dtype, untie)));
+                files.add(writeSmall(channels, out.dir(), "config.json", ConfigRewriter.rewrite(config, dtype,
+                        untie)));
             }
-            files.addAll(copyModelFiles(r.base().directory(), r.base16() != null ? r.base16().directory() : null,
-                    out.dir()));
+            files.addAll(copyModelFiles(copied, out.dir(), channels));
             JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
                     ? JsonNull.NULL : sourceRecord(r.base16(), acc), adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads,
                     budget, maxShard, backend.reason()), files, stats);
-            writeSmall(out.dir(), Manifest.FILE_NAME,
+            writeSmall(channels, out.dir(), Manifest.FILE_NAME,
                     (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
             if (progress.isCancelled()) {
                 throw new Dequant4jException(target, "export cancelled");
@@ -542,10 +550,14 @@ public final class Exporter {
                 + tally.firstNonFinite() + "); pass --allow-non-finite to write them anyway");
     }
 
-    private static Manifest.FileRecord writeSmall(Path dir, String name, byte[] bytes) {
+    private static Manifest.FileRecord writeSmall(SequentialWriter.ChannelFactory channels, Path dir, String name,
+                                                  byte[] bytes) {
         Path p = dir.resolve(name);
-        try {
-            Files.write(p, bytes, java.nio.file.StandardOpenOption.CREATE_NEW);
+        try (java.nio.channels.FileChannel ch = channels.open(p, NEW_FILE)) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(bytes);
+            while (b.hasRemaining()) {
+                ch.write(b);
+            }
         } catch (IOException e) {
             throw new Dequant4jException(p, "write failed: " + e.getMessage(), e);
         }
@@ -553,8 +565,30 @@ public final class Exporter {
         return new Manifest.FileRecord(name, bytes.length, java.util.HexFormat.of().formatHex(md.digest(bytes)));
     }
 
-    /** Copies tokenizer, generation and chat-template files (from the model dir, else from the 16-bit base's). */
-    private static List<Manifest.FileRecord> copyModelFiles(Path modelDir, Path base16Dir, Path out) {
+    /**
+     * A file whose content goes into the output (config.json, tokenizer files) must be in the model directory: a
+     * link out of it (say, tokenizer.model to ~/.ssh/id_rsa, in a cloned repository) would copy that file into a
+     * model the user may publish. The hub cache's links into its blobs are its normal layout.
+     */
+    private static void checkCopiable(Path dir, Path file) {
+        try {
+            if (ShardIndex.realPathInside(dir, file).isEmpty()) {
+                throw new Dequant4jException(file, "is a link that leads out of the model directory (to "
+                        + file.toRealPath() + "); refused, as it would be copied into the output");
+            }
+        } catch (IOException e) {
+            throw new Dequant4jException(file, "cannot resolve: " + e.getMessage(), e);
+        }
+    }
+
+    private static final Set<java.nio.file.OpenOption> NEW_FILE = Set.of(java.nio.file.StandardOpenOption.CREATE_NEW,
+            java.nio.file.StandardOpenOption.WRITE);
+
+    /**
+     * The tokenizer, generation and chat-template files to copy, by name (from the model dir, else from the 16-bit
+     * base's), chosen and checked before anything is written.
+     */
+    private static Map<String, Path> chooseModelFiles(Path modelDir, Path base16Dir) {
         Map<String, Path> chosen = new LinkedHashMap<>();
         for (Path dir : new Path[] {modelDir, base16Dir}) {
             if (dir == null || !Files.isDirectory(dir)) {
@@ -565,6 +599,7 @@ public final class Exporter {
                     for (Path p : ds) {
                         String name = p.getFileName().toString();
                         if (Files.isRegularFile(p) && !chosen.containsKey(name)) {
+                            checkCopiable(dir, p);
                             chosen.put(name, p);
                         }
                     }
@@ -573,14 +608,30 @@ public final class Exporter {
                 }
             }
         }
+        return chosen;
+    }
+
+    private static List<Manifest.FileRecord> copyModelFiles(Map<String, Path> chosen, Path out,
+                                                            SequentialWriter.ChannelFactory channels) {
         List<Manifest.FileRecord> records = new ArrayList<>();
         for (Map.Entry<String, Path> e : chosen.entrySet()) {
             Path dst = out.resolve(e.getKey());
+            try (java.nio.channels.FileChannel in = java.nio.channels.FileChannel.open(e.getValue());
+                 java.nio.channels.FileChannel copy = channels.open(dst, NEW_FILE)) {
+                for (long pos = 0, size = in.size(); pos < size; ) {
+                    long n = in.transferTo(pos, size - pos, copy);
+                    if (n <= 0) {
+                        throw new IOException("the file shrank while being copied");
+                    }
+                    pos += n;
+                }
+            } catch (IOException ex) {
+                throw new Dequant4jException(dst, "cannot copy " + e.getValue() + ": " + ex.getMessage(), ex);
+            }
             try {
-                Files.copy(e.getValue(), dst);
                 records.add(new Manifest.FileRecord(e.getKey(), Files.size(dst), Manifest.sha256(dst)));
             } catch (IOException ex) {
-                throw new Dequant4jException(e.getValue(), "cannot copy: " + ex.getMessage(), ex);
+                throw new Dequant4jException(dst, "cannot read back the copy: " + ex.getMessage(), ex);
             }
         }
         return records;

@@ -159,17 +159,17 @@ public final class Manifest {
         try {
             if (!FORMAT.equals(m.optString("format").orElse(null))) {
                 problems.add(mf + ": unknown manifest format " + m.get("format"));
-                return problems;
+                return problems.stream().map(Manifest::oneLine).toList();
             }
             for (JsonValue v : m.getArray("files").values()) {
                 JsonObject f = (JsonObject) v;
                 String name = f.getString("name");
                 listed.add(name);
-                Path p = dir.resolve(name);
-                if (name.contains("/") || name.contains("\\") || name.startsWith(".")) {
-                    problems.add(mf + ": file name \"" + name + "\" is not a plain file name");
+                if (name.contains("/") || name.contains("\\") || name.startsWith(".") || name.indexOf('\0') >= 0) {
+                    problems.add(mf + ": file name \"" + Json.abbreviate(name, 100) + "\" is not a plain file name");
                     continue;
                 }
+                Path p = dir.resolve(name);
                 if (!Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
                     problems.add(p + ": missing");
                     continue;
@@ -225,6 +225,20 @@ public final class Manifest {
         } catch (IOException e) {
             problems.add(dir + ": " + e.getMessage());
         }
-        return problems;
+        return problems.stream().map(Manifest::oneLine).toList();
+    }
+
+    /**
+     * A problem as the one line {@code verify} prints: names from a manifest may hold control characters (a forged
+     * line break would let a manifest print a line of its choosing) and any length.
+     */
+    private static String oneLine(String problem) {
+        String s = Json.abbreviate(problem, 2000);
+        StringBuilder sb = new StringBuilder(s.length());
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            sb.append(Character.isISOControl(c) ? ' ' : c);
+        }
+        return sb.toString();
     }
 }

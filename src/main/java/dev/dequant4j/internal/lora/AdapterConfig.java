@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.lora;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
 import dev.dequant4j.internal.json.JsonException;
@@ -61,7 +62,7 @@ public final class AdapterConfig {
             throw new Dequant4jException(file, "field 'r' must be a positive integer, not " + rr);
         }
         this.r = (int) rr;
-        this.alpha = o.getDouble("lora_alpha");
+        this.alpha = float32Range("lora_alpha", o.getDouble("lora_alpha"), o.get("lora_alpha"));
         this.useRslora = o.getBoolean("use_rslora", false);
         this.useDora = o.getBoolean("use_dora", false);
         this.fanInFanOut = o.getBoolean("fan_in_fan_out", false);
@@ -234,9 +235,25 @@ public final class AdapterConfig {
             if (!(m.get(k) instanceof JsonNumber n)) {
                 throw new JsonException("field '" + key + "' must map names to numbers ('" + k + "' does not)");
             }
+            if (!(Math.abs(n.doubleValue()) <= Float.MAX_VALUE)) {
+                throw new JsonException("field '" + key + "' must map names to finite numbers within the float32 range"
+                        + " ('" + k + "' does not)");
+            }
             out.put(k, n.doubleValue());
         }
         return out;
+    }
+
+    /**
+     * PEFT multiplies fp32 tensors by {@code alpha / r}: an alpha beyond the float32 range (JSON allows 1e999, which
+     * reads as infinity) would make every merged weight infinite.
+     */
+    private static double float32Range(String key, double value, JsonValue source) {
+        if (!(Math.abs(value) <= Float.MAX_VALUE)) {
+            throw new JsonException("field '" + key + "' must be a finite number within the float32 range, not "
+                    + Json.abbreviate(source.toString(), 40));
+        }
+        return value;
     }
 
     private List<Pattern> compileAll(String field, Iterable<String> keys) {
@@ -245,8 +262,8 @@ public final class AdapterConfig {
             try {
                 out.add(PythonRegex.suffixPattern(k));
             } catch (PatternSyntaxException e) {
-                throw new Dequant4jException(file, field + " key '" + k + "' is not a regular expression dequant4j can"
-                        + " compile: " + e.getDescription());
+                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' is not a regular"
+                        + " expression dequant4j can compile: " + e.getDescription());
             }
         }
         return List.copyOf(out);
@@ -254,27 +271,83 @@ public final class AdapterConfig {
 
     /**
      * PEFT's {@code get_pattern_key}: the first key (in file order) whose pattern matches the module name as
-     * {@code re.match(rf"(.*\.)?({key})$", module)}, or null.
+     * {@code re.match(rf"(.*\.)?({key})$", module)}, or null. A hostile pattern can backtrack exponentially (Python
+     * would hang too) or, matched against a long name, recurse deeper than the stack: each match gets a budget of
+     * steps, and either failure is a refusal naming the key.
      */
-    private static String patternKey(List<Pattern> patterns, Iterable<String> keys, String module) {
+    private String patternKey(String field, List<Pattern> patterns, Iterable<String> keys, String module) {
         int i = 0;
         for (String k : keys) {
-            if (patterns.get(i++).matcher(module).lookingAt()) {
-                return k;
+            try {
+                if (patterns.get(i++).matcher(new BudgetedText(module, MATCH_STEPS)).lookingAt()) {
+                    return k;
+                }
+            } catch (BudgetedText.Exhausted e) {
+                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' takes too many"
+                        + " steps to match module '" + Json.abbreviate(module, 100) + "' (a pattern that backtracks"
+                        + " exponentially?)");
+            } catch (StackOverflowError e) {
+                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' overflows the"
+                        + " regular expression engine's stack on module '" + Json.abbreviate(module, 40) + "'");
             }
         }
         return null;
     }
 
+    /** Characters a pattern may examine to match one module name: far more than any sane pattern needs. */
+    static final long MATCH_STEPS = 10_000_000;
+
+    /** The module name as the regex engine sees it, counting every character it examines. */
+    private static final class BudgetedText implements CharSequence {
+        static final class Exhausted extends RuntimeException {
+            private static final long serialVersionUID = 1L;
+
+            Exhausted() {
+                super(null, null, false, false);
+            }
+        }
+
+        private final String text;
+        private long steps;
+
+        BudgetedText(String text, long steps) {
+            this.text = text;
+            this.steps = steps;
+        }
+
+        @Override
+        public char charAt(int index) {
+            if (--steps < 0) {
+                throw new Exhausted();
+            }
+            return text.charAt(index);
+        }
+
+        @Override
+        public int length() {
+            return text.length();
+        }
+
+        @Override
+        public CharSequence subSequence(int start, int end) {
+            return text.subSequence(start, end);
+        }
+
+        @Override
+        public String toString() {
+            return text;
+        }
+    }
+
     /** The r the config gives a module: the first matching {@code rank_pattern} entry, else {@code r}. */
     public int rFor(String module) {
-        String k = patternKey(rankPatterns, rankPattern.keySet(), module);
+        String k = patternKey("rank_pattern", rankPatterns, rankPattern.keySet(), module);
         return k == null ? r : rankPattern.get(k);
     }
 
     /** The alpha of a module: the first matching {@code alpha_pattern} entry, else {@code lora_alpha}. */
     public double alphaFor(String module) {
-        String k = patternKey(alphaPatterns, alphaPattern.keySet(), module);
+        String k = patternKey("alpha_pattern", alphaPatterns, alphaPattern.keySet(), module);
         return k == null ? alpha : alphaPattern.get(k);
     }
 

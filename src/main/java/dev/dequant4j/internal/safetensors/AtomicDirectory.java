@@ -24,6 +24,13 @@ public final class AtomicDirectory implements AutoCloseable {
     private static final String TMP_MARK = ".dequant4j-tmp-";
     private static final String OLD_MARK = ".dequant4j-old-";
 
+    /** Fault injection for tests: called before each fsync and rename of the output, to make one of them fail. */
+    interface Faults {
+        void before(String step, Path path) throws IOException;
+    }
+
+    static volatile Faults faults = (step, path) -> { };
+
     private final Path target;
     private final Path temp;
     private final boolean overwrite;
@@ -59,6 +66,8 @@ public final class AtomicDirectory implements AutoCloseable {
         if (parent == null || abs.getFileName() == null) {
             throw new Dequant4jException(target, "cannot write output to the file system root");
         }
+        // first, so that a previous output put back from a killed run counts as existing
+        removeStale(parent, abs.getFileName().toString());
         if (Files.exists(abs, LinkOption.NOFOLLOW_LINKS)) {
             if (!overwrite) {
                 throw new Dequant4jException(target, "output already exists (pass --overwrite to replace it)");
@@ -72,7 +81,6 @@ public final class AtomicDirectory implements AutoCloseable {
         } catch (IOException e) {
             throw new Dequant4jException(parent, "cannot create the output's parent directory: " + e.getMessage(), e);
         }
-        removeStale(parent, abs.getFileName().toString());
         String name = "." + abs.getFileName() + TMP_MARK + ProcessHandle.current().pid() + "-"
                 + Long.toHexString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE);
         Path temp = parent.resolve(name);
@@ -95,7 +103,10 @@ public final class AtomicDirectory implements AutoCloseable {
         return target;
     }
 
-    /** Removes temporary directories of {@code name} whose owning process no longer runs. */
+    /**
+     * Removes temporary directories of {@code name} whose owning process no longer runs. A previous output that such
+     * a process had moved aside ({@code .<name>.dequant4j-old-...}) is put back if nothing took its place.
+     */
     static void removeStale(Path parent, String name) {
         String prefix = "." + name + TMP_MARK;
         String oldPrefix = "." + name + OLD_MARK;
@@ -116,6 +127,17 @@ public final class AtomicDirectory implements AutoCloseable {
                 boolean alive = pid != ProcessHandle.current().pid()
                         && ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false);
                 if (!alive && pid != ProcessHandle.current().pid()) {
+                    Path target = parent.resolve(name);
+                    if (f.startsWith(oldPrefix) && !Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
+                        // killed between moving the previous output aside and moving the new one in: the previous
+                        // output is the only copy, so it goes back, and stays where it is if it cannot
+                        try {
+                            Files.move(p, target, StandardCopyOption.ATOMIC_MOVE);
+                        } catch (IOException e) {
+                            // left where it is, for the user
+                        }
+                        continue;
+                    }
                     deleteRecursively(p);
                 }
             }
@@ -138,9 +160,18 @@ public final class AtomicDirectory implements AutoCloseable {
                 }
                 old = target.resolveSibling("." + target.getFileName() + OLD_MARK + ProcessHandle.current().pid()
                         + "-" + Long.toHexString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE));
+                faults.before("rename", target);
                 Files.move(target, old, StandardCopyOption.ATOMIC_MOVE);
             }
-            Files.move(temp, target, StandardCopyOption.ATOMIC_MOVE);
+            try {
+                faults.before("rename", temp);
+                Files.move(temp, target, StandardCopyOption.ATOMIC_MOVE);
+            } catch (IOException e) {
+                if (old != null) {
+                    restore(old, e);
+                }
+                throw e;
+            }
             done = true;
             syncDir(target.getParent());
             if (old != null) {
@@ -150,6 +181,17 @@ public final class AtomicDirectory implements AutoCloseable {
             throw new Dequant4jException(target, "cannot move the finished output into place: " + e.getMessage(), e);
         } finally {
             removeHook();
+        }
+    }
+
+    /** The new output could not take the old one's place: the old one goes back, or the error says where it is. */
+    private void restore(Path old, IOException cause) {
+        try {
+            Files.move(old, target, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            cause.addSuppressed(e);
+            throw new Dequant4jException(target, "cannot move the finished output into place (" + cause.getMessage()
+                    + ") nor the previous output back; it is in " + old, cause);
         }
     }
 
@@ -178,6 +220,7 @@ public final class AtomicDirectory implements AutoCloseable {
                     syncTree(p);
                 } else if (Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
                     try (FileChannel ch = FileChannel.open(p, StandardOpenOption.WRITE)) {
+                        faults.before("fsync", p);
                         ch.force(true);
                     }
                 }

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonReader;
 import java.io.IOException;
@@ -100,6 +101,14 @@ public final class SafetensorsFile implements AutoCloseable {
             throw new Dequant4jException(path, "cannot open: " + (e.getMessage() != null ? e.getMessage() : e), e);
         }
         return parse(path, arena, ownsArena, fileKey, map, size);
+    }
+
+    /**
+     * Validates a whole file held in memory, exactly as {@link #open} validates a mapped one; {@code name} is used in
+     * messages only. The fuzz tests use it to run millions of headers without touching the file system.
+     */
+    public static SafetensorsFile parse(Path name, byte[] contents) {
+        return parse(name, Arena.global(), false, null, MemorySegment.ofArray(contents), contents.length);
     }
 
     private static SafetensorsFile parse(Path path, Arena arena, boolean ownsArena, Object fileKey, MemorySegment map,
@@ -266,7 +275,7 @@ public final class SafetensorsFile implements AutoCloseable {
         }
         String dn = dtypeName;
         DType dtype = DType.fromSafetensorsName(dtypeName).orElseThrow(() -> new Dequant4jException(path, name,
-                "unknown dtype '" + dn + "' (not one of the safetensors dtypes)"));
+                "unknown dtype '" + Json.abbreviate(dn, 40) + "' (not one of the safetensors dtypes)"));
         long numel = 1;
         for (long d : shape) {
             if (d < 0) {

@@ -105,6 +105,18 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
     }
 
     /**
+     * Where {@code file} really is (links resolved), if that is {@code dir} itself or the hub cache's blobs of the
+     * snapshot {@code dir} is; empty if it leads anywhere else. Files that an export copies into its output must pass
+     * this, so that a link in a model directory cannot carry an unrelated file (a key, a credentials file) along.
+     */
+    public static java.util.Optional<Path> realPathInside(Path dir, Path file) throws IOException {
+        Path realDir = dir.toRealPath();
+        Path real = file.toRealPath();
+        return realDir.equals(real.getParent()) || inHubCacheBlobs(realDir, real) ? java.util.Optional.of(real)
+                : java.util.Optional.empty();
+    }
+
+    /**
      * The Hugging Face hub cache keeps a model as {@code models--org--name/snapshots/<revision>/<file>} links to
      * {@code models--org--name/blobs/<hash>}: a link from a snapshot directory into its own repository's blobs is
      * the cache's normal layout, not an escape.

@@ -136,6 +136,23 @@ class LegacyFilesTest {
                         + "\"shape\": null) (19968 elements) needs 9984");
     }
 
+    /**
+     * A hostile config whose sizes multiply past 64 bits: 40 x (2^62 + 16) wraps to 640, exactly what a real
+     * [40, 16] weight holds, so without an overflow check the tensor would open with a shape of 2^68 elements.
+     */
+    @Test
+    void nullShapeWhoseConfigSizesOverflowIsNotDerived() {
+        String w = "model.layers.0.mlp.gate_proj.weight";
+        BnbQuantizer.Quantized q = BnbQuantizer.quantize(BnbQuantizer.weights(new long[] {40, 16}, 3),
+                new long[] {40, 16}, "nf4", 64, false);
+        String config = "{\"model_type\": \"llama\", \"hidden_size\": " + ((1L << 62) + 16)
+                + ", \"intermediate_size\": 40}";
+        Path dir = q.addTo(new CheckpointBuilder().config(config), w, DType.U8, "float16", false)
+                .write(tmp.resolve("overflow"));
+        assertOpenFails(dir, w, "quant state has \"shape\": null (bitsandbytes 0.41.2) and the shape cannot be"
+                + " derived from config.json for this module");
+    }
+
     private static void assertOpenFails(Path dir, String tensor, String detail) {
         Dequant4jException e = assertThrows(Dequant4jException.class, () -> Checkpoint.open(dir).close());
         assertEquals(dir.resolve("model.safetensors") + ": tensor '" + tensor + "': " + detail, e.getMessage());

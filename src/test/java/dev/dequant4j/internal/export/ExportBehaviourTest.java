@@ -314,7 +314,9 @@ class ExportBehaviourTest {
 
         @Override
         public int write(ByteBuffer src) throws IOException {
-            return write(src, delegate.position());
+            int n = write(src, delegate.position());
+            delegate.position(delegate.position() + n);
+            return n;
         }
 
         @Override
