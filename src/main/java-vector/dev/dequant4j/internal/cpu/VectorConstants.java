@@ -28,6 +28,8 @@ final class VectorConstants {
     static final VectorSpecies<Integer> INTS = VectorSpecies.of(int.class, VectorShape.forBitSize(BITS));
     /** Float lanes per vector. */
     static final int VL = FLOATS.length();
+    /** Shorts filling a whole vector (for bit tests on F16/BF16 output). */
+    static final VectorSpecies<Short> SHORT_LANES = VectorSpecies.of(short.class, VectorShape.forBitSize(BITS));
     /** One short per float lane. */
     static final VectorSpecies<Short> SHORTS = VectorSpecies.of(short.class, VectorShape.forBitSize(BITS / 2));
     /** One byte per float lane, but at least 8 (the smallest byte vector): then PARTS > 1 int vectors per load. */

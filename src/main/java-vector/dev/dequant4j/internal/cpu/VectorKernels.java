@@ -8,6 +8,7 @@ import static dev.dequant4j.internal.cpu.VectorConstants.INTS;
 import static dev.dequant4j.internal.cpu.VectorConstants.NIBBLE_SHIFT;
 import static dev.dequant4j.internal.cpu.VectorConstants.PARTS;
 import static dev.dequant4j.internal.cpu.VectorConstants.SHORTS;
+import static dev.dequant4j.internal.cpu.VectorConstants.SHORT_LANES;
 import static dev.dequant4j.internal.cpu.VectorConstants.UNIT;
 import static dev.dequant4j.internal.cpu.VectorConstants.VL;
 
@@ -264,19 +265,20 @@ public final class VectorKernels implements CpuKernels {
         int vecCols = cols - cols % strip;
         if (vecCols > 0) {
             int panelCols = Math.min(vecCols, Math.max(strip, PANEL_FLOATS / r / strip * strip));
-            float[] packed = new float[panelCols * r];
+            float[] packed = packed(right, cols, r, vecCols);
             for (int c0 = 0; c0 < vecCols; c0 += panelCols) {
                 int pc = Math.min(panelCols, vecCols - c0);
-                pack(right, cols, r, c0, pc, packed);
+                int base = c0 * r;
                 int i = 0;
                 for (; i <= rows - 4; i += 4) {
                     for (int s = 0; s < pc; s += strip) {
-                        block4(w, wOff + i * cols + c0 + s, cols, left, leftOff + i * r, packed, s * r, r, scale);
+                        block4(w, wOff + i * cols + c0 + s, cols, left, leftOff + i * r, packed, base + s * r, r,
+                                scale);
                     }
                 }
                 for (; i < rows; i++) {
                     for (int s = 0; s < pc; s += strip) {
-                        block1(w, wOff + i * cols + c0 + s, left, leftOff + i * r, packed, s * r, r, scale);
+                        block1(w, wOff + i * cols + c0 + s, left, leftOff + i * r, packed, base + s * r, r, scale);
                     }
                 }
             }
@@ -284,6 +286,27 @@ public final class VectorKernels implements CpuKernels {
         if (vecCols < cols) {
             loraDeltaScalar(w, wOff, rows, cols, vecCols, left, leftOff, right, r, scale);
         }
+    }
+
+    /** The last right-hand matrix this thread packed, and its packed form. */
+    private record Packed(float[] right, int cols, int r, float[] packed) {}
+
+    private static final ThreadLocal<Packed> LAST_PACKED = new ThreadLocal<>();
+
+    /**
+     * {@code right}'s first {@code vecCols} columns in strips ({@link #pack}: the layout of a panel at column c0 is
+     * the whole matrix's layout offset by c0 * r), packed once and reused while the same matrix comes back: an export
+     * calls this kernel for every row chunk of a tensor with the same LoRA factor, which is never modified.
+     */
+    private static float[] packed(float[] right, int cols, int r, int vecCols) {
+        Packed p = LAST_PACKED.get();
+        if (p == null || p.right() != right || p.cols() != cols || p.r() != r) {
+            float[] packed = new float[vecCols * r];
+            pack(right, cols, r, 0, vecCols, packed);
+            p = new Packed(right, cols, r, packed);
+            LAST_PACKED.set(p);
+        }
+        return p.packed();
     }
 
     /** Copies columns {@code [c0, c0 + pc)} of {@code right} into strips: strip s, row k at {@code (s*r + k)*2VL}. */
@@ -391,10 +414,8 @@ public final class VectorKernels implements CpuKernels {
             FloatVector mx = FloatVector.zero(FLOATS);
             for (int i = run; i < end; i += VL) {
                 FloatVector b = FloatVector.fromArray(FLOATS, base, i);
-                FloatVector m = FloatVector.fromArray(FLOATS, merged, i);
+                FloatVector d = FloatVector.fromArray(FLOATS, merged, i).sub(b);
                 b2 = b.fma(b, b2);
-                VectorMask<Float> finite = m.test(VectorOperators.IS_FINITE);
-                FloatVector d = m.sub(b).blend(0f, finite.not());
                 d2 = d.fma(d, d2);
                 mx = mx.max(d.abs());
             }
@@ -411,4 +432,16 @@ public final class VectorKernels implements CpuKernels {
 
     /** Elements summed in float32 lanes before the lanes go into double. */
     private static final int STATS_RUN = 4096;
+
+    @Override
+    public int countExponentAllOnes(short[] bits, int off, int n, short mask) {
+        ShortVector m = ShortVector.broadcast(SHORT_LANES, mask);
+        int count = 0;
+        int i = 0;
+        for (; i <= n - SHORT_LANES.length(); i += SHORT_LANES.length()) {
+            count += ShortVector.fromArray(SHORT_LANES, bits, off + i).and(m).compare(VectorOperators.EQ, m)
+                    .trueCount();
+        }
+        return count + ScalarKernels.INSTANCE.countExponentAllOnes(bits, off + i, n - i, mask);
+    }
 }

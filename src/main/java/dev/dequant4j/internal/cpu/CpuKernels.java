@@ -53,10 +53,16 @@ public interface CpuKernels {
 
     /**
      * Change statistics of {@code n} merged values, added into {@code acc}: {@code acc[0] = max(acc[0], |merged[i] -
-     * base[i]|)}, {@code acc[1] += (merged[i] - base[i])^2}, {@code acc[2] += base[i]^2}, over the elements whose
-     * merged value is finite (the caller counts the others). These are statistics, not output: implementations may
-     * sum in another order and in float32 before double, so they agree with the reference to a relative 1e-4, not
-     * bit for bit.
+     * base[i]|)}, {@code acc[1] += (merged[i] - base[i])^2}, {@code acc[2] += base[i]^2}. A non-finite value makes
+     * the sums and the maximum NaN or infinite (such a merge fails the export unless non-finite values are allowed,
+     * and then its statistics mean nothing). These are statistics, not output: implementations may sum in another
+     * order and in float32 before double, so they agree with the reference to a relative 1e-4, not bit for bit.
      */
     void deltaStats(float[] base, float[] merged, int n, double[] acc);
+
+    /**
+     * How many of {@code bits[off .. off + n)} have all of {@code mask}'s bits set: with an exponent mask (0x7C00
+     * for F16, 0x7F80 for BF16), the NaNs and infinities among rounded 16-bit floats.
+     */
+    int countExponentAllOnes(short[] bits, int off, int n, short mask);
 }

@@ -112,15 +112,22 @@ public final class ScalarKernels implements CpuKernels {
         double b2 = 0;
         for (int i = 0; i < n; i++) {
             double b = base[i];
+            double d = merged[i] - b;
             b2 += b * b;
-            if (Float.isFinite(merged[i])) {
-                double d = merged[i] - b;
-                max = Math.max(max, Math.abs(d));
-                d2 += d * d;
-            }
+            d2 += d * d;
+            max = Math.max(max, Math.abs(d));
         }
         acc[0] = max;
         acc[1] += d2;
         acc[2] += b2;
+    }
+
+    @Override
+    public int countExponentAllOnes(short[] bits, int off, int n, short mask) {
+        int count = 0;
+        for (int i = 0; i < n; i++) {
+            count += (bits[off + i] & mask) == mask ? 1 : 0;
+        }
+        return count;
     }
 }

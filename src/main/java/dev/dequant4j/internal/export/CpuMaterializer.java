@@ -142,7 +142,7 @@ final class CpuMaterializer {
                 } else {
                     kernels.f32ToBf16(f32, 0, half, 0, c);
                 }
-                nonFinite = countExponentAllOnes(half, c, mask);
+                nonFinite = kernels.countExponentAllOnes(half, 0, c, (short) mask);
                 if (nonFinite > 0) {
                     first = s + firstExponentAllOnes(half, c, mask);
                 }
@@ -199,14 +199,6 @@ final class CpuMaterializer {
             case F16 -> (chunk.getAtIndex(SHORT_LE, i) & 0x7C00) == 0x7C00;
             default -> (chunk.getAtIndex(SHORT_LE, i) & 0x7F80) == 0x7F80;
         };
-    }
-
-    private static long countExponentAllOnes(short[] h, int c, int mask) {
-        int n = 0;
-        for (int i = 0; i < c; i++) {
-            n += (h[i] & mask) == mask ? 1 : 0;
-        }
-        return n;
     }
 
     private static int firstExponentAllOnes(short[] h, int c, int mask) {

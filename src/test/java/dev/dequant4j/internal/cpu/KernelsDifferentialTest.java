@@ -370,4 +370,54 @@ class KernelsDifferentialTest extends BaseKernelsTestCase {
             return e.getClass();
         }
     }
+
+    @Test
+    void countExponentAllOnesEveryLengthAndPattern() {
+        for (int n = 0; n < 200; n++) {
+            short[] bits = new short[n + 3];
+            for (int i = 0; i < bits.length; i++) {
+                bits[i] = (short) random.nextInt(1 << 16);
+                if (random.nextInt(4) == 0) {
+                    bits[i] |= (short) (random.nextBoolean() ? 0x7C00 : 0x7F80);
+                }
+            }
+            for (short mask : new short[] {0x7C00, 0x7F80}) {
+                for (int off = 0; off < 3; off++) {
+                    int want = SCALAR.countExponentAllOnes(bits, off, n, mask);
+                    int independent = 0;
+                    for (int i = off; i < off + n; i++) {
+                        independent += (bits[i] & mask) == mask ? 1 : 0;
+                    }
+                    assertEquals(independent, want, "scalar n=" + n);
+                    assertEquals(want, VECTOR.countExponentAllOnes(bits, off, n, mask), VECTOR.name() + " n=" + n
+                            + " off=" + off + " mask=" + mask + " (-Dtests.seed=" + seed + ")");
+                }
+            }
+        }
+    }
+
+    /** The vector kernel packs a LoRA factor once and reuses it while the same array comes back. */
+    @Test
+    void loraDeltaReusesAPackedMatrixOnlyForTheSameArray() {
+        int rows = 6;
+        int cols = 4 * 16 + 5;
+        int r = 3;
+        float[] left = new float[rows * r];
+        float[] right = new float[r * cols];
+        for (int i = 0; i < left.length; i++) {
+            left[i] = (float) random.nextGaussian();
+        }
+        for (int i = 0; i < right.length; i++) {
+            right[i] = (float) random.nextGaussian();
+        }
+        float[] changed = right.clone();
+        changed[7] += 1f;
+        for (float[] matrix : new float[][] {right, changed, right}) {
+            float[] w1 = new float[rows * cols];
+            float[] w2 = new float[rows * cols];
+            SCALAR.loraDelta(w1, 0, rows, cols, left, 0, matrix, r, 2f);
+            VECTOR.loraDelta(w2, 0, rows, cols, left, 0, matrix, r, 2f);
+            assertSameBits(w1, w2, matrix == right ? "the first matrix" : "another matrix");
+        }
+    }
 }
