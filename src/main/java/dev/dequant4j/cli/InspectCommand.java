@@ -34,7 +34,8 @@ import picocli.CommandLine.Model.CommandSpec;
         description = {"Lists the tensors of a model directory or .safetensors file, with their quantization.",
             "For a LoRA adapter directory, shows r, alpha, scaling, DoRA and the target of every module."})
 final class InspectCommand implements Callable<Integer> {
-    @Parameters(paramLabel = "PATH", description = "A model directory, a .safetensors file or a LoRA adapter directory.")
+    @Parameters(paramLabel = "PATH",
+            description = "A model directory, a .safetensors file or a LoRA adapter directory.")
     Path path;
 
     @Option(names = "--json", description = "Print JSON instead of a table.")
@@ -173,7 +174,8 @@ final class InspectCommand implements Callable<Integer> {
         Map<String, JsonValue> keys = new LinkedHashMap<>();
         bnbKeys(stored).forEach((k, v) -> keys.put(k, JsonNumber.of(v)));
         summary.put("bitsandbytes_keys", new JsonObject(keys));
-        summary.put("bitsandbytes", JsonBoolean.of(keys.values().stream().anyMatch(v -> ((JsonNumber) v).longValue() > 0)));
+        summary.put("bitsandbytes", JsonBoolean.of(keys.values().stream()
+                .anyMatch(v -> ((JsonNumber) v).longValue() > 0)));
         root.put("summary", new JsonObject(summary));
         return new JsonObject(root);
     }

@@ -19,7 +19,8 @@ public final class Main implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(new CommandLine(this), "a command is required: inspect, export or verify");
+        throw new CommandLine.ParameterException(new CommandLine(this),
+                "a command is required: inspect, export or verify");
     }
 
     public static void main(String[] args) {

@@ -425,7 +425,8 @@ public final class VectorKernels implements CpuKernels {
         }
         acc[0] = max;
         if (vecEnd < n) {
-            ScalarKernels.INSTANCE.deltaStats(Arrays.copyOfRange(base, vecEnd, n), Arrays.copyOfRange(merged, vecEnd, n),
+            ScalarKernels.INSTANCE.deltaStats(Arrays.copyOfRange(base, vecEnd, n),
+                    Arrays.copyOfRange(merged, vecEnd, n),
                     n - vecEnd, acc);
         }
     }

@@ -144,7 +144,8 @@ public final class Grouping {
             throw error(qsKey, weightName, "bad quant state: " + e.getMessage());
         }
         if (!qs.quantType().equals(type)) {
-            throw error(qsKey, weightName, "quant state says quant_type " + qs.quantType() + " but its key says " + type);
+            throw error(qsKey, weightName, "quant state says quant_type " + qs.quantType() + " but its key says "
+                    + type);
         }
         TensorStore.Ref weight = store.get(weightName);
         if (weight == null) {

@@ -32,7 +32,8 @@ public final class ScalarKernels implements CpuKernels {
                                   long firstBlock, float offset, float[] out) {
         long nestedBase = firstBlock >>> 8;
         for (int i = 0; i < count; i++) {
-            float t = nestedMap[codes[codesOff + i] & 0xFF] * nestedAbsmax[(int) (((firstBlock + i) >>> 8) - nestedBase)];
+            int nested = (int) (((firstBlock + i) >>> 8) - nestedBase);
+            float t = nestedMap[codes[codesOff + i] & 0xFF] * nestedAbsmax[nested];
             out[i] = t + offset;
         }
     }

@@ -56,7 +56,7 @@ import java.util.concurrent.atomic.AtomicReference;
  * and write them in file order into a temporary directory that is renamed into place only when complete.
  */
 public final class Exporter {
-    /** Model types whose linear layers are GPT-2 {@code Conv1D} ([in, out] weights; bnb quantizes them as [out, in]). */
+    /** Model types whose linears are GPT-2 {@code Conv1D} ([in, out] weights; bnb quantizes them as [out, in]). */
     static final Set<String> CONV1D_MODEL_TYPES = Set.of("gpt2", "openai-gpt", "imagegpt", "decision_transformer");
 
     /** Files copied unchanged from the model directory (tokenizer, generation and chat-template files). */
@@ -197,9 +197,10 @@ public final class Exporter {
                         untie)));
             }
             files.addAll(copyModelFiles(copied, out.dir(), channels));
-            JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), r.base16() == null
-                    ? JsonNull.NULL : sourceRecord(r.base16(), acc), adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads,
-                    budget, maxShard, backend.reason()), files, stats);
+            JsonValue base16 = r.base16() == null ? JsonNull.NULL : sourceRecord(r.base16(), acc);
+            JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), base16,
+                    adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads, budget, maxShard,
+                            backend.reason()), files, stats);
             writeSmall(channels, out.dir(), Manifest.FILE_NAME,
                     (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
             if (progress.isCancelled()) {
@@ -289,7 +290,8 @@ public final class Exporter {
         for (Path in : inputs) {
             Path real = realOrSelf(in.toAbsolutePath().normalize());
             if (real.startsWith(realTarget)) {
-                throw new Dequant4jException(target, "output would replace an input (" + in + "); choose another --out");
+                throw new Dequant4jException(target, "output would replace an input (" + in
+                        + "); choose another --out");
             }
         }
     }
@@ -391,8 +393,8 @@ public final class Exporter {
 
     /** Runs the workers and the writer; returns the SHA-256 of every shard. */
     private static String[] execute(ExportPlan plan, List<TensorMerge> merges, List<TensorTally> tallies,
-                                    CpuKernels kernels, CudaBackend cuda, int threads, int poolSize, long unitBytes, Path dir,
-                                    Request r, ProgressListener progress) {
+                                    CpuKernels kernels, CudaBackend cuda, int threads, int poolSize, long unitBytes,
+                                    Path dir, Request r, ProgressListener progress) {
         AtomicReference<Throwable> failure = new AtomicReference<>();
         AtomicInteger tensorsDone = new AtomicInteger();
         OrderedWriter writer = new OrderedWriter(dir, plan, r.channels() != null ? r.channels()

@@ -17,8 +17,8 @@ import java.util.concurrent.locks.ReentrantLock;
 /**
  * Writes produced units in file order, so each shard is written front to back in one pass and hashed on the way.
  * Workers {@link #submit} units in any order; the writer thread ({@link #run}) and the hasher thread
- * ({@link #hash}) each take them strictly by sequence number. Memory stays bounded because workers only produce into buffers from a fixed pool, which the writer
- * releases as soon as a unit is written.
+ * ({@link #hash}) each take them strictly by sequence number. Memory stays bounded because workers only produce
+ * into buffers from a fixed pool, and a buffer goes back to it as soon as both the writer and the hasher are done.
  */
 final class OrderedWriter {
     /** A produced unit; its buffer goes back to the pool once both the writer and the hasher are done with it. */
