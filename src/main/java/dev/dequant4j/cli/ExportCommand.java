@@ -156,9 +156,10 @@ final class ExportCommand implements Callable<Integer> {
 
     private static void printSummary(ExportResult r, PrintWriter out) {
         double secs = r.elapsed().toNanos() / 1e9;
-        out.printf(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s%n", r.tensors(),
-                Table.bytes(r.bytes()), r.dtype(), r.directory(), secs, Table.bytes((long) (r.bytes() / Math.max(secs,
-                        1e-9))), r.backendReason());
+        // println, not %n: the printable writer turns every control character it is given into '?'.
+        out.println(String.format(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s",
+                r.tensors(), Table.bytes(r.bytes()), r.dtype(), r.directory(), secs,
+                Table.bytes((long) (r.bytes() / Math.max(secs, 1e-9))), r.backendReason()));
         out.println("files: " + r.files().stream().map(p -> p.getFileName().toString()).toList());
         List<TensorStats> merged = new ArrayList<>(r.stats().stream().filter(s -> s.mergeSteps() > 0).toList());
         if (!merged.isEmpty()) {
