@@ -24,6 +24,16 @@ public final class Main implements Runnable {
     }
 
     public static void main(String[] args) {
+        var relaunch = VectorRelaunch.command(args, VectorRelaunch.Jvm.current());
+        if (relaunch.isPresent()) {
+            try {
+                System.exit(VectorRelaunch.run(relaunch.get()));
+            } catch (java.io.IOException e) {
+                // The JVM could not be started again: export here, with the scalar kernels.
+            } catch (InterruptedException e) {
+                System.exit(130);
+            }
+        }
         System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
     }
 

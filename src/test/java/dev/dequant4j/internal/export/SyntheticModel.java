@@ -13,11 +13,11 @@ import java.util.ArrayList;
 import java.util.List;
 
 /** Writes small model directories with plain BF16 tensors of chosen sizes, for export tests. */
-final class SyntheticModel {
+public final class SyntheticModel {
     private SyntheticModel() {}
 
     /** A model dir with {@code n} BF16 tensors of {@code rows x cols} random values, plus config and tokenizer. */
-    static Path write(Path dir, int n, int rows, int cols, String configJson) throws IOException {
+    public static Path write(Path dir, int n, int rows, int cols, String configJson) throws IOException {
         long x = 0x9E3779B97F4A7C15L;
         List<SafetensorsWriter.TensorData> tensors = new ArrayList<>();
         Arena arena = Arena.ofAuto();

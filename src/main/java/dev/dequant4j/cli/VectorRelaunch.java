@@ -1,0 +1,106 @@
+package dev.dequant4j.cli;
+
+import java.io.IOException;
+import java.lang.module.ModuleFinder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Restarts {@code java -jar dequant4j-cli.jar export ...} with {@code --add-modules jdk.incubator.vector}.
+ *
+ * <p>An executable jar's manifest cannot add a module, so a plain {@code java -jar} would run the scalar kernels,
+ * 3 to 10 times slower than the Vector API ones. Only {@code export} is worth a second JVM start, and only when the
+ * process was started from the jar itself: a caller that built its own command line (tests, scripts, IDEs) chose its
+ * flags. {@code -Ddequant4j.relaunch=false} turns it off.
+ */
+final class VectorRelaunch {
+    static final String MODULE = "jdk.incubator.vector";
+    static final String PROPERTY = "dequant4j.relaunch";
+
+    private VectorRelaunch() {}
+
+    /** What the decision depends on, gathered from the running JVM (a record, so tests can vary each part). */
+    record Jvm(boolean moduleLoaded, boolean moduleInImage, String relaunchProperty, Path codeSource,
+               String classPath, Path javaHome, List<String> inputArguments) {
+        static Jvm current() {
+            Path source = null;
+            try {
+                var location = VectorRelaunch.class.getProtectionDomain().getCodeSource().getLocation();
+                source = Path.of(location.toURI());
+            } catch (Exception | LinkageError e) {
+                // No code source (a custom class loader): not started from our jar.
+            }
+            List<String> input;
+            try {
+                input = java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments();
+            } catch (LinkageError e) {
+                // A runtime image without java.management: we cannot repeat the JVM's flags, so we do not restart.
+                input = null;
+            }
+            return new Jvm(ModuleLayer.boot().findModule(MODULE).isPresent(),
+                    ModuleFinder.ofSystem().find(MODULE).isPresent(), System.getProperty(PROPERTY), source,
+                    System.getProperty("java.class.path"), Path.of(System.getProperty("java.home")), input);
+        }
+    }
+
+    /** The command that restarts this CLI with the Vector API, or empty when it should run as it is. */
+    static Optional<List<String>> command(String[] args, Jvm jvm) {
+        if (!"export".equals(subcommand(args)) || jvm.moduleLoaded() || !jvm.moduleInImage()
+                || "false".equals(jvm.relaunchProperty()) || jvm.inputArguments() == null
+                || jvm.codeSource() == null || !jvm.codeSource().toString().endsWith(".jar")
+                || !Files.isRegularFile(jvm.codeSource()) || jvm.classPath() == null
+                || !Path.of(jvm.classPath()).toAbsolutePath().equals(jvm.codeSource().toAbsolutePath())) {
+            return Optional.empty();
+        }
+        List<String> cmd = new ArrayList<>();
+        cmd.add(jvm.javaHome().resolve("bin").resolve("java").toString());
+        cmd.addAll(jvm.inputArguments());
+        cmd.add("--add-modules=" + MODULE);
+        cmd.add("-D" + PROPERTY + "=false");
+        cmd.add("-jar");
+        cmd.add(jvm.codeSource().toString());
+        cmd.addAll(List.of(args));
+        return Optional.of(cmd);
+    }
+
+    /** The first argument that is not an option of the top-level command ({@code --debug}, help, version). */
+    private static String subcommand(String[] args) {
+        for (String a : args) {
+            if (!a.startsWith("-")) {
+                return a;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Runs {@code cmd} with this process's standard streams and returns its exit code. A signal that ends this JVM
+     * (Ctrl-C reaches both processes; a {@code kill} only this one) is passed on, and the child gets time to remove
+     * its temporary output before this process exits.
+     */
+    static int run(List<String> cmd) throws IOException, InterruptedException {
+        Process child = new ProcessBuilder(cmd).inheritIO().start();
+        Thread forward = new Thread(() -> {
+            if (child.isAlive()) {
+                child.destroy();
+                try {
+                    child.waitFor(60, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }, "dequant4j-relaunch-stop");
+        Runtime.getRuntime().addShutdownHook(forward);
+        int code = child.waitFor();
+        try {
+            Runtime.getRuntime().removeShutdownHook(forward);
+        } catch (IllegalStateException shuttingDown) {
+            // The hook is running or about to: it finds the child gone and returns.
+        }
+        return code;
+    }
+}

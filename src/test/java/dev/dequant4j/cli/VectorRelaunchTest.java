@@ -1,0 +1,170 @@
+package dev.dequant4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.dequant4j.Fixtures;
+import dev.dequant4j.internal.json.Json;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import java.util.jar.Attributes;
+import java.util.jar.JarEntry;
+import java.util.jar.JarFile;
+import java.util.jar.JarOutputStream;
+import java.util.jar.Manifest;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@code java -jar dequant4j-cli.jar export} restarts itself with the Vector API; nothing else does. */
+class VectorRelaunchTest {
+    @TempDir
+    Path tmp;
+
+    private VectorRelaunch.Jvm jvm(Path jar, boolean loaded, boolean inImage, String property, String classPath) {
+        return new VectorRelaunch.Jvm(loaded, inImage, property, jar, classPath, Path.of("/opt/jdk"),
+                List.of("-Xmx2g"));
+    }
+
+    private Path fakeJar() throws IOException {
+        return Files.createFile(tmp.resolve("dequant4j-cli.jar"));
+    }
+
+    @Test
+    void exportFromTheJarWithoutTheModuleRestartsWithIt() throws IOException {
+        Path jar = fakeJar();
+        Optional<List<String>> cmd = VectorRelaunch.command(new String[] {"--debug", "export", "m", "--out", "o"},
+                jvm(jar, false, true, null, jar.toString()));
+        assertEquals(Optional.of(List.of("/opt/jdk/bin/java", "-Xmx2g", "--add-modules=jdk.incubator.vector",
+                "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m", "--out", "o")), cmd);
+    }
+
+    @Test
+    void everythingElseRunsAsItIs() throws IOException {
+        Path jar = fakeJar();
+        String[] export = {"export", "m", "--out", "o"};
+        String cp = jar.toString();
+        assertEquals(Optional.empty(), VectorRelaunch.command(new String[] {"inspect", "m"},
+                jvm(jar, false, true, null, cp)), "only export gains from the vector kernels");
+        assertEquals(Optional.empty(), VectorRelaunch.command(new String[] {"--help"},
+                jvm(jar, false, true, null, cp)));
+        assertEquals(Optional.empty(), VectorRelaunch.command(export, jvm(jar, true, true, null, cp)),
+                "the module is already there");
+        assertEquals(Optional.empty(), VectorRelaunch.command(export, jvm(jar, false, false, null, cp)),
+                "a runtime image without the module");
+        assertEquals(Optional.empty(), VectorRelaunch.command(export, jvm(jar, false, true, "false", cp)),
+                "turned off, and never twice");
+        assertEquals(Optional.empty(), VectorRelaunch.command(export,
+                jvm(jar, false, true, null, cp + java.io.File.pathSeparator + "other.jar")),
+                "a class path of the caller's making");
+        assertEquals(Optional.empty(), VectorRelaunch.command(export,
+                jvm(tmp, false, true, null, tmp.toString())), "classes from a directory, as in tests and IDEs");
+        assertEquals(Optional.empty(), VectorRelaunch.command(export, new VectorRelaunch.Jvm(false, true, null,
+                jar, cp, Path.of("/opt/jdk"), null)), "the JVM's flags are unknown");
+    }
+
+    /** An executable jar of the compiled CLI and picocli, like the shaded one that {@code mvn package} builds. */
+    private Path cliJar() throws Exception {
+        Path classes = Path.of(Main.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+        Path picocli = Stream.of(System.getProperty("java.class.path").split(java.io.File.pathSeparator))
+                .map(Path::of).filter(p -> p.getFileName().toString().startsWith("picocli")).findFirst()
+                .orElseThrow();
+        Manifest mf = new Manifest();
+        mf.getMainAttributes().put(Attributes.Name.MANIFEST_VERSION, "1.0");
+        mf.getMainAttributes().put(Attributes.Name.MAIN_CLASS, Main.class.getName());
+        mf.getMainAttributes().putValue("Enable-Native-Access", "ALL-UNNAMED");
+        Path jar = tmp.resolve("cli.jar");
+        try (JarOutputStream out = new JarOutputStream(Files.newOutputStream(jar), mf);
+             Stream<Path> files = Files.walk(classes);
+             JarFile pico = new JarFile(picocli.toFile())) {
+            for (Path f : files.filter(Files::isRegularFile).toList()) {
+                out.putNextEntry(new JarEntry(classes.relativize(f).toString().replace('\\', '/')));
+                Files.copy(f, out);
+            }
+            for (JarEntry e : java.util.Collections.list(pico.entries())) {
+                if (!e.isDirectory() && !e.getName().startsWith("META-INF/")) {
+                    out.putNextEntry(new JarEntry(e.getName()));
+                    pico.getInputStream(e).transferTo(out);
+                }
+            }
+        }
+        return jar;
+    }
+
+    private record Result(int code, String output) {}
+
+    private Result runJar(Path jar, String... args) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>(List.of(
+                Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        cmd.addAll(List.of(args));
+        Path log = tmp.resolve("child.log");
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        try (OutputStream ignored = p.getOutputStream()) {
+            assertTrue(p.waitFor(120, TimeUnit.SECONDS), "the CLI finished");
+        }
+        return new Result(p.exitValue(), Files.readString(log, StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void theJarExportsWithTheVectorKernelsAndPassesOnTheExitCode() throws Exception {
+        Path jar = cliJar();
+        Path model = Fixtures.checkpoint("llama-h64-nf4-dq");
+        Path out = tmp.resolve("out");
+        Result ok = runJar(jar, "-jar", jar.toString(), "export", model.toString(), "--out", out.toString(),
+                "--backend", "cpu");
+        assertEquals(0, ok.code(), ok.output());
+        String kernels = Json.parseObject(Files.readAllBytes(out.resolve("dequant4j-manifest.json")))
+                .getObject("tool").getString("cpu_kernels");
+        assertTrue(kernels.startsWith("panama-"), "vector kernels in the restarted JVM, not " + kernels);
+
+        Result bad = runJar(jar, "-jar", jar.toString(), "export", tmp.resolve("missing").toString(), "--out",
+                tmp.resolve("out2").toString());
+        assertEquals(1, bad.code(), bad.output());
+        assertTrue(bad.output().lines().anyMatch(l -> l.startsWith("error: ") && l.contains("missing")),
+                bad.output());
+
+        Path scalarOut = tmp.resolve("out3");
+        Result off = runJar(jar, "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "export", model.toString(),
+                "--out", scalarOut.toString(), "--backend", "cpu");
+        assertEquals(0, off.code(), off.output());
+        assertEquals("scalar", Json.parseObject(Files.readAllBytes(scalarOut.resolve("dequant4j-manifest.json")))
+                .getObject("tool").getString("cpu_kernels"));
+    }
+
+    @Test
+    void stoppingTheFirstJvmStopsTheExportAndLeavesNothing() throws Exception {
+        Path jar = cliJar();
+        Path model = dev.dequant4j.internal.export.SyntheticModel.write(tmp.resolve("m"), 48, 1024, 1024,
+                "{\"torch_dtype\": \"bfloat16\"}");
+        Path out = tmp.resolve("out");
+        Process parent = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-jar", jar.toString(), "export", model.toString(), "--out", out.toString(), "--dtype", "f32",
+                "--threads", "1", "--memory", "4MiB")
+                .redirectErrorStream(true).redirectOutput(tmp.resolve("parent.log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (System.nanoTime() < deadline && parent.isAlive() && temporaries().isEmpty()) {
+            Thread.sleep(20);
+        }
+        List<ProcessHandle> children = parent.children().toList();
+        assertEquals(1, children.size(), "the export runs in one restarted JVM");
+        assertTrue(parent.isAlive() && !temporaries().isEmpty(), Files.readString(tmp.resolve("parent.log")));
+        parent.destroy();
+        assertTrue(parent.waitFor(60, TimeUnit.SECONDS));
+        assertTrue(children.getFirst().onExit().get(60, TimeUnit.SECONDS) != null);
+        assertTrue(!children.getFirst().isAlive(), "the restarted JVM stops with the first");
+        assertTrue(!Files.exists(out), "the target must not appear");
+        assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
+    }
+
+    private List<Path> temporaries() throws IOException {
+        try (Stream<Path> s = Files.list(tmp)) {
+            return s.filter(p -> p.getFileName().toString().startsWith(".out.dequant4j-tmp-")).toList();
+        }
+    }
+}
