@@ -4,6 +4,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
@@ -44,10 +45,24 @@ public final class ConfigRewriter {
 
     /**
      * @param untieEmbeddings set {@code tie_word_embeddings} to false (an adapter changed a tied lm_head)
+     * @param vocabSize       the vocabulary size an adapter resized the model to, or -1: set where the config
+     *                        gives {@code vocab_size} (the top level and/or {@code text_config}), else at the top
      */
-    public static byte[] rewrite(JsonObject config, DType dtype, boolean untieEmbeddings) {
+    public static byte[] rewrite(JsonObject config, DType dtype, boolean untieEmbeddings, long vocabSize) {
         JsonObject out = (JsonObject) strip(config);
         Map<String, JsonValue> m = new LinkedHashMap<>(out.members());
+        if (vocabSize >= 0) {
+            JsonNumber v = JsonNumber.of(vocabSize);
+            boolean inText = m.get("text_config") instanceof JsonObject t && t.has("vocab_size");
+            if (inText) {
+                Map<String, JsonValue> text = new LinkedHashMap<>(((JsonObject) m.get("text_config")).members());
+                text.put("vocab_size", v);
+                m.put("text_config", new JsonObject(text));
+            }
+            if (m.containsKey("vocab_size") || !inText) {
+                m.put("vocab_size", v);
+            }
+        }
         boolean hasTorch = m.containsKey("torch_dtype");
         boolean hasDtype = m.containsKey("dtype");
         JsonString name = new JsonString(dtype.torchName());

@@ -67,7 +67,7 @@ final class CpuMaterializer {
         long end = u.start() + u.count();
         for (long s = u.start(); s < end; s += step) {
             int c = (int) Math.min(step, end - s);
-            t.source().readF32(s, f32, 0, c);
+            t.readBase(s, f32, 0, c);
             if (merging) {
                 System.arraycopy(f32, 0, base, 0, c);
                 runner.apply(s / cols, (int) (c / cols), f32, 0);

@@ -58,6 +58,20 @@ public final class ExportPlan {
         public QuantKind sourceKind() {
             return source.kind();
         }
+
+        /**
+         * Reads the base values of output elements {@code [start, start + count)} as float32. A tensor whose rows an
+         * adapter resized (a vocabulary matrix; rows are as wide as the source's) reads the source's rows where it has
+         * them and zeros past its end: the replacement that resized it overwrites them, and the zeros make the change
+         * statistics count the new rows whole.
+         */
+        public void readBase(long start, float[] dst, int off, int count) {
+            long have = Math.max(0, Math.min(count, source.numel() - start));
+            if (have > 0) {
+                source.readF32(start, dst, off, (int) have);
+            }
+            java.util.Arrays.fill(dst, off + (int) have, off + count, 0f);
+        }
     }
 
     /**

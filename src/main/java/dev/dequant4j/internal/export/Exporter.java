@@ -64,6 +64,8 @@ public final class Exporter {
             "special_tokens_map.json", "generation_config.json", "chat_template.*", "*.tiktoken", "vocab.*",
             "merges.txt", "added_tokens.json", "preprocessor_config.json");
 
+    private static final System.Logger LOG = System.getLogger("dev.dequant4j");
+
     public static final long DEFAULT_MAX_SHARD_BYTES = 5_000_000_000L;
     public static final long DEFAULT_MEMORY_BUDGET = 512L << 20;
     static final long MAX_UNIT_BYTES = 16L << 20;
@@ -95,12 +97,17 @@ public final class Exporter {
         }
         Map<String, Path> copied = chooseModelFiles(r.base().directory(),
                 r.base16() != null ? r.base16().directory() : null);
+        long vocabulary = -1;
         Map<String, LogicalTensor> sources = acc.logical(source);
         checkQuantMethod(acc.config(r.base()), acc.configFile(r.base()));
         if (r.base16() != null) {
             MergePlan.checkBase16(r.base(), r.base16());
         }
         MergePlan mergePlan = r.adapters().isEmpty() ? null : MergePlan.build(r.base(), r.adapters());
+        if (mergePlan != null && mergePlan.vocabularySize() >= 0) {
+            vocabulary = mergePlan.vocabularySize();
+            copied = withAdapterTokenizer(copied, r.adapters(), vocabulary);
+        }
         Set<String> merged = mergePlan == null ? Set.of() : mergePlan.tensors();
         Map<String, Integer> steps = new HashMap<>();
         if (mergePlan != null) {
@@ -130,11 +137,17 @@ public final class Exporter {
                         + t.dtype() + ", which is not a float type");
             }
             boolean transpose = conv1d && t.kind() != QuantKind.PLAIN && t.shape().length == 2;
-            long[] shape = t.shape();
+            long[] resized = mergePlan == null ? null : mergePlan.resizedShape(t.name());
+            long[] shape = resized != null ? resized : t.shape();
             if (transpose) {
+                if (resized != null) {
+                    throw new Dequant4jException(sourcePath(t), t.name(), "a quantized Conv1D weight cannot be"
+                            + " resized by an adapter");
+                }
                 shape = new long[] {shape[1], shape[0]};
             }
-            boolean onDevice = backend.backend() == Backend.CUDA && !raw && !transpose
+            // The CUDA kernels produce the base's shape; a resized vocabulary matrix is produced on the CPU.
+            boolean onDevice = backend.backend() == Backend.CUDA && !raw && !transpose && resized == null
                     && (t.kind() != QuantKind.PLAIN || mergeSteps > 0);
             outs.add(new ExportPlan.OutputTensor(t.name(), t, mergeSteps, raw ? t.dtype() : dtype, shape, raw,
                     transpose, onDevice));
@@ -194,7 +207,7 @@ public final class Exporter {
             }
             if (config != null) {
                 files.add(writeSmall(channels, out.dir(), "config.json", ConfigRewriter.rewrite(config, dtype,
-                        untie)));
+                        untie, vocabulary)));
             }
             files.addAll(copyModelFiles(copied, out.dir(), channels));
             JsonValue base16 = r.base16() == null ? JsonNull.NULL : sourceRecord(r.base16(), acc);
@@ -352,9 +365,8 @@ public final class Exporter {
 
         synchronized MergeRunner runner() {
             if (runner == null) {
-                long[] s = tensor.source().shape();
-                long rows = s.length == 0 ? 1 : s[0];
-                long cols = rows == 0 ? 0 : tensor.numel() / rows;
+                long rows = tensor.rows();
+                long cols = tensor.cols();
                 if (cols > Integer.MAX_VALUE / 2) {
                     throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "rows of " + cols
                             + " elements are too long to merge");
@@ -385,9 +397,9 @@ public final class Exporter {
                 continue;
             }
             ExportPlan.OutputTensor t = plan.tensors().get(i);
-            long cols = Math.max(1, t.numel() / Math.max(1, t.source().shape()[0]));
+            long cols = Math.max(1, t.cols());
             int chunkRows = (int) Math.max(1, CpuMaterializer.SUB / cols);
-            runner.prepass((row0, rows, w) -> t.source().readF32(row0 * cols, w, 0, (int) (rows * cols)), chunkRows);
+            runner.prepass((row0, rows, w) -> t.readBase(row0 * cols, w, 0, (int) (rows * cols)), chunkRows);
         }
     }
 
@@ -611,6 +623,61 @@ public final class Exporter {
             }
         }
         return chosen;
+    }
+
+    /** The tokenizer's files among {@link #COPIED_GLOBS}. */
+    static final List<String> TOKENIZER_GLOBS = List.of("tokenizer.json", "tokenizer_config.json",
+            "tokenizer.model", "special_tokens_map.json", "chat_template.*", "*.tiktoken", "vocab.*", "merges.txt",
+            "added_tokens.json");
+
+    /**
+     * A fine-tune that grew the vocabulary saves its tokenizer with the adapter (PEFT and Unsloth do), and the base's
+     * tokenizer does not know the new tokens: the tokenizer files then all come from the last adapter directory that
+     * has {@code tokenizer.json}, {@code tokenizer_config.json} or {@code tokenizer.model}, instead of the base's.
+     */
+    private static Map<String, Path> withAdapterTokenizer(Map<String, Path> chosen, List<LoraAdapter> adapters,
+                                                          long vocabulary) {
+        for (int i = adapters.size() - 1; i >= 0; i--) {
+            Path dir = adapters.get(i).directory();
+            if (!Files.isRegularFile(dir.resolve("tokenizer.json"))
+                    && !Files.isRegularFile(dir.resolve("tokenizer_config.json"))
+                    && !Files.isRegularFile(dir.resolve("tokenizer.model"))) {
+                continue;
+            }
+            Map<String, Path> out = new LinkedHashMap<>();
+            chosen.forEach((name, p) -> {
+                if (!isTokenizerFile(name)) {
+                    out.put(name, p);
+                }
+            });
+            for (String glob : TOKENIZER_GLOBS) {
+                try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
+                    for (Path p : ds) {
+                        if (Files.isRegularFile(p)) {
+                            checkCopiable(dir, p);
+                            out.put(p.getFileName().toString(), p);
+                        }
+                    }
+                } catch (IOException e) {
+                    throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
+                }
+            }
+            return out;
+        }
+        LOG.log(System.Logger.Level.WARNING, "the adapters resize the vocabulary to " + vocabulary + " rows, but"
+                + " no adapter directory has tokenizer files: the base model's tokenizer is copied, and it does not"
+                + " know the added tokens");
+        return chosen;
+    }
+
+    private static boolean isTokenizerFile(String name) {
+        Path p = Path.of(name);
+        for (String glob : TOKENIZER_GLOBS) {
+            if (p.getFileSystem().getPathMatcher("glob:" + glob).matches(p)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static List<Manifest.FileRecord> copyModelFiles(Map<String, Path> chosen, Path out,

@@ -48,6 +48,16 @@ import java.util.TreeSet;
  *       trained output layer would need the embeddings untied, which dequant4j does not do.</li>
  * </ul>
  *
+ * <h2>A grown (or shrunk) vocabulary</h2>
+ * A fine-tune that added tokens resized the input embedding and the output layer before training, and saved them
+ * whole with the adapter ({@code modules_to_save}, or PEFT's {@code save_embedding_layers}). Such a replacement may
+ * have a different number of rows than the base tensor when the tensor is a vocabulary matrix (an embedding or output
+ * layer by name, with {@code config.vocab_size} rows if the config says) and the row width is the same: the output
+ * takes the replacement's shape, and later steps (a LoRA on the embedding, trainable tokens, further adapters) are
+ * checked against it. Every vocabulary matrix of the base must end up with the same number of rows, or the build
+ * fails. Without a saved replacement the new rows' values are unknown (transformers initialises them at random), so
+ * a LoRA alone that needs more rows is refused.
+ *
  * <h2>Orientation</h2>
  * A linear LoRA's delta {@code B @ A} is {@code [out, in]}. PEFT transposes it for {@code Conv1D} layers (GPT-2),
  * whose weight is stored {@code [in, out]}, and decides that from the module type, not from the config's
@@ -87,9 +97,11 @@ public final class MergePlan {
 
     private final Map<String, List<Step>> steps;
     private final List<Target> targets;
+    private final Map<String, long[]> resized;
 
-    private MergePlan(Map<String, List<Step>> steps) {
+    private MergePlan(Map<String, List<Step>> steps, Map<String, long[]> resized) {
         this.steps = steps;
+        this.resized = resized;
         List<Target> t = new ArrayList<>();
         steps.values().forEach(l -> l.forEach(s -> t.add(s.target())));
         t.sort(Comparator.comparingInt(Target::adapter));
@@ -101,6 +113,7 @@ public final class MergePlan {
         Map<String, LogicalTensor> logical = Internals.checkpoint().logical(base);
         Map<String, List<Step>> byTensor = new HashMap<>();
         Map<String, Integer> nameCount = new HashMap<>();
+        Shapes shapes = new Shapes(base, logical);
         for (LoraAdapter a : adapters) {
             nameCount.merge(a.name(), 1, Integer::sum);
         }
@@ -109,7 +122,7 @@ public final class MergePlan {
             String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
             Adapter impl = AdapterAccess.of(a);
             impl.checkOpen();
-            Mapper m = new Mapper(base, logical, impl, i, label);
+            Mapper m = new Mapper(base, logical, impl, i, label, shapes);
             List<Step> mine = m.map();
             mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
             for (Step s : mine) {
@@ -123,7 +136,21 @@ public final class MergePlan {
                 ordered.put(t.name(), List.copyOf(s));
             }
         }
-        return new MergePlan(Collections.unmodifiableMap(ordered));
+        return new MergePlan(Collections.unmodifiableMap(ordered), shapes.checkVocabulary());
+    }
+
+    /**
+     * The output shape of a base tensor whose shape an adapter changed (a resized vocabulary), or null if it keeps
+     * the base's shape.
+     */
+    public long[] resizedShape(String tensor) {
+        long[] s = resized.get(tensor);
+        return s == null ? null : s.clone();
+    }
+
+    /** The number of rows of every vocabulary matrix after the merge, if an adapter resized them; else -1. */
+    public long vocabularySize() {
+        return resized.isEmpty() ? -1 : resized.values().iterator().next()[0];
     }
 
     /** Replacements, then deltas, then the lora_B bias, then token rows: the order of PEFT's unload. */
@@ -280,14 +307,17 @@ public final class MergePlan {
         private final int index;
         private final String label;
         private final Path file;
+        private final Shapes shapes;
 
-        Mapper(Checkpoint base, Map<String, LogicalTensor> logical, Adapter adapter, int index, String label) {
+        Mapper(Checkpoint base, Map<String, LogicalTensor> logical, Adapter adapter, int index, String label,
+               Shapes shapes) {
             this.base = base;
             this.logical = logical;
             this.adapter = adapter;
             this.index = index;
             this.label = label;
             this.file = adapter.weightsFile();
+            this.shapes = shapes;
         }
 
         List<Step> map() {
@@ -298,7 +328,10 @@ public final class MergePlan {
                     replacements.put(e.module().tensor(), e);
                 }
             }
-            for (Adapter.Entry e : adapter.entries()) {
+            List<Adapter.Entry> inOrder = new ArrayList<>(adapter.entries());
+            // Replacements first, as they will be applied: one that resizes a tensor changes what later steps fit.
+            inOrder.sort(Comparator.comparingInt(e -> phase(e.module().kind())));
+            for (Adapter.Entry e : inOrder) {
                 String name = e.module().tensor();
                 String found = resolve(name);
                 boolean aliased = false;
@@ -332,7 +365,7 @@ public final class MergePlan {
 
         /** Checks shapes; returns whether the delta is transposed. */
         private boolean check(Adapter.Entry e, LogicalTensor t) {
-            long[] s = t.shape();
+            long[] s = shapes.of(t.name());
             LoraAdapter.Module m = e.module();
             return switch (m.kind()) {
                 case LINEAR -> {
@@ -364,6 +397,9 @@ public final class MergePlan {
                 }
                 case LORA_BIAS, MODULES_TO_SAVE, BIAS -> {
                     long[] want = e.values().entry().shape();
+                    if (m.kind() == Kind.MODULES_TO_SAVE && shapes.resize(t, want, e)) {
+                        yield false;
+                    }
                     if (!Arrays.equals(s, want)) {
                         throw fail(e, "has shape " + Arrays.toString(want) + " but base tensor '" + t.name()
                                 + "' is " + Arrays.toString(s) + resizeHint(s, want));
@@ -389,7 +425,8 @@ public final class MergePlan {
 
         private static String resizeHint(long[] base, long[] want) {
             return base.length == 2 && want.length == 2 && base[1] == want[1] && base[0] != want[0]
-                    ? " (a resized vocabulary? merging into a resized embedding is not supported)" : "";
+                    ? " (a resized vocabulary? the adapter must then carry the whole resized embedding and output"
+                    + " layer, as modules_to_save or saved embedding layers)" : "";
         }
 
         private String resolve(String name) {
@@ -437,7 +474,7 @@ public final class MergePlan {
                 boolean embedding = n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight")
                         || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight")
                         || n.equals("shared.weight");
-                if (embedding && Arrays.equals(t.getValue().shape(), want)) {
+                if (embedding && Arrays.equals(shapes.of(n), want)) {
                     candidates.add(n);
                 }
             }
@@ -485,6 +522,88 @@ public final class MergePlan {
         private Dequant4jException fail(Adapter.Entry e, String detail) {
             return new Dequant4jException(file, e.module().keys().getFirst(), detail);
         }
+    }
+
+    /** The shape every base tensor will have after the steps mapped so far; see "A grown vocabulary" above. */
+    private static final class Shapes {
+        private final Checkpoint base;
+        private final Map<String, LogicalTensor> logical;
+        private final Map<String, long[]> resized = new LinkedHashMap<>();
+        private final Map<String, Adapter.Entry> resizedBy = new HashMap<>();
+
+        Shapes(Checkpoint base, Map<String, LogicalTensor> logical) {
+            this.base = base;
+            this.logical = logical;
+        }
+
+        long[] of(String tensor) {
+            long[] s = resized.get(tensor);
+            return s != null ? s.clone() : logical.get(tensor).shape();
+        }
+
+        /**
+         * Records a whole replacement of {@code t} by a tensor of shape {@code want}; returns true if that is a
+         * vocabulary resize, false if the shapes must simply agree.
+         */
+        boolean resize(LogicalTensor t, long[] want, Adapter.Entry by) {
+            long[] s = of(t.name());
+            long[] original = t.shape();
+            boolean vocabulary = s.length == 2 && want.length == 2 && s[1] == want[1] && s[0] != want[0]
+                    && want[0] > 0 && isVocabularyName(t.name()) && vocabSize().map(v -> v == original[0])
+                    .orElse(true);
+            if (vocabulary) {
+                if (want[0] == original[0]) {
+                    resized.remove(t.name());
+                } else {
+                    resized.put(t.name(), want.clone());
+                }
+                resizedBy.putIfAbsent(t.name(), by);
+            }
+            return vocabulary;
+        }
+
+        private java.util.Optional<Long> vocabSize() {
+            JsonObject c = Internals.checkpoint().config(base);
+            for (JsonObject o = c; o != null; o = o.get("text_config") instanceof JsonObject t ? t : null) {
+                if (o.get("vocab_size") instanceof dev.dequant4j.internal.json.JsonNumber n && n.isLong()) {
+                    return java.util.Optional.of(n.longValue());
+                }
+            }
+            return java.util.Optional.empty();
+        }
+
+        /** Every vocabulary matrix must end with the same number of rows; returns the resized tensors' shapes. */
+        Map<String, long[]> checkVocabulary() {
+            if (resized.isEmpty()) {
+                return Map.of();
+            }
+            Map.Entry<String, long[]> first = resized.entrySet().iterator().next();
+            long rows = first.getValue()[0];
+            long oldRows = logical.get(first.getKey()).shape()[0];
+            Adapter.Entry by = resizedBy.get(first.getKey());
+            for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
+                long[] s = t.getValue().shape();
+                if (!isVocabularyName(t.getKey()) || s.length != 2 || s[0] != oldRows) {
+                    continue;
+                }
+                long now = of(t.getKey())[0];
+                if (now != rows) {
+                    throw new Dequant4jException(by.values().path(), by.values().name(), "resizes the vocabulary"
+                            + " of '" + first.getKey() + "' from " + oldRows + " to " + rows + " rows, but '"
+                            + t.getKey() + "' ends with " + now + " rows: the adapters must resize every embedding"
+                            + " and output layer alike");
+                }
+            }
+            return Collections.unmodifiableMap(new LinkedHashMap<>(resized));
+        }
+    }
+
+    /** An input embedding or output layer, by the names transformers models give them. */
+    static boolean isVocabularyName(String n) {
+        return n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight") || n.equals("wte.weight")
+                || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight")
+                || n.endsWith("embed_out.weight") || n.equals("shared.weight") || n.equals("lm_head.weight")
+                || n.endsWith(".lm_head.weight");
     }
 
     /**

@@ -320,13 +320,21 @@ class MergePlanTest {
     }
 
     @Test
-    void resizedEmbeddingFailsWithAHint() {
+    void aSavedResizedEmbeddingChangesTheOutputShape() {
         T emb = random("model.embed_tokens.weight", DType.F32, new long[] {10, 3}, 1, 1);
         T bigger = random("model.embed_tokens.base_layer.weight", DType.F32, new long[] {12, 3}, 2, 1);
         Path base = TestFiles.model(tmp.resolve("base"), null, List.of(emb));
         Path ad = TestFiles.adapter(tmp.resolve("ad"), config(2, 2), List.of(bigger));
         try (Checkpoint c = Checkpoint.open(base); LoraAdapter l = LoraAdapter.open(ad)) {
-            assertPlanFails(c, l, "embed_tokens.base_layer.weight", "resized vocabulary");
+            MergePlan plan = MergePlan.build(c, List.of(l));
+            assertArrayEquals(new long[] {12, 3}, plan.resizedShape(emb.name()));
+            assertEquals(12, plan.vocabularySize());
+        }
+        T a = random("model.embed_tokens.lora_embedding_A", DType.F32, new long[] {2, 12}, 3, 1);
+        T b = random("model.embed_tokens.lora_embedding_B", DType.F32, new long[] {3, 2}, 4, 1);
+        Path loraOnly = TestFiles.adapter(tmp.resolve("lora"), config(2, 2), List.of(a, b));
+        try (Checkpoint c = Checkpoint.open(base); LoraAdapter l = LoraAdapter.open(loraOnly)) {
+            assertPlanFails(c, l, "lora_embedding_A", "resized vocabulary");
         }
     }
 
