@@ -123,12 +123,22 @@ public final class Exporter {
         boolean tied = config != null && config.get("tie_word_embeddings") == JsonBoolean.TRUE;
         boolean conv1d = config != null && config.get("model_type") instanceof JsonString mt
                 && CONV1D_MODEL_TYPES.contains(mt.value());
-        boolean untie = tied && merged.contains("lm_head.weight") && sources.containsKey("lm_head.weight");
+        Map<String, String> untied = mergePlan == null ? Map.of() : mergePlan.untied();
+        boolean untie = tied && merged.contains("lm_head.weight") && sources.containsKey("lm_head.weight")
+                || !untied.isEmpty();
 
+        List<LogicalTensor> produced = new ArrayList<>(sources.values());
+        List<String> names = new ArrayList<>(sources.keySet());
+        untied.forEach((name, embedding) -> {
+            produced.add(sources.get(embedding));
+            names.add(name);
+        });
         List<ExportPlan.OutputTensor> outs = new ArrayList<>();
-        for (LogicalTensor t : sources.values()) {
-            int mergeSteps = steps.getOrDefault(t.name(), 0);
-            if (tied && !untie && t.name().equals("lm_head.weight") && mergeSteps == 0) {
+        for (int ti = 0; ti < produced.size(); ti++) {
+            LogicalTensor t = produced.get(ti);
+            String name = names.get(ti);
+            int mergeSteps = steps.getOrDefault(name, 0);
+            if (tied && !untie && name.equals("lm_head.weight") && mergeSteps == 0) {
                 continue;
             }
             boolean raw = t.kind() == QuantKind.PLAIN && !t.isFloat();
@@ -137,7 +147,7 @@ public final class Exporter {
                         + t.dtype() + ", which is not a float type");
             }
             boolean transpose = conv1d && t.kind() != QuantKind.PLAIN && t.shape().length == 2;
-            long[] resized = mergePlan == null ? null : mergePlan.resizedShape(t.name());
+            long[] resized = mergePlan == null ? null : mergePlan.resizedShape(name);
             long[] shape = resized != null ? resized : t.shape();
             if (transpose) {
                 if (resized != null) {
@@ -149,7 +159,7 @@ public final class Exporter {
             // The CUDA kernels produce the base's shape; a resized vocabulary matrix is produced on the CPU.
             boolean onDevice = backend.backend() == Backend.CUDA && !raw && !transpose && resized == null
                     && (t.kind() != QuantKind.PLAIN || mergeSteps > 0);
-            outs.add(new ExportPlan.OutputTensor(t.name(), t, mergeSteps, raw ? t.dtype() : dtype, shape, raw,
+            outs.add(new ExportPlan.OutputTensor(name, t, mergeSteps, raw ? t.dtype() : dtype, shape, raw,
                     transpose, onDevice));
         }
 

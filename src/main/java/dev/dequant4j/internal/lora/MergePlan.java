@@ -44,8 +44,10 @@ import java.util.TreeSet;
  *       to the input embedding is merged into that embedding: PEFT merges it into the shared parameter, and Unsloth
  *       folds it into {@code embed_tokens} the same way;</li>
  *   <li>a {@code modules_to_save} copy of a tied {@code lm_head} is dropped if the same adapter replaces the input
- *       embedding with identical values (PEFT's {@code ensure_weight_tying}), and refused otherwise: a separately
- *       trained output layer would need the embeddings untied, which dequant4j does not do.</li>
+ *       embedding with identical values (PEFT's {@code ensure_weight_tying}); otherwise the output layer was trained
+ *       separately, as PEFT's wrapper trains its own copy, and the export <em>unties</em> it: a new output tensor
+ *       ({@link #untied()}) whose base values are the embedding's, which later steps on {@code lm_head} change
+ *       instead of the embedding.</li>
  * </ul>
  *
  * <h2>A grown (or shrunk) vocabulary</h2>
@@ -98,10 +100,12 @@ public final class MergePlan {
     private final Map<String, List<Step>> steps;
     private final List<Target> targets;
     private final Map<String, long[]> resized;
+    private final Map<String, String> untied;
 
-    private MergePlan(Map<String, List<Step>> steps, Map<String, long[]> resized) {
+    private MergePlan(Map<String, List<Step>> steps, Map<String, long[]> resized, Map<String, String> untied) {
         this.steps = steps;
         this.resized = resized;
+        this.untied = untied;
         List<Target> t = new ArrayList<>();
         steps.values().forEach(l -> l.forEach(s -> t.add(s.target())));
         t.sort(Comparator.comparingInt(Target::adapter));
@@ -122,7 +126,7 @@ public final class MergePlan {
             String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
             Adapter impl = AdapterAccess.of(a);
             impl.checkOpen();
-            Mapper m = new Mapper(base, logical, impl, i, label, shapes);
+            Mapper m = new Mapper(base, shapes.all, impl, i, label, shapes);
             List<Step> mine = m.map();
             mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
             for (Step s : mine) {
@@ -130,13 +134,26 @@ public final class MergePlan {
             }
         }
         Map<String, List<Step>> ordered = new LinkedHashMap<>();
-        for (TensorInfo t : base.tensors()) {
-            List<Step> s = byTensor.get(t.name());
+        List<String> names = new ArrayList<>();
+        base.tensors().forEach(t -> names.add(t.name()));
+        names.addAll(shapes.untied.keySet());
+        for (String n : names) {
+            List<Step> s = byTensor.get(n);
             if (s != null) {
-                ordered.put(t.name(), List.copyOf(s));
+                ordered.put(n, List.copyOf(s));
             }
         }
-        return new MergePlan(Collections.unmodifiableMap(ordered), shapes.checkVocabulary());
+        return new MergePlan(Collections.unmodifiableMap(ordered), shapes.checkVocabulary(),
+                Collections.unmodifiableMap(new LinkedHashMap<>(shapes.untied)));
+    }
+
+    /**
+     * Output layers that an adapter trained separately from the input embedding they were tied to: the output
+     * tensor's name to the embedding whose values are its base. Such a tensor is not in the base checkpoint, and the
+     * exported model's config must no longer tie them.
+     */
+    public Map<String, String> untied() {
+        return untied;
     }
 
     /**
@@ -340,9 +357,7 @@ public final class MergePlan {
                         if (sameAsEmbeddingReplacement(e, replacements)) {
                             continue;
                         }
-                        throw fail(e, "replaces '" + name + "' (modules_to_save), but the base has no such tensor: its"
-                                + " config ties the output layer to the input embedding. A separately trained output"
-                                + " layer would need the embeddings untied, which dequant4j does not do");
+                        found = untie(e);
                     }
                     if (e.module().kind() == Kind.LINEAR) {
                         found = tiedEmbedding(e);
@@ -357,15 +372,15 @@ public final class MergePlan {
                 if (!t.isFloat()) {
                     throw fail(e, "base tensor '" + found + "' has dtype " + t.dtype() + ", not a float type");
                 }
-                boolean transposed = check(e, t);
+                boolean transposed = check(e, found, t);
                 out.add(new Step(new Target(index, label, found, e.module()), e, transposed, aliased));
             }
             return out;
         }
 
-        /** Checks shapes; returns whether the delta is transposed. */
-        private boolean check(Adapter.Entry e, LogicalTensor t) {
-            long[] s = shapes.of(t.name());
+        /** Checks shapes against tensor {@code name} (held by {@code t}); returns whether the delta is transposed. */
+        private boolean check(Adapter.Entry e, String name, LogicalTensor t) {
+            long[] s = shapes.of(name);
             LoraAdapter.Module m = e.module();
             return switch (m.kind()) {
                 case LINEAR -> {
@@ -376,7 +391,7 @@ public final class MergePlan {
                     boolean fitsNormal = Arrays.equals(s, normal);
                     boolean fitsFlipped = t.kind() == QuantKind.PLAIN && Arrays.equals(s, flipped);
                     if (!fitsNormal && !fitsFlipped) {
-                        throw fail(e, "does not fit base tensor '" + t.name() + "' " + Arrays.toString(s) + ": lora_A "
+                        throw fail(e, "does not fit base tensor '" + name + "' " + Arrays.toString(s) + ": lora_A "
                                 + Arrays.toString(as) + " and lora_B " + Arrays.toString(bs) + " make a delta of "
                                 + Arrays.toString(normal) + " (or its transpose for a Conv1D weight)"
                                 + " (is this adapter for another model?)");
@@ -388,7 +403,7 @@ public final class MergePlan {
                     long[] bs = e.b().entry().shape();
                     long[] want = {as[1], bs[0]};
                     if (!Arrays.equals(s, want)) {
-                        throw fail(e, "does not fit base tensor '" + t.name() + "' " + Arrays.toString(s)
+                        throw fail(e, "does not fit base tensor '" + name + "' " + Arrays.toString(s)
                                 + ": lora_embedding_A " + Arrays.toString(as) + " and lora_embedding_B "
                                 + Arrays.toString(bs) + " need an embedding of " + Arrays.toString(want)
                                 + resizeHint(s, want));
@@ -397,11 +412,11 @@ public final class MergePlan {
                 }
                 case LORA_BIAS, MODULES_TO_SAVE, BIAS -> {
                     long[] want = e.values().entry().shape();
-                    if (m.kind() == Kind.MODULES_TO_SAVE && shapes.resize(t, want, e)) {
+                    if (m.kind() == Kind.MODULES_TO_SAVE && shapes.resize(name, want, e)) {
                         yield false;
                     }
                     if (!Arrays.equals(s, want)) {
-                        throw fail(e, "has shape " + Arrays.toString(want) + " but base tensor '" + t.name()
+                        throw fail(e, "has shape " + Arrays.toString(want) + " but base tensor '" + name
                                 + "' is " + Arrays.toString(s) + resizeHint(s, want));
                     }
                     yield false;
@@ -409,12 +424,12 @@ public final class MergePlan {
                 case TRAINABLE_TOKENS -> {
                     long[] ds = e.values().entry().shape();
                     if (s.length != 2 || s[1] != ds[1]) {
-                        throw fail(e, "has rows of " + ds[1] + " values but base tensor '" + t.name() + "' is "
+                        throw fail(e, "has rows of " + ds[1] + " values but base tensor '" + name + "' is "
                                 + Arrays.toString(s));
                     }
                     for (long row : e.tokenIndices()) {
                         if (row >= s[0]) {
-                            throw fail(e, "trainable token index " + row + " is outside base tensor '" + t.name()
+                            throw fail(e, "trainable token index " + row + " is outside base tensor '" + name
                                     + "' " + Arrays.toString(s) + resizeHint(s, new long[] {row + 1, s[1]}));
                         }
                     }
@@ -471,10 +486,7 @@ public final class MergePlan {
             List<String> candidates = new ArrayList<>();
             for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
                 String n = t.getKey();
-                boolean embedding = n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight")
-                        || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight")
-                        || n.equals("shared.weight");
-                if (embedding && Arrays.equals(shapes.of(n), want)) {
+                if (isInputEmbeddingName(n) && Arrays.equals(shapes.of(n), want)) {
                     candidates.add(n);
                 }
             }
@@ -488,6 +500,43 @@ public final class MergePlan {
                         + (candidates.isEmpty() ? "" : ": " + candidates));
             }
             return candidates.getFirst();
+        }
+
+        /**
+         * A separately trained copy of a tied output layer: the output tensor it becomes, named as the embedding's
+         * model names it ({@code language_model.lm_head.weight} beside {@code language_model.model.embed_tokens}).
+         */
+        private String untie(Adapter.Entry e) {
+            long[] want = e.values().entry().shape();
+            String module = e.module().module();
+            String prefix = module.substring(0, module.length() - "lm_head".length());
+            List<String> candidates = new ArrayList<>();
+            for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
+                String n = t.getKey();
+                long[] s = shapes.of(n);
+                if (isInputEmbeddingName(n) && want.length == 2 && s.length == 2 && s[1] == want[1]) {
+                    candidates.add(n);
+                }
+            }
+            if (candidates.size() > 1) {
+                candidates.removeIf(n -> !n.startsWith(prefix));
+            }
+            if (candidates.size() != 1) {
+                throw fail(e, "replaces the tied output layer '" + e.module().tensor() + "', which the base stores"
+                        + " only as its input embedding, but " + (candidates.isEmpty() ? "no" : candidates.size())
+                        + " embedding tensors with rows of " + (want.length == 2 ? want[1] : "?")
+                        + " values were found" + (candidates.isEmpty() ? "" : ": " + candidates));
+            }
+            String embedding = candidates.getFirst();
+            String name = e.module().tensor();
+            if (embedding.endsWith("model.embed_tokens.weight")) {
+                name = embedding.substring(0, embedding.length() - "model.embed_tokens.weight".length())
+                        + "lm_head.weight";
+            }
+            if (!logical.containsKey(name)) {
+                shapes.untie(name, embedding);
+            }
+            return name;
         }
 
         private boolean sameAsEmbeddingReplacement(Adapter.Entry lmHead, Map<String, Adapter.Entry> replacements) {
@@ -527,39 +576,47 @@ public final class MergePlan {
     /** The shape every base tensor will have after the steps mapped so far; see "A grown vocabulary" above. */
     private static final class Shapes {
         private final Checkpoint base;
-        private final Map<String, LogicalTensor> logical;
+        /** The base's logical tensors, plus the untied output layers (held by their embedding's tensor). */
+        final Map<String, LogicalTensor> all;
+        final Map<String, String> untied = new LinkedHashMap<>();
         private final Map<String, long[]> resized = new LinkedHashMap<>();
         private final Map<String, Adapter.Entry> resizedBy = new HashMap<>();
 
         Shapes(Checkpoint base, Map<String, LogicalTensor> logical) {
             this.base = base;
-            this.logical = logical;
+            this.all = new LinkedHashMap<>(logical);
         }
 
         long[] of(String tensor) {
             long[] s = resized.get(tensor);
-            return s != null ? s.clone() : logical.get(tensor).shape();
+            return s != null ? s.clone() : all.get(tensor).shape();
         }
 
         /**
          * Records a whole replacement of {@code t} by a tensor of shape {@code want}; returns true if that is a
          * vocabulary resize, false if the shapes must simply agree.
          */
-        boolean resize(LogicalTensor t, long[] want, Adapter.Entry by) {
-            long[] s = of(t.name());
-            long[] original = t.shape();
+        boolean resize(String name, long[] want, Adapter.Entry by) {
+            long[] s = of(name);
+            long[] original = all.get(name).shape();
             boolean vocabulary = s.length == 2 && want.length == 2 && s[1] == want[1] && s[0] != want[0]
-                    && want[0] > 0 && isVocabularyName(t.name()) && vocabSize().map(v -> v == original[0])
+                    && want[0] > 0 && isVocabularyName(name) && vocabSize().map(v -> v == original[0])
                     .orElse(true);
             if (vocabulary) {
                 if (want[0] == original[0]) {
-                    resized.remove(t.name());
+                    resized.remove(name);
                 } else {
-                    resized.put(t.name(), want.clone());
+                    resized.put(name, want.clone());
                 }
-                resizedBy.putIfAbsent(t.name(), by);
+                resizedBy.putIfAbsent(name, by);
             }
             return vocabulary;
+        }
+
+        /** Adds output tensor {@code name}, untied from {@code embedding}, whose values are its base. */
+        void untie(String name, String embedding) {
+            all.put(name, all.get(embedding));
+            untied.put(name, embedding);
         }
 
         private java.util.Optional<Long> vocabSize() {
@@ -579,9 +636,9 @@ public final class MergePlan {
             }
             Map.Entry<String, long[]> first = resized.entrySet().iterator().next();
             long rows = first.getValue()[0];
-            long oldRows = logical.get(first.getKey()).shape()[0];
+            long oldRows = all.get(first.getKey()).shape()[0];
             Adapter.Entry by = resizedBy.get(first.getKey());
-            for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
+            for (Map.Entry<String, LogicalTensor> t : all.entrySet()) {
                 long[] s = t.getValue().shape();
                 if (!isVocabularyName(t.getKey()) || s.length != 2 || s[0] != oldRows) {
                     continue;
@@ -598,11 +655,15 @@ public final class MergePlan {
         }
     }
 
+    /** An input embedding, by the names transformers models give them. */
+    static boolean isInputEmbeddingName(String n) {
+        return n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight") || n.equals("wte.weight")
+                || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight") || n.equals("shared.weight");
+    }
+
     /** An input embedding or output layer, by the names transformers models give them. */
     static boolean isVocabularyName(String n) {
-        return n.endsWith("embed_tokens.weight") || n.endsWith(".wte.weight") || n.equals("wte.weight")
-                || n.endsWith("word_embeddings.weight") || n.endsWith("embed_in.weight")
-                || n.endsWith("embed_out.weight") || n.equals("shared.weight") || n.equals("lm_head.weight")
+        return isInputEmbeddingName(n) || n.endsWith("embed_out.weight") || n.equals("lm_head.weight")
                 || n.endsWith(".lm_head.weight");
     }
 

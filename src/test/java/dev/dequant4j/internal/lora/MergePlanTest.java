@@ -244,7 +244,7 @@ class MergePlanTest {
     }
 
     @Test
-    void tiedLmHeadReplacementIsRefusedUnlessItEqualsTheEmbeddingReplacement() {
+    void tiedLmHeadReplacementIsUntiedUnlessItEqualsTheEmbeddingReplacement() {
         T emb = random("model.embed_tokens.weight", DType.BF16, new long[] {128, 64}, 1, 1);
         T head = new T("lm_head.weight", DType.BF16, new long[] {128, 64}, emb.values());
         T otherHead = random("lm_head.weight", DType.BF16, new long[] {128, 64}, 2, 1);
@@ -257,7 +257,12 @@ class MergePlanTest {
             MergePlan plan = MergePlan.build(c, List.of(s));
             assertEquals(List.of("model.embed_tokens.weight"), List.copyOf(plan.tensors()));
             assertArrayEquals(emb.values(), merge(c, plan, "model.embed_tokens.weight"));
-            assertPlanFails(c, d, "base_model.model.lm_head.weight", "ties the output layer to the input embedding");
+            assertEquals(Map.of(), plan.untied());
+
+            MergePlan untied = MergePlan.build(c, List.of(d));
+            assertEquals(Map.of("lm_head.weight", "model.embed_tokens.weight"), untied.untied());
+            assertEquals(List.of("model.embed_tokens.weight", "lm_head.weight"), List.copyOf(untied.tensors()));
+            assertInstanceOf(MergeOp.Replace.class, untied.ops("lm_head.weight").getFirst());
         }
     }
 
