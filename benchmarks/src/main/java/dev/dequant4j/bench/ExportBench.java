@@ -69,12 +69,16 @@ public final class ExportBench {
 
         long inputBytes = sizeOf(model) + (rank > 0 ? sizeOf(adapter) : 0);
         double[] walls = new double[runs];
+        double[] cpus = new double[runs];
         long[] rss = new long[runs];
+        var os = (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
+                .getOperatingSystemMXBean();
         long outputBytes = 0;
         for (int run = 0; run < runs; run++) {
             AtomicDirectory.deleteRecursively(out);
             RssSampler sampler = new RssSampler();
             sampler.start();
+            long cpu0 = os.getProcessCpuTime();
             long t = System.nanoTime();
             ExportResult r;
             try (Checkpoint c = Checkpoint.open(model);
@@ -86,10 +90,11 @@ public final class ExportBench {
                 r = e.to(out);
             }
             walls[run] = (System.nanoTime() - t) / 1e9;
+            cpus[run] = (os.getProcessCpuTime() - cpu0) / 1e9;
             rss[run] = sampler.stopAndPeak();
             outputBytes = r.bytes();
-            System.out.printf(Locale.ROOT, "run %d: export %.2f s, peak RssAnon %d MB%n", run + 1, walls[run],
-                    rss[run] >> 20);
+            System.out.printf(Locale.ROOT, "run %d: export %.2f s, process CPU %.2f s, peak RssAnon %d MB%n",
+                    run + 1, walls[run], cpus[run], rss[run] >> 20);
         }
         AtomicDirectory.deleteRecursively(out);
 
@@ -101,8 +106,9 @@ public final class ExportBench {
                 inputBytes / 1e9, outputBytes / 1e9);
         System.out.printf(Locale.ROOT, "I/O bound: read %.2f s (%.2f GB/s) + write %.2f s (%.2f GB/s) = %.2f s%n",
                 read, inputBytes / 1e9 / read, write, outputBytes / 1e9 / write, bound);
-        System.out.printf(Locale.ROOT, "export: median %.2f s of %s; ratio to I/O bound %.2f; peak RssAnon max %d MB%n",
-                median, Arrays.toString(walls), median / bound, Arrays.stream(rss).max().orElse(0) >> 20);
+        System.out.printf(Locale.ROOT, "export: median %.2f s of %s; ratio to I/O bound %.2f; median process CPU"
+                + " %.2f s; peak RssAnon max %d MB%n", median, Arrays.toString(walls), median / bound, median(cpus),
+                Arrays.stream(rss).max().orElse(0) >> 20);
     }
 
     private static long sizeOf(Path dir) throws IOException {
