@@ -8,12 +8,15 @@
 #                                  runtime, runs the tests tagged gpu with the JUnit console launcher, then the kernel
 #                                  benchmark (CudaBench), then an end-to-end export of a generated Llama-3-8B-shaped
 #                                  2-layer checkpoint with an r=16 adapter on --backend cuda and cpu, compared tensor
-#                                  by tensor (ExportParity), and writes everything to $OUT/results.txt (OUT defaults
-#                                  to target/gpu-check; JUnit XML reports go to $OUT/junit).
+#                                  by tensor (ExportParity), then the export's wall time against the host's I/O bound
+#                                  (ExportBench, 1 GB shards: cuda with all cores; cpu with 3 workers, one shard at a
+#                                  time, and with all cores, a shard written and hashed per four workers), and writes
+#                                  everything to $OUT/results.txt (OUT defaults to target/gpu-check; JUnit XML
+#                                  reports go to $OUT/junit).
 #
 # Environment for run: GPU_CHECK_REPS (benchmark repetitions, default 20), GPU_CHECK_SKIP_TESTS=1,
-# GPU_CHECK_SKIP_BENCH=1 or GPU_CHECK_SKIP_EXPORT=1 to leave a part out, JAVA_OPTS (extra JVM flags, e.g.
-# -Ddequant4j.cuda.device=1).
+# GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_SKIP_EXPORT=1 or GPU_CHECK_SKIP_THROUGHPUT=1 to leave a part out, JAVA_OPTS
+# (extra JVM flags, e.g. -Ddequant4j.cuda.device=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +113,19 @@ run() {
     "$java" "${jvm[@]}" --add-modules jdk.incubator.vector -Ddequant4j.cpu=auto \
       -cp ".device/bench/benchmarks.jar:.device/lib/*" dev.dequant4j.bench.ExportParity \
       --layers 2 --rank 16 --work "${TMPDIR:-/tmp}/dequant4j-parity" 2>&1 | tee -a "$results" || status=1
+  fi
+  if [[ ${GPU_CHECK_SKIP_THROUGHPUT:-0} != 1 ]]; then
+    local cores; cores=$(nproc)
+    local cfg
+    for cfg in "cuda $cores" "cpu 3" "cpu $cores"; do
+      set -- $cfg
+      echo "== export throughput (ExportBench --backend $1 --threads $2, L=2, r=16)" | tee -a "$results"
+      "$java" "${jvm[@]}" --add-modules jdk.incubator.vector -Ddequant4j.cpu=auto \
+        -cp ".device/bench/benchmarks.jar:.device/lib/*" dev.dequant4j.bench.ExportBench \
+        --layers 2 --rank 16 --runs 3 --backend "$1" --threads "$2" --max-shard-bytes 1000000000 \
+        --work "${TMPDIR:-/tmp}/dequant4j-parity" 2>&1 \
+        | tee -a "$results" || status=1
+    done
   fi
   echo "== gpu-check exit status $status" | tee -a "$results"
   return $status

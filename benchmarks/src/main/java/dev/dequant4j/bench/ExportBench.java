@@ -1,5 +1,6 @@
 package dev.dequant4j.bench;
 
+import dev.dequant4j.Backend;
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
@@ -29,7 +30,8 @@ import java.util.stream.Stream;
  *
  * <pre>
  * java --add-modules jdk.incubator.vector -cp benchmarks/target/benchmarks.jar dev.dequant4j.bench.ExportBench \
- *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--work /tmp/dequant4j-bench]
+ *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--backend cpu|cuda|auto]
+ *      [--max-shard-bytes 5000000000] [--work /tmp/dequant4j-bench]
  * </pre>
  */
 public final class ExportBench {
@@ -40,6 +42,8 @@ public final class ExportBench {
         int rank = 16;
         int runs = 3;
         int threads = Runtime.getRuntime().availableProcessors();
+        Backend backend = Backend.CPU;
+        long maxShard = 5_000_000_000L;
         Path work = Path.of(System.getProperty("java.io.tmpdir"), "dequant4j-bench");
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
@@ -47,6 +51,8 @@ public final class ExportBench {
                 case "--rank" -> rank = Integer.parseInt(args[++i]);
                 case "--runs" -> runs = Integer.parseInt(args[++i]);
                 case "--threads" -> threads = Integer.parseInt(args[++i]);
+                case "--backend" -> backend = Backend.valueOf(args[++i].toUpperCase(Locale.ROOT));
+                case "--max-shard-bytes" -> maxShard = Long.parseLong(args[++i]);
                 case "--work" -> work = Path.of(args[++i]);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
@@ -64,7 +70,8 @@ public final class ExportBench {
             SyntheticLlama.writeAdapter(adapter, layers, rank);
         }
         Path out = work.resolve("out");
-        System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; java "
+        System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; backend "
+                + backend.name().toLowerCase(Locale.ROOT) + "; shards of at most " + maxShard + " bytes; java "
                 + Runtime.version());
 
         long inputBytes = sizeOf(model) + (rank > 0 ? sizeOf(adapter) : 0);
@@ -83,7 +90,7 @@ public final class ExportBench {
             ExportResult r;
             try (Checkpoint c = Checkpoint.open(model);
                  LoraAdapter a = rank > 0 ? LoraAdapter.open(adapter) : null) {
-                Export e = Export.of(c).dtype(DType.BF16).threads(threads);
+                Export e = Export.of(c).dtype(DType.BF16).threads(threads).backend(backend).maxShardBytes(maxShard);
                 if (a != null) {
                     e.adapter(a);
                 }

@@ -13,8 +13,13 @@ import java.util.Map;
 /**
  * Everything an export will write, computed before any data moves: the output tensors (name, source, merge steps,
  * dtype, shape), their placement in shards, and the units of work. A unit is a run of whole rows (or, without merge
- * steps, of elements) of one tensor whose output bytes are contiguous in the file; units are numbered in file order,
- * so a single writer can write every shard sequentially while workers produce units in parallel.
+ * steps, of elements) of one tensor whose output bytes are contiguous in the file; units are numbered in file order.
+ *
+ * <p>The shards are dealt to {@link #lanes} lanes (shard {@code i} to lane {@code i % lanes}); each lane has a
+ * writer and a hasher that take its units strictly in order, so every shard is written front to back in one pass
+ * and hashed on the way. One lane's SHA-256 runs at about 1.4 GB/s on one core, slower than several cores produce,
+ * so machines with many cores write and hash several shards at once. Workers take units in {@link #dispatch} order,
+ * which interleaves the lanes by their byte position so that they advance together.
  */
 public final class ExportPlan {
     /**
@@ -91,18 +96,55 @@ public final class ExportPlan {
     private final List<OutputTensor> tensors;
     private final ShardedLayout layout;
     private final List<Unit> units;
+    private final List<List<Unit>> laneUnits;
+    private final List<List<Integer>> laneShards;
+    private final List<Unit> dispatch;
 
-    private ExportPlan(List<OutputTensor> tensors, ShardedLayout layout, List<Unit> units) {
+    private ExportPlan(List<OutputTensor> tensors, ShardedLayout layout, List<Unit> units, int lanes) {
         this.tensors = tensors;
         this.layout = layout;
         this.units = units;
+        int shards = layout.shards().size();
+        int n = Math.max(1, Math.min(lanes, shards));
+        List<List<Unit>> lu = new ArrayList<>();
+        List<List<Integer>> ls = new ArrayList<>();
+        for (int l = 0; l < n; l++) {
+            lu.add(new ArrayList<>());
+            ls.add(new ArrayList<>());
+        }
+        for (int s = 0; s < shards; s++) {
+            ls.get(s % n).add(s);
+        }
+        for (Unit u : units) {
+            lu.get(u.shard() % n).add(u);
+        }
+        this.laneUnits = lu.stream().map(Collections::unmodifiableList).toList();
+        this.laneShards = ls.stream().map(Collections::unmodifiableList).toList();
+        this.dispatch = Collections.unmodifiableList(interleave(laneUnits));
+    }
+
+    /** All lanes' units, ordered by the bytes each lane will have produced before the unit, then by lane. */
+    private static List<Unit> interleave(List<List<Unit>> lanes) {
+        record Keyed(long before, int lane, Unit unit) {}
+        List<Keyed> keyed = new ArrayList<>();
+        for (int l = 0; l < lanes.size(); l++) {
+            long before = 0;
+            for (Unit u : lanes.get(l)) {
+                keyed.add(new Keyed(before, l, u));
+                before += u.byteSize();
+            }
+        }
+        keyed.sort(java.util.Comparator.comparingLong(Keyed::before).thenComparingInt(Keyed::lane)
+                .thenComparingInt(k -> k.unit().seq()));
+        return new ArrayList<>(keyed.stream().map(Keyed::unit).toList());
     }
 
     /**
      * @param tensors   the output tensors, in output order
      * @param unitBytes target output bytes per unit (units of merged tensors hold at least one whole row)
+     * @param lanes     shards written and hashed at once (at most the number of shards)
      */
-    public static ExportPlan build(List<OutputTensor> tensors, long maxShardBytes, long unitBytes) {
+    public static ExportPlan build(List<OutputTensor> tensors, long maxShardBytes, long unitBytes, int lanes) {
         List<ShardedLayout.Spec> specs = new ArrayList<>(tensors.size());
         for (OutputTensor t : tensors) {
             specs.add(new ShardedLayout.Spec(t.name(), t.dtype(), t.shape()));
@@ -120,7 +162,8 @@ public final class ExportPlan {
                 addUnits(units, ti, t, p, unitBytes);
             }
         }
-        return new ExportPlan(Collections.unmodifiableList(tensors), layout, Collections.unmodifiableList(units));
+        return new ExportPlan(Collections.unmodifiableList(tensors), layout, Collections.unmodifiableList(units),
+                lanes);
     }
 
     private static void addUnits(List<Unit> units, int ti, OutputTensor t, ShardedLayout.Placement p, long unitBytes) {
@@ -160,8 +203,28 @@ public final class ExportPlan {
         return layout;
     }
 
+    /** Every unit, in file order (shard by shard). */
     public List<Unit> units() {
         return units;
+    }
+
+    public int lanes() {
+        return laneUnits.size();
+    }
+
+    /** The units of one lane, in its order: its shards ascending, each front to back. */
+    public List<Unit> laneUnits(int lane) {
+        return laneUnits.get(lane);
+    }
+
+    /** The shards of one lane, ascending. */
+    public List<Integer> laneShards(int lane) {
+        return laneShards.get(lane);
+    }
+
+    /** The order in which workers take units: every lane's units in that lane's order, the lanes interleaved. */
+    public List<Unit> dispatch() {
+        return dispatch;
     }
 
     /** Output bytes of all files, headers included. */

@@ -16,9 +16,10 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * Writes produced units in file order, so each shard is written front to back in one pass and hashed on the way.
- * Workers {@link #submit} units in any order; the writer thread ({@link #run}) and the hasher thread
- * ({@link #hash}) each take them strictly by sequence number. Memory stays bounded because workers only produce
- * into buffers from a fixed pool, and a buffer goes back to it as soon as both the writer and the hasher are done.
+ * Workers {@link #submit} units in any order; for each lane of the plan, a writer thread ({@link #run}) and a hasher
+ * thread ({@link #hash}) each take that lane's units strictly in order. Memory stays bounded because workers only
+ * produce into buffers from a fixed pool, and a buffer goes back to it as soon as both its writer and its hasher are
+ * done. Progress is reported under a lock, so a listener sees one call at a time.
  */
 final class OrderedWriter {
     /** A produced unit; its buffer goes back to the pool once both the writer and the hasher are done with it. */
@@ -50,7 +51,8 @@ final class OrderedWriter {
     private final Map<Integer, Pending> pending = new HashMap<>();
     private final String[] hashes;
     private volatile boolean aborted;
-    private long total;
+    private final java.util.concurrent.atomic.AtomicLong total = new java.util.concurrent.atomic.AtomicLong();
+    private final Object progressLock = new Object();
 
     OrderedWriter(Path dir, ExportPlan plan, SequentialWriter.ChannelFactory channels, boolean direct,
                   Progress progress) {
@@ -88,13 +90,15 @@ final class OrderedWriter {
         return hashes[shard];
     }
 
-    /** Writes every unit of the plan, then any shard that holds no data (only a header). */
-    void run() throws InterruptedException {
+    /** Writes every unit of one lane, and the lane's shards that hold no data (only a header). */
+    void run(int lane) throws InterruptedException {
         List<ShardedLayout.Shard> shards = plan.layout().shards();
+        List<Integer> mine = plan.laneShards(lane);
+        int next = 0;
         int current = -1;
         SequentialWriter out = null;
         try {
-            for (ExportPlan.Unit expected : plan.units()) {
+            for (ExportPlan.Unit expected : plan.laneUnits(lane)) {
                 Pending p = take(expected.seq());
                 if (p == null) {
                     return;
@@ -104,11 +108,12 @@ final class OrderedWriter {
                     if (u.shard() != current) {
                         if (out != null) {
                             closeShard(current, out);
+                            out = null;
                         }
-                        for (int s = current + 1; s < u.shard(); s++) {
-                            writeHeaderOnly(s);
+                        while (mine.get(next) != u.shard()) {
+                            writeHeaderOnly(mine.get(next++));
                         }
-                        current = u.shard();
+                        current = mine.get(next++);
                         out = open(shards.get(current));
                         writeHeader(shards.get(current), out);
                     }
@@ -119,8 +124,10 @@ final class OrderedWriter {
                     if (u.byteSize() > 0) {
                         write(out, p.bytes.asSlice(0, u.byteSize()), shards.get(current).fileName());
                     }
-                    total += u.byteSize();
-                    progress.written(u, total);
+                    synchronized (progressLock) {
+                        // added under the lock, so the totals reported never go back
+                        progress.written(u, total.addAndGet(u.byteSize()));
+                    }
                 } finally {
                     done(p);
                 }
@@ -130,8 +137,8 @@ final class OrderedWriter {
                 out = null;
                 closeShard(current, last);
             }
-            for (int s = current + 1; s < shards.size(); s++) {
-                writeHeaderOnly(s);
+            while (next < mine.size()) {
+                writeHeaderOnly(mine.get(next++));
             }
         } finally {
             if (out != null) {
@@ -178,25 +185,27 @@ final class OrderedWriter {
     }
 
     /**
-     * The hasher: SHA-256 of every shard, headers included, over the same units in the same order as the writer,
-     * on its own thread so that hashing and (synchronous, direct) writing overlap.
+     * The hasher of one lane: SHA-256 of each of its shards, headers included, over the same units in the same order
+     * as the lane's writer, on its own thread so that hashing and (synchronous, direct) writing overlap.
      */
-    void hash() throws InterruptedException {
+    void hash(int lane) throws InterruptedException {
         List<ShardedLayout.Shard> shards = plan.layout().shards();
+        List<Integer> mine = plan.laneShards(lane);
+        int next = 0;
         int current = -1;
         MessageDigest digest = null;
-        for (ExportPlan.Unit expected : plan.units()) {
+        for (ExportPlan.Unit expected : plan.laneUnits(lane)) {
             Pending p = take(expected.seq());
             if (p == null) {
                 return;
             }
             try {
                 ExportPlan.Unit u = p.unit;
-                while (current < u.shard()) {
+                while (current != u.shard()) {
                     if (digest != null) {
                         hashes[current] = HexFormat.of().formatHex(digest.digest());
                     }
-                    current++;
+                    current = mine.get(next++);
                     digest = sha();
                     digest.update(shards.get(current).header());
                 }
@@ -207,15 +216,14 @@ final class OrderedWriter {
                 done(p);
             }
         }
-        while (current < shards.size()) {
-            if (digest != null) {
-                hashes[current] = HexFormat.of().formatHex(digest.digest());
-            }
-            current++;
-            if (current < shards.size()) {
-                digest = sha();
-                digest.update(shards.get(current).header());
-            }
+        if (digest != null) {
+            hashes[current] = HexFormat.of().formatHex(digest.digest());
+        }
+        while (next < mine.size()) {
+            int s = mine.get(next++);
+            MessageDigest d = sha();
+            d.update(shards.get(s).header());
+            hashes[s] = HexFormat.of().formatHex(d.digest());
         }
     }
 
@@ -243,7 +251,7 @@ final class OrderedWriter {
 
     private void writeHeader(ShardedLayout.Shard s, SequentialWriter out) {
         write(out, MemorySegment.ofArray(s.header()), s.fileName());
-        total += s.header().length;
+        total.addAndGet(s.header().length);
     }
 
     private void writeHeaderOnly(int shard) {

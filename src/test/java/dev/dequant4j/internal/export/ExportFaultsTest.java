@@ -50,8 +50,13 @@ class ExportFaultsTest {
 
     private void export(Path out, boolean overwrite, SequentialWriter.ChannelFactory channels,
                         ProgressListener progress) {
+        export(out, overwrite, channels, progress, 2);
+    }
+
+    private void export(Path out, boolean overwrite, SequentialWriter.ChannelFactory channels,
+                        ProgressListener progress, int threads) {
         try (Checkpoint c = Checkpoint.open(model)) {
-            Exporter.run(new Exporter.Request(c, null, List.of(), DType.F32, Backend.CPU, 40_000, 2, 4 << 20,
+            Exporter.run(new Exporter.Request(c, null, List.of(), DType.F32, Backend.CPU, 40_000, threads, 4 << 20,
                     progress, out, overwrite, false, channels));
         }
     }
@@ -124,6 +129,24 @@ class ExportFaultsTest {
         }
         System.out.println("fault points: " + opened.size() + " file opens (" + fellBack
                 + " direct-I/O opens that fall back), " + totalWrites + " writes: " + opened);
+    }
+
+    /** With two lanes the two shards are written by two threads at once; any write failing still fails cleanly. */
+    @Test
+    void everyWriteFailingWithTwoLanes() throws IOException {
+        assertEquals(2, Exporter.lanes(8));
+        AtomicInteger writes = new AtomicInteger();
+        Path baseline = work.resolve("baseline");
+        export(baseline, false, channels(new ArrayList<>(), 0, writes, Integer.MAX_VALUE), ProgressListener.NONE, 8);
+        assertEquals(List.of(), Manifest.verify(baseline));
+        AtomicDirectory.deleteRecursively(baseline);
+        Path out = work.resolve("out");
+        for (int k = 1; k <= writes.get(); k++) {
+            int at = k;
+            Dequant4jException e = assertFailsCleanly(() -> export(out, false,
+                    channels(new ArrayList<>(), 0, new AtomicInteger(), at), ProgressListener.NONE, 8));
+            assertTrue(e.getMessage().contains("No space left on device"), e.getMessage());
+        }
     }
 
     @Test
