@@ -6,7 +6,9 @@ import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 
@@ -75,7 +77,7 @@ public final class ExportPlan {
             if (have > 0) {
                 source.readF32(start, dst, off, (int) have);
             }
-            java.util.Arrays.fill(dst, off + (int) have, off + count, 0f);
+            Arrays.fill(dst, off + (int) have, off + count, 0f);
         }
     }
 
@@ -134,7 +136,7 @@ public final class ExportPlan {
                 before += u.byteSize();
             }
         }
-        keyed.sort(java.util.Comparator.comparingLong(Keyed::before).thenComparingInt(Keyed::lane)
+        keyed.sort(Comparator.comparingLong(Keyed::before).thenComparingInt(Keyed::lane)
                 .thenComparingInt(k -> k.unit().seq()));
         return new ArrayList<>(keyed.stream().map(Keyed::unit).toList());
     }

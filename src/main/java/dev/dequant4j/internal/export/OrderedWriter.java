@@ -11,6 +11,7 @@ import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -51,7 +52,7 @@ final class OrderedWriter {
     private final Map<Integer, Pending> pending = new HashMap<>();
     private final String[] hashes;
     private volatile boolean aborted;
-    private final java.util.concurrent.atomic.AtomicLong total = new java.util.concurrent.atomic.AtomicLong();
+    private final AtomicLong total = new AtomicLong();
     private final Object progressLock = new Object();
 
     OrderedWriter(Path dir, ExportPlan plan, SequentialWriter.ChannelFactory channels, boolean direct,

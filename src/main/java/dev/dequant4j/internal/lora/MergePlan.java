@@ -5,11 +5,11 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.LoraAdapter.Kind;
 import dev.dequant4j.QuantKind;
-import dev.dequant4j.TensorInfo;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
 import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.nio.file.Path;
@@ -25,6 +25,7 @@ import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.TreeSet;
 
@@ -619,14 +620,14 @@ public final class MergePlan {
             untied.put(name, embedding);
         }
 
-        private java.util.Optional<Long> vocabSize() {
+        private Optional<Long> vocabSize() {
             JsonObject c = Internals.checkpoint().config(base);
             for (JsonObject o = c; o != null; o = o.get("text_config") instanceof JsonObject t ? t : null) {
-                if (o.get("vocab_size") instanceof dev.dequant4j.internal.json.JsonNumber n && n.isLong()) {
-                    return java.util.Optional.of(n.longValue());
+                if (o.get("vocab_size") instanceof JsonNumber n && n.isLong()) {
+                    return Optional.of(n.longValue());
                 }
             }
-            return java.util.Optional.empty();
+            return Optional.empty();
         }
 
         /** Every vocabulary matrix must end with the same number of rows; returns the resized tensors' shapes. */
