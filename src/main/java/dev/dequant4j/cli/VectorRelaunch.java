@@ -58,7 +58,12 @@ final class VectorRelaunch {
         }
         List<String> cmd = new ArrayList<>();
         cmd.add(jvm.javaHome().resolve("bin").resolve("java").toString());
-        cmd.addAll(jvm.inputArguments());
+        for (String a : jvm.inputArguments()) {
+            // A debugger agent would try to listen on the first JVM's port again, and fail.
+            if (!a.startsWith("-agentlib:jdwp") && !a.startsWith("-Xrunjdwp") && !a.equals("-Xdebug")) {
+                cmd.add(a);
+            }
+        }
         cmd.add("--add-modules=" + MODULE);
         cmd.add("-D" + PROPERTY + "=false");
         cmd.add("-jar");

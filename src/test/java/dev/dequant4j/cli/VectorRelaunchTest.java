@@ -29,7 +29,7 @@ class VectorRelaunchTest {
 
     private VectorRelaunch.Jvm jvm(Path jar, boolean loaded, boolean inImage, String property, String classPath) {
         return new VectorRelaunch.Jvm(loaded, inImage, property, jar, classPath, Path.of("/opt/jdk"),
-                List.of("-Xmx2g"));
+                List.of("-Xmx2g", "-agentlib:jdwp=transport=dt_socket,server=y,address=5005"));
     }
 
     private Path fakeJar() throws IOException {
@@ -38,6 +38,7 @@ class VectorRelaunchTest {
 
     @Test
     void exportFromTheJarWithoutTheModuleRestartsWithIt() throws IOException {
+        // the JVM's flags are passed on, except a debugger agent (it would find its port taken)
         Path jar = fakeJar();
         Optional<List<String>> cmd = VectorRelaunch.command(new String[] {"--debug", "export", "m", "--out", "o"},
                 jvm(jar, false, true, null, jar.toString()));
