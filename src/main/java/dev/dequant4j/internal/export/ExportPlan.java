@@ -3,10 +3,10 @@ package dev.dequant4j.internal.export;
 import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.lora.MergedTensors;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.Collections;
 import java.util.Comparator;
 import java.util.List;
@@ -67,17 +67,11 @@ public final class ExportPlan {
         }
 
         /**
-         * Reads the base values of output elements {@code [start, start + count)} as float32. A tensor whose rows an
-         * adapter resized (a vocabulary matrix; rows are as wide as the source's) reads the source's rows where it has
-         * them and zeros past its end: the replacement that resized it overwrites them, and the zeros make the change
-         * statistics count the new rows whole.
+         * Reads the base values of output elements {@code [start, start + count)} as float32; a tensor whose rows an
+         * adapter resized reads zeros past its source's end ({@link MergedTensors#readBase}).
          */
         public void readBase(long start, float[] dst, int off, int count) {
-            long have = Math.max(0, Math.min(count, source.numel() - start));
-            if (have > 0) {
-                source.readF32(start, dst, off, (int) have);
-            }
-            Arrays.fill(dst, off + (int) have, off + count, 0f);
+            MergedTensors.readBase(source, start, dst, off, count);
         }
     }
 

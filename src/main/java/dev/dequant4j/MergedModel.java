@@ -1,0 +1,139 @@
+package dev.dequant4j;
+
+import dev.dequant4j.internal.cpu.Kernels;
+import dev.dequant4j.internal.lora.MergedTensors;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.List;
+
+/**
+ * A checkpoint with LoRA adapters merged, read tensor by tensor on the CPU without exporting anything: for a Java
+ * application that loads a QLoRA fine-tune straight from the bitsandbytes checkpoint and its adapter.
+ *
+ * <pre>{@code
+ * try (Checkpoint base = Checkpoint.open(Path.of("llama-3-8b-bnb-4bit"));
+ *      LoraAdapter lora = LoraAdapter.open(Path.of("my-finetune"));
+ *      MergedModel model = MergedModel.of(base, List.of(lora))) {
+ *     float[] q = model.readFloats("model.layers.0.self_attn.q_proj.weight");
+ * }
+ * }</pre>
+ *
+ * <p>The values are exactly those an {@link Export} of the same base and adapters writes: the same merge plan (every
+ * adapter key checked against the base when this is created), fp32 arithmetic in the same order, one rounding to
+ * the dtype asked for. To merge into the original 16-bit weights (Unsloth's {@code merged_16bit}), pass that
+ * checkpoint as the base. Unlike an export, reading does not refuse non-finite values. The base and adapters must
+ * stay open while this is used; reads are thread-safe and each reads the adapter payloads it needs anew, so memory
+ * stays at about one tensor per reader.
+ */
+public final class MergedModel implements AutoCloseable {
+    private static final int CHUNK = 1 << 16;
+
+    private final Checkpoint base;
+    private final MergedTensors tensors;
+    private volatile boolean closed;
+
+    private MergedModel(Checkpoint base, MergedTensors tensors) {
+        this.base = base;
+        this.tensors = tensors;
+    }
+
+    /**
+     * Maps the adapters, applied in the order given, onto the base.
+     *
+     * @throws Dequant4jException naming the adapter file and key, for anything that does not fit the base
+     */
+    public static MergedModel of(Checkpoint base, List<LoraAdapter> adapters) {
+        return new MergedModel(base, MergedTensors.build(base, List.copyOf(adapters)));
+    }
+
+    /**
+     * The tensor names after merging: the base's logical tensors, in its order, then any output layer that an
+     * adapter trained separately from the embedding it was tied to (written as its own tensor).
+     */
+    public List<String> tensorNames() {
+        checkOpen();
+        return tensors.names();
+    }
+
+    /** The shape after merging: the base's, or a resized vocabulary matrix's new one. */
+    public long[] shape(String name) {
+        checkOpen();
+        return tensors.shape(name);
+    }
+
+    /** True if an adapter changes this tensor. */
+    public boolean isMerged(String name) {
+        checkOpen();
+        return tensors.changed(name);
+    }
+
+    /** A float tensor, dequantized and merged, as float32. */
+    public float[] readFloats(String name) {
+        checkOpen();
+        long n = numel(name);
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new Dequant4jException(base.path(), name, n + " elements do not fit in one array; read it into a"
+                    + " MemorySegment");
+        }
+        float[] out = new float[(int) n];
+        tensors.produce(name, CHUNK, (start, values, count) -> System.arraycopy(values, 0, out, (int) start, count));
+        return out;
+    }
+
+    /**
+     * The whole tensor into {@code dst} in {@code dtype} (F32, F16 or BF16, native byte order), each value rounded
+     * once, to nearest even, from its merged float32 value.
+     */
+    public void read(String name, DType dtype, MemorySegment dst) {
+        checkOpen();
+        if (!dtype.isOutputType()) {
+            throw new IllegalArgumentException("dtype must be F32, F16 or BF16, not " + dtype);
+        }
+        long need = dtype.byteSize(numel(name));
+        if (dst.byteSize() < need) {
+            throw new IllegalArgumentException(name + " needs " + need + " bytes, the segment has " + dst.byteSize());
+        }
+        short[][] half = {null};
+        tensors.produce(name, CHUNK, (start, values, count) -> {
+            switch (dtype) {
+                case F32 -> MemorySegment.copy(values, 0, dst, ValueLayout.JAVA_FLOAT_UNALIGNED, start * 4, count);
+                default -> {
+                    if (half[0] == null || half[0].length < count) {
+                        half[0] = new short[count];
+                    }
+                    if (dtype == DType.F16) {
+                        Kernels.get().f32ToF16(values, 0, half[0], 0, count);
+                    } else {
+                        Kernels.get().f32ToBf16(values, 0, half[0], 0, count);
+                    }
+                    MemorySegment.copy(half[0], 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, start * 2, count);
+                }
+            }
+        });
+    }
+
+    private long numel(String name) {
+        long n = 1;
+        for (long d : tensors.shape(name)) {
+            n = Math.multiplyExact(n, d);
+        }
+        return n;
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new Dequant4jException(base.path(), "merged model is closed");
+        }
+    }
+
+    /** Marks this view closed; the base and the adapters stay open (their owner closes them). */
+    @Override
+    public void close() {
+        closed = true;
+    }
+
+    @Override
+    public String toString() {
+        return "MergedModel[" + base.path() + ", " + tensors.plan().targets().size() + " adapter modules]";
+    }
+}
