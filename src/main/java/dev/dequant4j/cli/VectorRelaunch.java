@@ -16,16 +16,24 @@ import java.util.concurrent.TimeUnit;
  * 3 to 10 times slower than the Vector API ones. Only {@code export} is worth a second JVM start, and only when the
  * process was started from the jar itself: a caller that built its own command line (tests, scripts, IDEs) chose its
  * flags. {@code -Ddequant4j.relaunch=false} turns it off.
+ *
+ * <p>On HotSpot the second JVM also compiles the CPU kernels with C2 after a hundredth of the usual invocations:
+ * until then the Vector API runs through its Java fallback code, which C2 would otherwise compile too. That took
+ * 0.75 s (11 %) and 1.6 CPU-s off a one-shot export of a 2-layer Llama-3-8B-shaped model on 2 cores, in every one of
+ * nine alternating pairs (docs/BENCHMARKS.md).
  */
 final class VectorRelaunch {
     static final String MODULE = "jdk.incubator.vector";
     static final String PROPERTY = "dequant4j.relaunch";
+    /** C2 for the kernels early; {@code quiet} keeps HotSpot from announcing the command on standard output. */
+    static final List<String> EARLY_C2 = List.of("-XX:CompileCommand=quiet",
+            "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01");
 
     private VectorRelaunch() {}
 
     /** What the decision depends on, gathered from the running JVM (a record, so tests can vary each part). */
     record Jvm(boolean moduleLoaded, boolean moduleInImage, String relaunchProperty, Path codeSource,
-               String classPath, Path javaHome, List<String> inputArguments) {
+               String classPath, Path javaHome, List<String> inputArguments, boolean hotspot) {
         static Jvm current() {
             Path source = null;
             try {
@@ -43,7 +51,8 @@ final class VectorRelaunch {
             }
             return new Jvm(ModuleLayer.boot().findModule(MODULE).isPresent(),
                     ModuleFinder.ofSystem().find(MODULE).isPresent(), System.getProperty(PROPERTY), source,
-                    System.getProperty("java.class.path"), Path.of(System.getProperty("java.home")), input);
+                    System.getProperty("java.class.path"), Path.of(System.getProperty("java.home")), input,
+                    !System.getProperty("java.vm.name", "").contains("OpenJ9"));
         }
     }
 
@@ -65,6 +74,9 @@ final class VectorRelaunch {
             }
         }
         cmd.add("--add-modules=" + MODULE);
+        if (jvm.hotspot()) {
+            cmd.addAll(EARLY_C2);
+        }
         cmd.add("-D" + PROPERTY + "=false");
         cmd.add("-jar");
         cmd.add(jvm.codeSource().toString());

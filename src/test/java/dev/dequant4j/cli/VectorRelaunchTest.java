@@ -29,7 +29,7 @@ class VectorRelaunchTest {
 
     private VectorRelaunch.Jvm jvm(Path jar, boolean loaded, boolean inImage, String property, String classPath) {
         return new VectorRelaunch.Jvm(loaded, inImage, property, jar, classPath, Path.of("/opt/jdk"),
-                List.of("-Xmx2g", "-agentlib:jdwp=transport=dt_socket,server=y,address=5005"));
+                List.of("-Xmx2g", "-agentlib:jdwp=transport=dt_socket,server=y,address=5005"), true);
     }
 
     private Path fakeJar() throws IOException {
@@ -43,7 +43,12 @@ class VectorRelaunchTest {
         Optional<List<String>> cmd = VectorRelaunch.command(new String[] {"--debug", "export", "m", "--out", "o"},
                 jvm(jar, false, true, null, jar.toString()));
         assertEquals(Optional.of(List.of("/opt/jdk/bin/java", "-Xmx2g", "--add-modules=jdk.incubator.vector",
+                "-XX:CompileCommand=quiet",
+                "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01",
                 "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m", "--out", "o")), cmd);
+        List<String> openJ9 = VectorRelaunch.command(new String[] {"export", "m"}, new VectorRelaunch.Jvm(false,
+                true, null, jar, jar.toString(), Path.of("/opt/jdk"), List.of(), false)).orElseThrow();
+        assertTrue(openJ9.stream().noneMatch(a -> a.startsWith("-XX:CompileCommand")), "HotSpot flags on HotSpot only");
     }
 
     @Test
@@ -67,7 +72,7 @@ class VectorRelaunchTest {
         assertEquals(Optional.empty(), VectorRelaunch.command(export,
                 jvm(tmp, false, true, null, tmp.toString())), "classes from a directory, as in tests and IDEs");
         assertEquals(Optional.empty(), VectorRelaunch.command(export, new VectorRelaunch.Jvm(false, true, null,
-                jar, cp, Path.of("/opt/jdk"), null)), "the JVM's flags are unknown");
+                jar, cp, Path.of("/opt/jdk"), null, true)), "the JVM's flags are unknown");
     }
 
     /** An executable jar of the compiled CLI and picocli, like the shaded one that {@code mvn package} builds. */
@@ -136,6 +141,19 @@ class VectorRelaunchTest {
         assertEquals(0, off.code(), off.output());
         assertEquals("scalar", Json.parseObject(Files.readAllBytes(scalarOut.resolve("dequant4j-manifest.json")))
                 .getObject("tool").getString("cpu_kernels"));
+    }
+
+    @Test
+    void standardOutputHoldsOnlyTheJsonSummary() throws Exception {
+        Path jar = cliJar();
+        Path out = tmp.resolve("out");
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar",
+                jar.toString(), "export", Fixtures.checkpoint("llama-h64-nf4-dq").toString(), "--out", out.toString(),
+                "--json").redirectError(tmp.resolve("err.log").toFile()).start();
+        byte[] stdout = p.getInputStream().readAllBytes();
+        assertTrue(p.waitFor(120, TimeUnit.SECONDS));
+        assertEquals(0, p.exitValue(), Files.readString(tmp.resolve("err.log")));
+        assertEquals(21, Json.parseObject(stdout).getLong("tensors"), "nothing but the summary on stdout");
     }
 
     @Test
