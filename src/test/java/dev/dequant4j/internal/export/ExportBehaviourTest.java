@@ -258,8 +258,9 @@ class ExportBehaviourTest {
         assertEquals(List.of(model), siblings(), "no temporary directory left");
     }
 
-    @Test
-    void cancellingFromTheListenerLeavesNothing() throws Exception {
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(ints = {1, 8})
+    void cancellingFromTheListenerLeavesNothing(int threads) throws Exception {
         Path model = SyntheticModel.write(tmp.resolve("m"), 8, 256, 256, "{\"torch_dtype\": \"bfloat16\"}");
         Path out = tmp.resolve("out");
         AtomicInteger seen = new AtomicInteger();
@@ -276,7 +277,8 @@ class ExportBehaviourTest {
         };
         try (Checkpoint c = Checkpoint.open(model)) {
             Dequant4jException e = assertThrows(Dequant4jException.class,
-                    () -> Export.of(c).threads(1).memoryBudget(4 << 20).progress(cancelAfterTwo).to(out));
+                    () -> Export.of(c).threads(threads).memoryBudget(4 << 20).maxShardBytes(200_000)
+                            .progress(cancelAfterTwo).to(out));
             assertTrue(e.getMessage().contains("cancelled"), e.getMessage());
         }
         assertEquals(List.of(model), siblings());
