@@ -48,7 +48,7 @@ prepare() {
   # check for a .git directory, which a git worktree does not have).
   rm -rf .device && mkdir -p .device/lib
   "$JAVA_HOME/bin/jlink" \
-    --add-modules java.base,java.logging,java.management,java.xml,jdk.unsupported,jdk.incubator.vector \
+    --add-modules java.base,java.logging,java.management,jdk.management,java.xml,jdk.unsupported,jdk.incubator.vector \
     --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output .device/jre 2>/dev/null
   cp "$lib"/*.jar .device/lib/
   # The tests and the fixtures they read (expected outputs are not needed: the GPU tests compute theirs on the CPU).
