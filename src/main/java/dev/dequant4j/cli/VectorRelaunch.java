@@ -100,7 +100,11 @@ final class VectorRelaunch {
      * its temporary output before this process exits.
      */
     static int run(List<String> cmd) throws IOException, InterruptedException {
-        Process child = new ProcessBuilder(cmd).inheritIO().start();
+        ProcessBuilder pb = new ProcessBuilder(cmd).inheritIO();
+        // Their options are among the JVM's input arguments, which the command repeats already.
+        pb.environment().remove("JAVA_TOOL_OPTIONS");
+        pb.environment().remove("JDK_JAVA_OPTIONS");
+        Process child = pb.start();
         Thread forward = new Thread(() -> {
             if (child.isAlive()) {
                 child.destroy();

@@ -144,16 +144,21 @@ class VectorRelaunchTest {
     }
 
     @Test
-    void standardOutputHoldsOnlyTheJsonSummary() throws Exception {
+    void standardOutputHoldsOnlyTheJsonSummaryAndEnvironmentOptionsApplyOnce() throws Exception {
         Path jar = cliJar();
         Path out = tmp.resolve("out");
-        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar",
-                jar.toString(), "export", Fixtures.checkpoint("llama-h64-nf4-dq").toString(), "--out", out.toString(),
-                "--json").redirectError(tmp.resolve("err.log").toFile()).start();
+        ProcessBuilder pb = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-jar", jar.toString(), "export", Fixtures.checkpoint("llama-h64-nf4-dq").toString(), "--out",
+                out.toString(), "--json").redirectError(tmp.resolve("err.log").toFile());
+        pb.environment().put("JAVA_TOOL_OPTIONS", "-Ddequant4j.test.tool=1");
+        Process p = pb.start();
         byte[] stdout = p.getInputStream().readAllBytes();
         assertTrue(p.waitFor(120, TimeUnit.SECONDS));
-        assertEquals(0, p.exitValue(), Files.readString(tmp.resolve("err.log")));
+        String err = Files.readString(tmp.resolve("err.log"));
+        assertEquals(0, p.exitValue(), err);
         assertEquals(21, Json.parseObject(stdout).getLong("tensors"), "nothing but the summary on stdout");
+        assertEquals(1, err.lines().filter(l -> l.startsWith("Picked up JAVA_TOOL_OPTIONS")).count(),
+                "the restarted JVM gets the options as arguments, not from the environment again: " + err);
     }
 
     @Test
