@@ -104,6 +104,7 @@ class ExportLanesTest {
             outs.add(out);
         }
         assertEquals(List.of(1, 2, 3), List.of(Exporter.lanes(1), Exporter.lanes(8), Exporter.lanes(12)));
+
         List<Path> names;
         try (var s = Files.list(outs.getFirst())) {
             names = s.map(Path::getFileName).sorted().toList();
@@ -118,5 +119,20 @@ class ExportLanesTest {
                         out + "/" + n);
             }
         }
+
+        // verify hashes the shards in parallel and still names exactly the one that changed
+        Path third;
+        try (var s = Files.list(outs.getLast())) {
+            third = s.filter(f -> f.getFileName().toString().startsWith("model-00003-of-")).findFirst().orElseThrow();
+        }
+        byte[] bytes = Files.readAllBytes(third);
+        bytes[bytes.length - 1] ^= 1;
+        Files.write(third, bytes);
+        List<String> problems = Manifest.verify(outs.getLast());
+        assertEquals(1, problems.size(), problems.toString());
+        assertTrue(problems.getFirst().startsWith(third + ": sha256 "), problems.getFirst());
+        Files.delete(third);
+        assertEquals(List.of(third + ": missing"), Manifest.verify(outs.getLast()).stream()
+                .filter(p -> p.startsWith(third.toString())).toList());
     }
 }
