@@ -19,8 +19,8 @@ import java.util.concurrent.TimeUnit;
  *
  * <p>On HotSpot the second JVM also compiles the CPU kernels with C2 after a hundredth of the usual invocations:
  * until then the Vector API runs through its Java fallback code, which C2 would otherwise compile too. That took
- * 0.75 s (11 %) and 1.6 CPU-s off a one-shot export of a 2-layer Llama-3-8B-shaped model on 2 cores, in every one of
- * nine alternating pairs (docs/BENCHMARKS.md).
+ * 0.75 s (11 %) and 1.6 CPU-s off a one-shot export of a 2-layer Llama-3-8B-shaped model on 2 cores at the median
+ * (less CPU in all nine alternating comparisons, less wall time in eight; docs/BENCHMARKS.md).
  */
 final class VectorRelaunch {
     static final String MODULE = "jdk.incubator.vector";
