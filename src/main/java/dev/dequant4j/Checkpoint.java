@@ -12,7 +12,6 @@ import dev.dequant4j.internal.safetensors.ShardIndex;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -282,21 +281,11 @@ public final class Checkpoint implements AutoCloseable {
             throw new IllegalArgumentException(name + " needs " + need + " bytes, the segment has " + dst.byteSize());
         }
         float[] buf = new float[(int) Math.min(CHUNK, n)];
-        short[] half = dtype == DType.F32 ? null : new short[buf.length];
+        short[] half = null;
         for (long off = 0; off < n; off += buf.length) {
             int c = (int) Math.min(buf.length, n - off);
             t.readF32(off, buf, 0, c);
-            switch (dtype) {
-                case F32 -> MemorySegment.copy(buf, 0, dst, ValueLayout.JAVA_FLOAT_UNALIGNED, off * 4, c);
-                case F16 -> {
-                    Kernels.get().f32ToF16(buf, 0, half, 0, c);
-                    MemorySegment.copy(half, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, off * 2, c);
-                }
-                default -> {
-                    Kernels.get().f32ToBf16(buf, 0, half, 0, c);
-                    MemorySegment.copy(half, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, off * 2, c);
-                }
-            }
+            half = Kernels.storeRounded(buf, c, dtype, dst, off, half);
         }
     }
 

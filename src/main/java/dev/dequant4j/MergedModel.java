@@ -3,7 +3,6 @@ package dev.dequant4j;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.lora.MergedTensors;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.List;
 
 /**
@@ -94,22 +93,8 @@ public final class MergedModel implements AutoCloseable {
             throw new IllegalArgumentException(name + " needs " + need + " bytes, the segment has " + dst.byteSize());
         }
         short[][] half = {null};
-        tensors.produce(name, CHUNK, (start, values, count) -> {
-            switch (dtype) {
-                case F32 -> MemorySegment.copy(values, 0, dst, ValueLayout.JAVA_FLOAT_UNALIGNED, start * 4, count);
-                default -> {
-                    if (half[0] == null || half[0].length < count) {
-                        half[0] = new short[count];
-                    }
-                    if (dtype == DType.F16) {
-                        Kernels.get().f32ToF16(values, 0, half[0], 0, count);
-                    } else {
-                        Kernels.get().f32ToBf16(values, 0, half[0], 0, count);
-                    }
-                    MemorySegment.copy(half[0], 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, start * 2, count);
-                }
-            }
-        });
+        tensors.produce(name, CHUNK, (start, values, count) ->
+                half[0] = Kernels.storeRounded(values, count, dtype, dst, start, half[0]));
     }
 
     private long numel(String name) {
