@@ -203,9 +203,7 @@ public final class VectorKernels implements CpuKernels {
     public void f16ToF32(short[] src, int srcOff, float[] dst, int dstOff, int n) {
         // The reference's own loop: C2 vectorizes it with F16C (JDK-8294588; as fast as any alternative here, see
         // docs/BENCHMARKS.md), and the NaN payloads, which are the hardware's, match by construction.
-        for (int i = 0; i < n; i++) {
-            dst[dstOff + i] = Float.float16ToFloat(src[srcOff + i]);
-        }
+        ScalarKernels.INSTANCE.f16ToF32(src, srcOff, dst, dstOff, n);
     }
 
     @Override
@@ -225,9 +223,7 @@ public final class VectorKernels implements CpuKernels {
     public void f32ToF16(float[] src, int srcOff, short[] dst, int dstOff, int n) {
         // The reference's own loop, for the same reasons as f16ToF32: F16C quiets NaNs and drops their low payload
         // bits, where the Java code of Float.floatToFloat16 would keep them, so only the same call gives the same bits.
-        for (int i = 0; i < n; i++) {
-            dst[dstOff + i] = Float.floatToFloat16(src[srcOff + i]);
-        }
+        ScalarKernels.INSTANCE.f32ToF16(src, srcOff, dst, dstOff, n);
     }
 
     @Override
