@@ -2,6 +2,7 @@ package dev.dequant4j;
 
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.lora.MergedTensors;
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.lang.foreign.MemorySegment;
 import java.util.List;
 
@@ -98,11 +99,7 @@ public final class MergedModel implements AutoCloseable {
     }
 
     private long numel(String name) {
-        long n = 1;
-        for (long d : tensors.shape(name)) {
-            n = Math.multiplyExact(n, d);
-        }
-        return n;
+        return TensorEntry.numel(tensors.shape(name));
     }
 
     private void checkOpen() {

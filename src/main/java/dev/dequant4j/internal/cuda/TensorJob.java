@@ -48,8 +48,8 @@ record TensorJob(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<Me
                     + numel + " x " + out + ")");
         }
         long[] shape = tensor.shape();
-        long rows = shape.length == 0 ? 1 : shape[0];
-        long cols = rows == 0 ? 0 : numel / rows;
+        long rows = MergeOp.rows(shape);
+        long cols = MergeOp.cols(shape, numel);
         int last = -1;
         for (int i = 0; i < ops.size(); i++) {
             if (ops.get(i) instanceof MergeOp.Replace) {

@@ -3,6 +3,7 @@ package dev.dequant4j.internal.export;
 import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.lora.MergeOp;
 import dev.dequant4j.internal.lora.MergedTensors;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import dev.dequant4j.internal.safetensors.TensorEntry;
@@ -49,13 +50,12 @@ public final class ExportPlan {
 
         /** Rows of the merge view: {@code shape[0]} (1 for a scalar). */
         public long rows() {
-            return shape.length == 0 ? 1 : shape[0];
+            return MergeOp.rows(shape);
         }
 
         /** Columns of the merge view: {@code numel / rows}. */
         public long cols() {
-            long r = rows();
-            return r == 0 ? 0 : numel() / r;
+            return MergeOp.cols(shape, numel());
         }
 
         public long byteSize() {
@@ -116,7 +116,7 @@ public final class ExportPlan {
         }
         this.laneUnits = lu.stream().map(Collections::unmodifiableList).toList();
         this.laneShards = ls.stream().map(Collections::unmodifiableList).toList();
-        this.dispatch = Collections.unmodifiableList(interleave(laneUnits));
+        this.dispatch = interleave(laneUnits);
     }
 
     /** All lanes' units, ordered by the bytes each lane will have produced before the unit, then by lane. */
@@ -132,7 +132,7 @@ public final class ExportPlan {
         }
         keyed.sort(Comparator.comparingLong(Keyed::before).thenComparingInt(Keyed::lane)
                 .thenComparingInt(k -> k.unit().seq()));
-        return new ArrayList<>(keyed.stream().map(Keyed::unit).toList());
+        return keyed.stream().map(Keyed::unit).toList();
     }
 
     /**

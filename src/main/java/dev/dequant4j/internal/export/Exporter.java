@@ -631,21 +631,29 @@ public final class Exporter {
             if (dir == null || !Files.isDirectory(dir)) {
                 continue;
             }
-            for (String glob : COPIED_GLOBS) {
-                try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
-                    for (Path p : ds) {
-                        String name = p.getFileName().toString();
-                        if (Files.isRegularFile(p) && !chosen.containsKey(name)) {
-                            checkCopiable(dir, p);
-                            chosen.put(name, p);
-                        }
-                    }
-                } catch (IOException e) {
-                    throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
-                }
-            }
+            addMatching(dir, COPIED_GLOBS, chosen, false);
         }
         return chosen;
+    }
+
+    /**
+     * Adds the regular files of {@code dir} that match {@code globs} to {@code into} by name, each checked with
+     * {@link #checkCopiable}; a name already there is kept unless {@code replace}.
+     */
+    private static void addMatching(Path dir, List<String> globs, Map<String, Path> into, boolean replace) {
+        for (String glob : globs) {
+            try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
+                for (Path p : ds) {
+                    String name = p.getFileName().toString();
+                    if (Files.isRegularFile(p) && (replace || !into.containsKey(name))) {
+                        checkCopiable(dir, p);
+                        into.put(name, p);
+                    }
+                }
+            } catch (IOException e) {
+                throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
+            }
+        }
     }
 
     /** The tokenizer's files among {@link #COPIED_GLOBS}. */
@@ -673,18 +681,7 @@ public final class Exporter {
                     out.put(name, p);
                 }
             });
-            for (String glob : TOKENIZER_GLOBS) {
-                try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
-                    for (Path p : ds) {
-                        if (Files.isRegularFile(p)) {
-                            checkCopiable(dir, p);
-                            out.put(p.getFileName().toString(), p);
-                        }
-                    }
-                } catch (IOException e) {
-                    throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
-                }
-            }
+            addMatching(dir, TOKENIZER_GLOBS, out, true);
             return out;
         }
         LOG.log(System.Logger.Level.WARNING, "the adapters resize the vocabulary to " + vocabulary + " rows, but"

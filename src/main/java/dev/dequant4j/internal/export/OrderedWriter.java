@@ -6,7 +6,6 @@ import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
@@ -207,7 +206,7 @@ final class OrderedWriter {
                         hashes[current] = HexFormat.of().formatHex(digest.digest());
                     }
                     current = mine.get(next++);
-                    digest = sha();
+                    digest = Manifest.sha();
                     digest.update(shards.get(current).header());
                 }
                 if (u.byteSize() > 0) {
@@ -222,7 +221,7 @@ final class OrderedWriter {
         }
         while (next < mine.size()) {
             int s = mine.get(next++);
-            MessageDigest d = sha();
+            MessageDigest d = Manifest.sha();
             d.update(shards.get(s).header());
             hashes[s] = HexFormat.of().formatHex(d.digest());
         }
@@ -291,13 +290,5 @@ final class OrderedWriter {
     private static boolean isNoSpace(IOException e) {
         String m = String.valueOf(e.getMessage());
         return m.contains("No space left") || m.contains("Disk quota");
-    }
-
-    private static MessageDigest sha() {
-        try {
-            return MessageDigest.getInstance("SHA-256");
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 }

@@ -13,6 +13,16 @@ import java.util.Arrays;
  * (embeddings, {@code fan_in_fan_out}) {@code left = A^T} and {@code right = B^T}.
  */
 public sealed interface MergeOp {
+    /** Rows of a tensor's merge view: {@code shape[0]}, 1 for a scalar. */
+    static long rows(long[] shape) {
+        return shape.length == 0 ? 1 : shape[0];
+    }
+
+    /** Columns of a tensor's merge view: {@code numel / rows}, 0 for a tensor without rows. */
+    static long cols(long[] shape, long numel) {
+        long r = rows(shape);
+        return r == 0 ? 0 : numel / r;
+    }
 
     /**
      * {@code W = W + scale * (left @ right)}: per element, {@code acc = left[i,0]*right[0,c]}, then

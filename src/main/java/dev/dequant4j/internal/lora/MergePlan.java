@@ -127,7 +127,7 @@ public final class MergePlan {
             String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
             Adapter impl = AdapterAccess.of(a);
             impl.checkOpen();
-            Mapper m = new Mapper(base, shapes.all, impl, i, label, shapes);
+            Mapper m = new Mapper(base, impl, i, label, shapes);
             List<Step> mine = m.map();
             mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
             for (Step s : mine) {
@@ -327,10 +327,10 @@ public final class MergePlan {
         private final Path file;
         private final Shapes shapes;
 
-        Mapper(Checkpoint base, Map<String, LogicalTensor> logical, Adapter adapter, int index, String label,
-               Shapes shapes) {
+        /** {@code logical} is {@code shapes.all}: the base's tensors plus the output layers untied so far. */
+        Mapper(Checkpoint base, Adapter adapter, int index, String label, Shapes shapes) {
             this.base = base;
-            this.logical = logical;
+            this.logical = shapes.all;
             this.adapter = adapter;
             this.index = index;
             this.label = label;

@@ -85,8 +85,8 @@ public final class MergedTensors {
         }
         long[] shape = shape(name);
         long numel = TensorEntry.numel(shape);
-        long rows = shape.length == 0 ? 1 : shape[0];
-        long cols = rows == 0 ? 0 : numel / rows;
+        long rows = MergeOp.rows(shape);
+        long cols = MergeOp.cols(shape, numel);
         if (cols > Integer.MAX_VALUE - 8) {
             throw new Dequant4jException(base.path(), name, "rows of " + cols + " elements are too long to merge");
         }
