@@ -61,8 +61,7 @@ final class CpuMaterializer {
         }
         boolean merging = runner != null;
         long cols = Math.max(1, t.cols());
-        // Merging works on whole rows, at least MERGE_ROWS of them so the kernels amortise their per-call setup.
-        int step = merging ? (int) (Math.max(MERGE_ROWS, SUB / cols) * cols) : SUB;
+        int step = merging ? mergeStep(cols) : SUB;
         ensure(step);
         long end = u.start() + u.count();
         for (long s = u.start(); s < end; s += step) {
@@ -107,6 +106,17 @@ final class CpuMaterializer {
             }
         }
         finish(t, 0, (int) n, tr, trBefore, new short[t.dtype() == DType.F32 ? 0 : (int) n], tally, buf, 0);
+    }
+
+    /**
+     * Elements per merge call for rows of {@code cols}: whole rows, at least MERGE_ROWS of them so the kernels
+     * amortise their per-call setup, but never more than one array holds (the exporter refuses rows longer than
+     * {@code Integer.MAX_VALUE / 2}, so one row always fits). Computed in long: {@code MERGE_ROWS * cols} would wrap
+     * around for rows of 2^26 elements and more, to a step of 0 or less and a loop that never ends.
+     */
+    static int mergeStep(long cols) {
+        long rows = Math.max(1, Math.min(Math.max(MERGE_ROWS, SUB / cols), (Integer.MAX_VALUE - 8) / cols));
+        return (int) (rows * cols);
     }
 
     private void ensure(int n) {
