@@ -2,6 +2,7 @@ package dev.dequant4j.internal.bnb;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
@@ -11,6 +12,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
 import java.util.stream.Stream;
+import net.jqwik.api.Example;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.constraints.IntRange;
@@ -30,9 +32,32 @@ class FourBitPropertyTest {
                                        @ForAll boolean nf4, @ForAll boolean doubleQuant,
                                        @ForAll @IntRange(min = 0, max = 3) int storageIndex,
                                        @ForAll long seed) throws IOException {
+        check(rows, cols, BLOCKSIZES[blocksizeIndex], nf4, doubleQuant, STORAGE[storageIndex], seed);
+    }
+
+    /** The sample jqwik shrank a CI failure to (issue 19): the range helper asked a 1-element tensor for element 1. */
+    @Example
+    void oneElementTensor() throws IOException {
+        check(1, 1, 32, true, true, DType.U8, 0);
+    }
+
+    /** Every quant type at the smallest shapes, whatever the random samples of a run are. */
+    @Example
+    void tinyShapes() throws IOException {
+        for (int rows = 1; rows <= 3; rows++) {
+            for (int cols = 1; cols <= 3; cols++) {
+                for (boolean nf4 : new boolean[] {true, false}) {
+                    for (boolean doubleQuant : new boolean[] {true, false}) {
+                        check(rows, cols, 64, nf4, doubleQuant, DType.U8, rows * 31L + cols);
+                    }
+                }
+            }
+        }
+    }
+
+    private static void check(int rows, int cols, int blocksize, boolean nf4, boolean doubleQuant, DType storage,
+                              long seed) throws IOException {
         long[] shape = {rows, cols};
-        int blocksize = BLOCKSIZES[blocksizeIndex];
-        DType storage = STORAGE[storageIndex];
         long bytes = ((long) rows * cols + 1) / 2;
         if (bytes % (storage.bits() / 8) != 0) {
             // bitsandbytes cannot view such a byte count as the wider dtype either
@@ -50,6 +75,8 @@ class FourBitPropertyTest {
                 assertEquals(storage, c.tensor(w).storedDtype());
                 SyntheticFourBitTest.assertBits(want, 0, c.readFloats(w), w);
                 SyntheticFourBitTest.assertRanges(c, w, want, blocksize);
+                assertThrows(IndexOutOfBoundsException.class, () -> c.readFloats(w, want.length, new float[1], 0, 1),
+                        "one element past the end");
             }
         } finally {
             try (Stream<Path> s = Files.walk(dir)) {
