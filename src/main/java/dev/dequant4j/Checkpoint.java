@@ -1,5 +1,6 @@
 package dev.dequant4j;
 
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.Grouping;
 import dev.dequant4j.internal.bnb.LogicalTensor;
@@ -94,7 +95,7 @@ public final class Checkpoint implements AutoCloseable {
      */
     public static Checkpoint open(Path path) {
         if (!Files.exists(path)) {
-            throw new Dequant4jException(path, "no such file or directory");
+            throw new Dequant4jException(Kind.IO, path, "no such file or directory");
         }
         Path dir;
         Path configFile = null;
@@ -136,21 +137,21 @@ public final class Checkpoint implements AutoCloseable {
                 found.add(p);
             }
         } catch (IOException e) {
-            throw new Dequant4jException(dir, "cannot list directory: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, dir, "cannot list directory: " + e.getMessage(), e);
         }
         if (adapter) {
-            throw new Dequant4jException(dir, "this is a LoRA adapter directory (adapter_config.json), not a model;"
+            throw new Dequant4jException(Kind.INVALID_REQUEST, dir, "this is a LoRA adapter directory (adapter_config.json), not a model;"
                     + " open it with LoraAdapter.open or pass it as --adapter");
         }
         if (found.size() == 1) {
             return found.getFirst();
         }
         if (found.isEmpty()) {
-            throw new Dequant4jException(dir, bin
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, dir, bin
                     ? "has only PyTorch .bin weights; dequant4j reads safetensors (convert with transformers first)"
                     : "no model.safetensors, " + ShardIndex.FILE_NAME + " or other .safetensors file");
         }
-        throw new Dequant4jException(dir, "has " + found.size() + " .safetensors files but no "
+        throw new Dequant4jException(Kind.CORRUPT_INPUT, dir, "has " + found.size() + " .safetensors files but no "
                 + ShardIndex.FILE_NAME + " saying which belong to the model");
     }
 
@@ -160,9 +161,9 @@ public final class Checkpoint implements AutoCloseable {
         } catch (NoSuchFileException e) {
             return null;
         } catch (IOException e) {
-            throw new Dequant4jException(file, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, file, "cannot read: " + e.getMessage(), e);
         } catch (JsonException e) {
-            throw new Dequant4jException(file, "invalid JSON: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, file, "invalid JSON: " + e.getMessage(), e);
         }
     }
 
@@ -199,7 +200,7 @@ public final class Checkpoint implements AutoCloseable {
     public TensorInfo tensor(String name) {
         LogicalTensor t = logical.get(name);
         if (t == null) {
-            throw new Dequant4jException(path, name, "no such tensor" + componentHint(name));
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, name, "no such tensor" + componentHint(name));
         }
         return info(t);
     }
@@ -242,7 +243,7 @@ public final class Checkpoint implements AutoCloseable {
         LogicalTensor t = floatTensor(name);
         long n = t.numel();
         if (n > Integer.MAX_VALUE - 8) {
-            throw new Dequant4jException(path, name, n + " elements do not fit in one array; read it in ranges or "
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, name, n + " elements do not fit in one array; read it in ranges or "
                     + "into a MemorySegment");
         }
         float[] out = new float[(int) n];
@@ -303,7 +304,7 @@ public final class Checkpoint implements AutoCloseable {
         checkOpen();
         TensorStore.Ref r = store.get(storedName);
         if (r == null) {
-            throw new Dequant4jException(path, storedName, "no such stored tensor");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, storedName, "no such stored tensor");
         }
         return r;
     }
@@ -312,17 +313,17 @@ public final class Checkpoint implements AutoCloseable {
         checkOpen();
         LogicalTensor t = logical.get(name);
         if (t == null) {
-            throw new Dequant4jException(path, name, "no such tensor" + componentHint(name));
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, name, "no such tensor" + componentHint(name));
         }
         if (!t.isFloat()) {
-            throw new Dequant4jException(path, name, "dtype " + t.dtype() + " is not a float type");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, name, "dtype " + t.dtype() + " is not a float type");
         }
         return t;
     }
 
     private void checkOpen() {
         if (closed) {
-            throw new Dequant4jException(path, "checkpoint is closed");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, path, "checkpoint is closed");
         }
     }
 

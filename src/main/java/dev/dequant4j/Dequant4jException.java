@@ -5,36 +5,99 @@ import java.util.Optional;
 
 /**
  * Bad input or a failed run: a malformed or unsupported file, an adapter that does not fit its base, an I/O error.
- * The message is one line that names the file and, where there is one, the tensor.
+ * The message is one line that names the file and, where there is one, the tensor; {@link #kind()} says which of a
+ * small set of failures it is, so that a caller can act on it without reading the text.
  */
 public class Dequant4jException extends RuntimeException {
-    private static final long serialVersionUID = 1L;
+    private static final long serialVersionUID = 2L;
 
+    /** What went wrong, as a caller would act on it. The set is closed: a new kind is a new minor version. */
+    public enum Kind {
+        /** An input file is malformed: bad header or JSON, offsets out of range, truncated, not what it claims. */
+        CORRUPT_INPUT,
+        /** An input is well-formed but holds something dequant4j does not handle (a format, layout or option). */
+        UNSUPPORTED_INPUT,
+        /** An adapter (or a 16-bit base) does not fit the checkpoint it is applied to. */
+        ADAPTER_MISMATCH,
+        /** The output exists and {@link Export#overwrite(boolean)} was not set (or it appeared while writing). */
+        OUTPUT_EXISTS,
+        /** A tensor would hold NaN or infinity and {@link Export#allowNonFinite(boolean)} was not set. */
+        NON_FINITE,
+        /** The run was cancelled through its {@link ProgressListener} or its thread was interrupted. */
+        CANCELLED,
+        /** The file system failed: a missing or unreadable file, a failed write, no space left. */
+        IO,
+        /** The chosen compute backend is not usable here or failed (CUDA natives, driver, device memory). */
+        BACKEND,
+        /** The call asked for something the object cannot give: an absent tensor, too large an array, a closed object. */
+        INVALID_REQUEST
+    }
+
+    private final Kind kind;
     private final transient Path file;
     private final String tensor;
     private final String detail;
 
-    public Dequant4jException(Path file, String tensor, String detail, Throwable cause) {
+    /**
+     * A failure about a file and one of its tensors.
+     *
+     * @param kind what went wrong
+     * @param file the file the problem is in, or {@code null}
+     * @param tensor the tensor the problem is about, or {@code null}
+     * @param detail the message without the file and tensor
+     * @param cause the underlying exception, or {@code null}
+     */
+    public Dequant4jException(Kind kind, Path file, String tensor, String detail, Throwable cause) {
         super(compose(file, tensor, detail), cause);
+        this.kind = java.util.Objects.requireNonNull(kind, "kind");
         this.file = file;
         this.tensor = tensor;
         this.detail = detail;
     }
 
-    public Dequant4jException(Path file, String tensor, String detail) {
-        this(file, tensor, detail, null);
+    /**
+     * A failure about a file and one of its tensors, with no underlying exception.
+     *
+     * @param kind what went wrong
+     * @param file the file the problem is in, or {@code null}
+     * @param tensor the tensor the problem is about, or {@code null}
+     * @param detail the message without the file and tensor
+     */
+    public Dequant4jException(Kind kind, Path file, String tensor, String detail) {
+        this(kind, file, tensor, detail, null);
     }
 
-    public Dequant4jException(Path file, String detail, Throwable cause) {
-        this(file, null, detail, cause);
+    /**
+     * A failure about a file as a whole.
+     *
+     * @param kind what went wrong
+     * @param file the file the problem is in, or {@code null}
+     * @param detail the message without the file
+     * @param cause the underlying exception, or {@code null}
+     */
+    public Dequant4jException(Kind kind, Path file, String detail, Throwable cause) {
+        this(kind, file, null, detail, cause);
     }
 
-    public Dequant4jException(Path file, String detail) {
-        this(file, null, detail, null);
+    /**
+     * A failure about a file as a whole, with no underlying exception.
+     *
+     * @param kind what went wrong
+     * @param file the file the problem is in, or {@code null}
+     * @param detail the message without the file
+     */
+    public Dequant4jException(Kind kind, Path file, String detail) {
+        this(kind, file, null, detail, null);
     }
 
-    public Dequant4jException(String detail) {
-        this(null, null, detail, null);
+    /**
+     * A failure about no file in particular.
+     *
+     * @param kind what went wrong
+     * @param detail the message
+     */
+    public Dequant4jException(Kind kind, String detail) {
+        this(kind, null, null, detail, null);
     }
 
     /**
@@ -70,17 +133,38 @@ public class Dequant4jException extends RuntimeException {
         return sb.toString();
     }
 
-    /** The file the problem is in, if it is about one. */
+    /**
+     * What went wrong.
+     *
+     * @return the kind of failure, never {@code null}
+     */
+    public Kind kind() {
+        return kind;
+    }
+
+    /**
+     * The file the problem is in, if it is about one.
+     *
+     * @return the file, or empty
+     */
     public Optional<Path> file() {
         return Optional.ofNullable(file);
     }
 
-    /** The tensor the problem is about, if any. */
+    /**
+     * The tensor the problem is about, if any.
+     *
+     * @return the tensor's name, or empty
+     */
     public Optional<String> tensor() {
         return Optional.ofNullable(tensor);
     }
 
-    /** The message without the file and tensor. */
+    /**
+     * The message without the file and tensor.
+     *
+     * @return the detail text
+     */
     public String detail() {
         return detail;
     }

@@ -1,5 +1,6 @@
 package dev.dequant4j;
 
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.lora.MergedTensors;
 import dev.dequant4j.internal.safetensors.TensorEntry;
@@ -72,7 +73,7 @@ public final class MergedModel implements AutoCloseable {
         checkOpen();
         long n = numel(name);
         if (n > Integer.MAX_VALUE - 8) {
-            throw new Dequant4jException(base.path(), name, n + " elements do not fit in one array; read it into a"
+            throw new Dequant4jException(Kind.INVALID_REQUEST, base.path(), name, n + " elements do not fit in one array; read it into a"
                     + " MemorySegment");
         }
         float[] out = new float[(int) n];
@@ -104,7 +105,7 @@ public final class MergedModel implements AutoCloseable {
 
     private void checkOpen() {
         if (closed) {
-            throw new Dequant4jException(base.path(), "merged model is closed");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, base.path(), "merged model is closed");
         }
     }
 

@@ -103,6 +103,8 @@ class CheckpointTest {
             assertEquals(9, c.storedTensors().size());
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> c.tensor("nope"));
             assertEquals(dir.resolve("model") + ": tensor 'nope': no such tensor", e.getMessage());
+            assertEquals(Dequant4jException.Kind.INVALID_REQUEST, e.kind());
+            assertEquals(Optional.of("nope"), e.tensor());
         }
     }
 
@@ -413,8 +415,10 @@ class CheckpointTest {
     @Test
     void openRefusesWhatIsNotACheckpoint() throws IOException {
         Path missing = dir.resolve("missing");
-        assertEquals(missing + ": no such file or directory",
-                assertThrows(Dequant4jException.class, () -> Checkpoint.open(missing)).getMessage());
+        Dequant4jException gone = assertThrows(Dequant4jException.class, () -> Checkpoint.open(missing));
+        assertEquals(missing + ": no such file or directory", gone.getMessage());
+        assertEquals(Dequant4jException.Kind.IO, gone.kind());
+        assertEquals(Optional.of(missing), gone.file());
 
         Path two = Files.createDirectory(dir.resolve("two"));
         Files.copy(file, two.resolve("a.safetensors"));
@@ -424,8 +428,10 @@ class CheckpointTest {
 
         Path bin = Files.createDirectory(dir.resolve("bin"));
         Files.writeString(bin.resolve("pytorch_model.bin"), "pickle");
+        Dequant4jException pickle = assertThrows(Dequant4jException.class, () -> Checkpoint.open(bin));
         assertEquals(bin + ": has only PyTorch .bin weights; dequant4j reads safetensors (convert with transformers "
-                + "first)", assertThrows(Dequant4jException.class, () -> Checkpoint.open(bin)).getMessage());
+                + "first)", pickle.getMessage());
+        assertEquals(Dequant4jException.Kind.UNSUPPORTED_INPUT, pickle.kind());
 
         Path empty = Files.createDirectory(dir.resolve("empty"));
         assertEquals(empty + ": no model.safetensors, model.safetensors.index.json or other .safetensors file",
@@ -438,8 +444,11 @@ class CheckpointTest {
         Path badConfig = Files.createDirectory(dir.resolve("badconfig"));
         Files.copy(file, badConfig.resolve("model.safetensors"));
         Files.writeString(badConfig.resolve("config.json"), "{\"a\": 1,}");
+        Dequant4jException bad = assertThrows(Dequant4jException.class, () -> Checkpoint.open(badConfig));
         assertEquals(badConfig.resolve("config.json") + ": invalid JSON: expected a string key in object at byte 8",
-                assertThrows(Dequant4jException.class, () -> Checkpoint.open(badConfig)).getMessage());
+                bad.getMessage());
+        assertEquals(Dequant4jException.Kind.CORRUPT_INPUT, bad.kind());
+        assertEquals(Optional.empty(), bad.tensor());
     }
 
     @Test

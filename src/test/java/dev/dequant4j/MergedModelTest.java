@@ -108,6 +108,7 @@ class MergedModelTest {
              LoraAdapter other = LoraAdapter.open(Fixtures.adapter("h48-lora-r4"))) {
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> MergedModel.of(base, List.of(other)));
             assertTrue(e.getMessage().contains("does not fit base tensor"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.ADAPTER_MISMATCH, e.kind());
         }
         try (Checkpoint base = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"));
              LoraAdapter lora = LoraAdapter.open(Fixtures.adapter("h64-lora-r8"))) {
@@ -117,6 +118,7 @@ class MergedModelTest {
             model.close();
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> model.readFloats(name));
             assertTrue(e.getMessage().endsWith("merged model is closed"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.INVALID_REQUEST, e.kind());
             assertFalse(base.readFloats(name).length == 0, "the base stays open");
         }
     }

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.bnb;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.NaturalOrder;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonObject;
@@ -76,7 +77,7 @@ public final class Grouping {
             } else if (key.contains(QS_PREFIX)) {
                 // Listing its packed weight as a plain U8 tensor would export garbage.
                 int at = key.lastIndexOf(QS_PREFIX);
-                throw error(key, key.substring(0, at), "quant state " + key + " has the unknown quant type '"
+                throw unsupported(key, key.substring(0, at), "quant state " + key + " has the unknown quant type '"
                         + key.substring(at + QS_PREFIX.length()) + "' (bitsandbytes 4-bit types are nf4 and fp4)");
             }
             if (weightName != null) {
@@ -105,8 +106,16 @@ public final class Grouping {
     }
 
     private Dequant4jException error(String key, String tensor, String detail) {
+        return error(Kind.CORRUPT_INPUT, key, tensor, detail);
+    }
+
+    private Dequant4jException unsupported(String key, String tensor, String detail) {
+        return error(Kind.UNSUPPORTED_INPUT, key, tensor, detail);
+    }
+
+    private Dequant4jException error(Kind kind, String key, String tensor, String detail) {
         TensorStore.Ref r = store.get(key);
-        return new Dequant4jException(r != null ? r.path() : null, tensor, detail);
+        return new Dequant4jException(kind, r != null ? r.path() : null, tensor, detail);
     }
 
     private TensorStore.Ref component(String weightName, String suffix, boolean required) {
@@ -299,7 +308,7 @@ public final class Grouping {
             long code = weightFormat(fmt, weightName);
             if (code != 0) {
                 String name = code > 0 && code < WEIGHT_FORMATS.length ? WEIGHT_FORMATS[(int) code] : "unknown";
-                throw error(fmt.name(), weightName, "weight_format " + code + " (" + name + ") is a GPU tile layout "
+                throw unsupported(fmt.name(), weightName, "weight_format " + code + " (" + name + ") is a GPU tile layout "
                         + "from bitsandbytes 0.43-0.44 whose permutation is only defined by running its CUDA kernels; "
                         + "only the row format (0) is supported: re-save the model with a current bitsandbytes");
             }

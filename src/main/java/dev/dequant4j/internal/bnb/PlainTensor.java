@@ -2,6 +2,7 @@ package dev.dequant4j.internal.bnb;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.safetensors.TensorStore;
@@ -76,7 +77,7 @@ public record PlainTensor(TensorStore.Ref ref) implements LogicalTensor {
                     dst[dstOff + i] = (float) tmp[i];
                 }
             }
-            default -> throw new Dequant4jException(ref.path(), name(),
+            default -> throw new Dequant4jException(Kind.INVALID_REQUEST, ref.path(), name(),
                     "dtype " + dtype() + " is not a float type and cannot be read as float32");
         }
     }

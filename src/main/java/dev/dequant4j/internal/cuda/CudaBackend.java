@@ -2,6 +2,7 @@ package dev.dequant4j.internal.cuda;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.lora.MergeOp;
 import java.lang.foreign.MemorySegment;
@@ -67,10 +68,10 @@ public final class CudaBackend implements AutoCloseable {
         try {
             c = check();
         } catch (Throwable t) {
-            throw new Dequant4jException("CUDA backend not usable: " + CudaRuntime.chain(t));
+            throw new Dequant4jException(Kind.BACKEND, "CUDA backend not usable: " + CudaRuntime.chain(t));
         }
         if (c.device() == null) {
-            throw new Dequant4jException("CUDA backend not usable: " + c.reason());
+            throw new Dequant4jException(Kind.BACKEND, "CUDA backend not usable: " + c.reason());
         }
         return new CudaBackend(new CudaEngine(c.device(), options));
     }

@@ -19,6 +19,7 @@ import static org.bytedeco.cuda.global.cudart.cudaStreamWaitEvent;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.Int8Tensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
@@ -136,7 +137,7 @@ final class CudaEngine implements AutoCloseable {
         } catch (Dequant4jException e) {
             throw e;
         } catch (RuntimeException e) {
-            throw new Dequant4jException(null, plan.tensor().name(), "CUDA backend failed: " + e, e);
+            throw new Dequant4jException(Kind.BACKEND, null, plan.tensor().name(), "CUDA backend failed: " + e, e);
         } finally {
             drain();
         }
@@ -329,7 +330,7 @@ final class CudaEngine implements AutoCloseable {
 
         void run(MemorySegment dst) {
             if (plan.rows() > Integer.MAX_VALUE) {
-                throw new Dequant4jException(null, plan.tensor().name(), plan.rows() + " rows: more than the CUDA "
+                throw new Dequant4jException(Kind.BACKEND, null, plan.tensor().name(), plan.rows() + " rows: more than the CUDA "
                         + "backend indexes");
             }
             List<TensorJob.Chunk> chunks = plan.chunks(chunkBudget());
@@ -404,7 +405,7 @@ final class CudaEngine implements AutoCloseable {
                     return max;
                 }
                 if (max <= min) {
-                    throw new Dequant4jException(null, plan.tensor().name(), "out of device memory on "
+                    throw new Dequant4jException(Kind.BACKEND, null, plan.tensor().name(), "out of device memory on "
                             + device.describe() + ": needs " + (need >> 20) + " MiB (" + (deviceBytes >> 20)
                             + " MiB of adapter data and scales), " + (available >> 20) + " MiB available");
                 }
@@ -591,7 +592,7 @@ final class CudaEngine implements AutoCloseable {
 
         private void launched(int rc, String what) {
             if (rc != CudaKernels.OK) {
-                throw new Dequant4jException(null, plan.tensor().name(), what + " failed: "
+                throw new Dequant4jException(Kind.BACKEND, null, plan.tensor().name(), what + " failed: "
                         + CudaKernels.dq4j_error_string(rc) + " (" + rc + ")");
             }
         }
@@ -631,7 +632,7 @@ final class CudaEngine implements AutoCloseable {
 
     static void check(int rc, String what) {
         if (rc != 0) {
-            throw new Dequant4jException(what + " failed: " + DeviceCheck.error(rc));
+            throw new Dequant4jException(Kind.BACKEND, what + " failed: " + DeviceCheck.error(rc));
         }
     }
 

@@ -7,6 +7,7 @@ import static org.bytedeco.cuda.global.cudart.cudaHostAllocDefault;
 import static org.bytedeco.cuda.global.cudart.cudaMalloc;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -45,7 +46,7 @@ final class Memory implements AutoCloseable {
             Pointer p = new Pointer();
             int rc = pinned ? cudaHostAlloc(p, size, cudaHostAllocDefault) : cudaMalloc(p, size);
             if (rc != 0) {
-                throw new Dequant4jException("cannot allocate " + (size >> 20) + " MiB of " + (pinned ? "pinned host"
+                throw new Dequant4jException(Kind.BACKEND, "cannot allocate " + (size >> 20) + " MiB of " + (pinned ? "pinned host"
                         : "device") + " memory for " + what + ": " + DeviceCheck.error(rc));
             }
             pointer = p;

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.cuda;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.Int8Tensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
@@ -113,7 +114,7 @@ record TensorJob(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<Me
     }
 
     private static Dequant4jException fail(LogicalTensor t, String detail) {
-        return new Dequant4jException(null, t.name(), detail);
+        return new Dequant4jException(Kind.BACKEND, null, t.name(), detail);
     }
 
     /** The kernel's source kind: 4-bit, int8, or plain values (a replacement is plain F32). */

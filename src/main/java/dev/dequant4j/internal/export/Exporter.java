@@ -4,6 +4,7 @@ import dev.dequant4j.Backend;
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
@@ -143,7 +144,7 @@ public final class Exporter {
             }
             boolean raw = t.kind() == QuantKind.PLAIN && !t.isFloat();
             if (raw && mergeSteps > 0) {
-                throw new Dequant4jException(sourcePath(t), t.name(), "adapter targets a tensor of dtype "
+                throw new Dequant4jException(Kind.ADAPTER_MISMATCH, sourcePath(t), t.name(), "adapter targets a tensor of dtype "
                         + t.dtype() + ", which is not a float type");
             }
             boolean transpose = conv1d && t.kind() != QuantKind.PLAIN && t.shape().length == 2;
@@ -151,7 +152,7 @@ public final class Exporter {
             long[] shape = resized != null ? resized : t.shape();
             if (transpose) {
                 if (resized != null) {
-                    throw new Dequant4jException(sourcePath(t), t.name(), "a quantized Conv1D weight cannot be"
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, sourcePath(t), t.name(), "a quantized Conv1D weight cannot be"
                             + " resized by an adapter");
                 }
                 shape = new long[] {shape[1], shape[0]};
@@ -227,7 +228,7 @@ public final class Exporter {
             writeSmall(channels, out.dir(), Manifest.FILE_NAME,
                     (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
             if (progress.isCancelled()) {
-                throw new Dequant4jException(target, "export cancelled");
+                throw new Dequant4jException(Kind.CANCELLED, target, "export cancelled");
             }
             out.commit();
         }
@@ -264,7 +265,7 @@ public final class Exporter {
             return new BackendChoice(Backend.CUDA, "cuda (" + a.device() + ")");
         }
         if (b == Backend.CUDA) {
-            throw new Dequant4jException("--backend cuda: " + a.reason());
+            throw new Dequant4jException(Kind.BACKEND, "--backend cuda: " + a.reason());
         }
         return new BackendChoice(Backend.CPU, "cpu (" + a.reason() + "; " + Kernels.describe() + ")");
     }
@@ -295,7 +296,7 @@ public final class Exporter {
             return;
         }
         if (q.get("quant_method") instanceof JsonString m && !m.value().equals("bitsandbytes")) {
-            throw new Dequant4jException(configFile, "quantization_config.quant_method is '" + m.value()
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, configFile, "quantization_config.quant_method is '" + m.value()
                     + "'; dequant4j dequantizes bitsandbytes checkpoints only");
         }
     }
@@ -322,7 +323,7 @@ public final class Exporter {
         for (Path in : inputs) {
             Path real = realOrSelf(in.toAbsolutePath().normalize());
             if (real.startsWith(realTarget)) {
-                throw new Dequant4jException(target, "output would replace an input (" + in
+                throw new Dequant4jException(Kind.INVALID_REQUEST, target, "output would replace an input (" + in
                         + "); choose another --out");
             }
         }
@@ -348,7 +349,7 @@ public final class Exporter {
             long usable = Files.getFileStore(parent).getUsableSpace();
             long need = bytes + (16L << 20);
             if (usable < need) {
-                throw new Dequant4jException(target, "not enough free space: the export needs " + need
+                throw new Dequant4jException(Kind.IO, target, "not enough free space: the export needs " + need
                         + " bytes, " + parent + " has " + usable + " usable");
             }
         } catch (IOException e) {
@@ -387,7 +388,7 @@ public final class Exporter {
                 long rows = tensor.rows();
                 long cols = tensor.cols();
                 if (cols > Integer.MAX_VALUE / 2) {
-                    throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "rows of " + cols
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, sourcePath(tensor.source()), tensor.name(), "rows of " + cols
                             + " elements are too long to merge");
                 }
                 runner = new MergeRunner(ops(), rows, (int) cols, kernels);
@@ -457,7 +458,7 @@ public final class Exporter {
                             }
                             if (progress.isCancelled()) {
                                 pool.add(buf);
-                                throw new Dequant4jException(r.target(), "export cancelled");
+                                throw new Dequant4jException(Kind.CANCELLED, r.target(), "export cancelled");
                             }
                             ExportPlan.Unit u = plan.dispatch().get(seq);
                             ExportPlan.OutputTensor t = plan.tensors().get(u.tensorIndex());
@@ -556,9 +557,9 @@ public final class Exporter {
                 throw d;
             }
             if (f instanceof InterruptedException) {
-                throw new Dequant4jException(r.target(), "export interrupted", f);
+                throw new Dequant4jException(Kind.CANCELLED, r.target(), "export interrupted", f);
             }
-            throw new Dequant4jException(r.target(), "export failed: " + f, f);
+            throw new Dequant4jException(Kind.IO, r.target(), "export failed: " + f, f);
         }
         String[] shas = new String[plan.layout().shards().size()];
         for (int i = 0; i < shas.length; i++) {
@@ -582,7 +583,7 @@ public final class Exporter {
 
     private static Dequant4jException nonFinite(ExportPlan.OutputTensor t, TensorTally tally) {
         String what = t.mergeSteps() == 0 ? "" : " after merging";
-        return new Dequant4jException(sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
+        return new Dequant4jException(Kind.NON_FINITE, sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
                 + what + " in " + t.dtype() + " (NaN, infinity or beyond the dtype's range; first at element "
                 + tally.firstNonFinite() + "); pass --allow-non-finite to write them anyway");
     }
@@ -596,7 +597,7 @@ public final class Exporter {
                 ch.write(b);
             }
         } catch (IOException e) {
-            throw new Dequant4jException(p, "write failed: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, p, "write failed: " + e.getMessage(), e);
         }
         java.security.MessageDigest md = Manifest.sha();
         return new Manifest.FileRecord(name, bytes.length, java.util.HexFormat.of().formatHex(md.digest(bytes)));
@@ -610,11 +611,11 @@ public final class Exporter {
     private static void checkCopiable(Path dir, Path file) {
         try {
             if (ShardIndex.realPathInside(dir, file).isEmpty()) {
-                throw new Dequant4jException(file, "is a link that leads out of the model directory (to "
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "is a link that leads out of the model directory (to "
                         + file.toRealPath() + "); refused, as it would be copied into the output");
             }
         } catch (IOException e) {
-            throw new Dequant4jException(file, "cannot resolve: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, file, "cannot resolve: " + e.getMessage(), e);
         }
     }
 
@@ -651,7 +652,7 @@ public final class Exporter {
                     }
                 }
             } catch (IOException e) {
-                throw new Dequant4jException(dir, "cannot list: " + e.getMessage(), e);
+                throw new Dequant4jException(Kind.IO, dir, "cannot list: " + e.getMessage(), e);
             }
         }
     }
@@ -715,12 +716,12 @@ public final class Exporter {
                     pos += n;
                 }
             } catch (IOException ex) {
-                throw new Dequant4jException(dst, "cannot copy " + e.getValue() + ": " + ex.getMessage(), ex);
+                throw new Dequant4jException(Kind.IO, dst, "cannot copy " + e.getValue() + ": " + ex.getMessage(), ex);
             }
             try {
                 records.add(new Manifest.FileRecord(e.getKey(), Files.size(dst), Manifest.sha256(dst)));
             } catch (IOException ex) {
-                throw new Dequant4jException(dst, "cannot read back the copy: " + ex.getMessage(), ex);
+                throw new Dequant4jException(Kind.IO, dst, "cannot read back the copy: " + ex.getMessage(), ex);
             }
         }
         return records;
@@ -753,7 +754,7 @@ public final class Exporter {
         try {
             m.put("config_sha256", cfg == null ? JsonNull.NULL : new JsonString(Manifest.sha256(cfg)));
         } catch (IOException e) {
-            throw new Dequant4jException(cfg, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, cfg, "cannot read: " + e.getMessage(), e);
         }
         return new JsonObject(m);
     }
@@ -775,7 +776,7 @@ public final class Exporter {
                 m.put("weights_header_sha256", new JsonString(Manifest.headerSha256(
                         a.directory().resolve("adapter_model.safetensors"))));
             } catch (IOException e) {
-                throw new Dequant4jException(a.directory(), "cannot read: " + e.getMessage(), e);
+                throw new Dequant4jException(Kind.IO, a.directory(), "cannot read: " + e.getMessage(), e);
             }
             List<JsonValue> modules = new ArrayList<>();
             for (MergePlan.Target t : plan.targets()) {

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.export;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
@@ -152,11 +153,11 @@ public final class Manifest {
         try {
             m = Json.readObject(mf, Json.MAX_FILE_BYTES);
         } catch (java.nio.file.NoSuchFileException e) {
-            throw new Dequant4jException(mf, "no manifest: not a dequant4j export (or the manifest was removed)");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, mf, "no manifest: not a dequant4j export (or the manifest was removed)");
         } catch (IOException e) {
-            throw new Dequant4jException(mf, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, mf, "cannot read: " + e.getMessage(), e);
         } catch (JsonException e) {
-            throw new Dequant4jException(mf, "invalid JSON: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, mf, "invalid JSON: " + e.getMessage(), e);
         }
         List<String> problems = new ArrayList<>();
         Set<String> listed = new HashSet<>();

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.export;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -245,7 +246,7 @@ final class OrderedWriter {
         try {
             return SequentialWriter.create(p, channels, direct);
         } catch (IOException e) {
-            throw new Dequant4jException(p, "cannot create output file: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, p, "cannot create output file: " + e.getMessage(), e);
         }
     }
 
@@ -283,7 +284,7 @@ final class OrderedWriter {
     }
 
     private Dequant4jException failure(String fileName, IOException e) {
-        return new Dequant4jException(dir.resolve(fileName), "write failed: " + e.getMessage()
+        return new Dequant4jException(Kind.IO, dir.resolve(fileName), "write failed: " + e.getMessage()
                 + (isNoSpace(e) ? " (disk full?)" : ""), e);
     }
 

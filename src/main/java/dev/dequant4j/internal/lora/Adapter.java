@@ -63,16 +63,16 @@ public final class Adapter implements AutoCloseable {
 
     public static Adapter open(Path dir) {
         if (!Files.isDirectory(dir)) {
-            throw new Dequant4jException(dir, Files.exists(dir) ? "an adapter is a directory with " + CONFIG + " and "
+            throw new Dequant4jException(Dequant4jException.Kind.IO, dir, Files.exists(dir) ? "an adapter is a directory with " + CONFIG + " and "
                     + WEIGHTS + ", not a file" : "no such directory");
         }
         Path cfgFile = dir.resolve(CONFIG);
         if (!Files.isRegularFile(cfgFile)) {
-            throw new Dequant4jException(dir, "no " + CONFIG + " (not a PEFT adapter directory?)");
+            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, dir, "no " + CONFIG + " (not a PEFT adapter directory?)");
         }
         Path weights = dir.resolve(WEIGHTS);
         if (!Files.isRegularFile(weights)) {
-            throw new Dequant4jException(dir, Files.exists(dir.resolve("adapter_model.bin"))
+            throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, dir, Files.exists(dir.resolve("adapter_model.bin"))
                     ? "has only adapter_model.bin (PyTorch pickle); dequant4j reads " + WEIGHTS
                     + " (re-save the adapter with safe_serialization=True)"
                     : "no " + WEIGHTS);
@@ -81,9 +81,9 @@ public final class Adapter implements AutoCloseable {
         try {
             json = Json.readObject(cfgFile, MAX_CONFIG_BYTES);
         } catch (IOException e) {
-            throw new Dequant4jException(cfgFile, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Dequant4jException.Kind.IO, cfgFile, "cannot read: " + e.getMessage(), e);
         } catch (JsonException e) {
-            throw new Dequant4jException(cfgFile, "invalid JSON: " + e.getMessage(), e);
+            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, cfgFile, "invalid JSON: " + e.getMessage(), e);
         }
         AdapterConfig config = AdapterConfig.parse(cfgFile, json);
         TensorStore store = TensorStore.openFile(weights);
@@ -129,7 +129,7 @@ public final class Adapter implements AutoCloseable {
     /** Throws if {@link #close()} has been called: the tensor data is no longer mapped. */
     public void checkOpen() {
         if (closed) {
-            throw new Dequant4jException(dir, "adapter is closed");
+            throw new Dequant4jException(Dequant4jException.Kind.INVALID_REQUEST, dir, "adapter is closed");
         }
     }
 
@@ -159,13 +159,13 @@ public final class Adapter implements AutoCloseable {
 
         List<Entry> build() {
             if (store.refs().isEmpty()) {
-                throw new Dequant4jException(file, "holds no tensors");
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, "holds no tensors");
             }
             Set<String> adapterNames = new TreeSet<>();
             for (TensorStore.Ref ref : store.refs().values()) {
                 AdapterKey k = AdapterKey.parse(ref.name(), config.velora(), config.monteclora());
                 if (k == null) {
-                    throw new Dequant4jException(file, ref.name(), "not a LoRA tensor key dequant4j understands (expected"
+                    throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, ref.name(), "not a LoRA tensor key dequant4j understands (expected"
                             + " <module>.lora_A.weight, .lora_B.weight, .lora_B.bias, .lora_embedding_A,"
                             + " .lora_embedding_B or .lora_magnitude_vector)");
                 }
@@ -177,7 +177,7 @@ public final class Adapter implements AutoCloseable {
                     case FULL -> {
                         TensorStore.Ref prev = full.put(k.module(), ref);
                         if (prev != null) {
-                            throw new Dequant4jException(file, ref.name(), "replaces base tensor '" + k.module()
+                            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "replaces base tensor '" + k.module()
                                     + "', which '" + prev.name() + "' replaces already");
                         }
                     }
@@ -185,13 +185,13 @@ public final class Adapter implements AutoCloseable {
                         TensorStore.Ref prev = lora.computeIfAbsent(k.module(), m -> new LinkedHashMap<>())
                                 .put(k.role(), ref);
                         if (prev != null) {
-                            throw new Dequant4jException(file, ref.name(), "duplicates '" + prev.name() + "'");
+                            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "duplicates '" + prev.name() + "'");
                         }
                     }
                 }
             }
             if (adapterNames.size() > 1) {
-                throw new Dequant4jException(file, "holds several adapters " + adapterNames
+                throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, "holds several adapters " + adapterNames
                         + "; save each adapter on its own and pass them in order");
             }
             List<Entry> out = new ArrayList<>();
@@ -217,13 +217,13 @@ public final class Adapter implements AutoCloseable {
             boolean linear = a != null || b != null;
             boolean embedding = ea != null || eb != null;
             if (linear && embedding) {
-                throw new Dequant4jException(file, (a != null ? a : b).name(), "module '" + module
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, (a != null ? a : b).name(), "module '" + module
                         + "' has both lora_A/lora_B and lora_embedding_A/lora_embedding_B tensors");
             }
             if (!linear && !embedding) {
                 TensorStore.Ref orphan = mag != null ? mag : bias;
                 if (orphan != null) {
-                    throw new Dequant4jException(file, orphan.name(), "has no lora_A/lora_B (or lora_embedding_A/B)"
+                    throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, orphan.name(), "has no lora_A/lora_B (or lora_embedding_A/B)"
                             + " for module '" + module + "'");
                 }
                 return out;
@@ -234,7 +234,7 @@ public final class Adapter implements AutoCloseable {
             String bName = linear ? "lora_B" : "lora_embedding_B";
             if (left == null || right == null) {
                 TensorStore.Ref have = left != null ? left : right;
-                throw new Dequant4jException(file, have.name(), "module '" + module + "' has "
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, have.name(), "module '" + module + "' has "
                         + (left != null ? aName : bName) + " but no " + (left != null ? bName : aName));
             }
             checkFloat(left);
@@ -242,17 +242,17 @@ public final class Adapter implements AutoCloseable {
             long[] as = left.entry().shape();
             long[] bs = right.entry().shape();
             if (as.length != 2 || bs.length != 2) {
-                throw new Dequant4jException(file, (as.length != 2 ? left : right).name(), "expected a 2-D tensor, got"
+                throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, (as.length != 2 ? left : right).name(), "expected a 2-D tensor, got"
                         + " shape " + Arrays.toString(as.length != 2 ? as : bs) + " (LoRA on convolutions is not"
                         + " supported)");
             }
             if (as[0] != bs[1]) {
-                throw new Dequant4jException(file, right.name(), "rank disagrees with " + aName + ": " + aName
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, right.name(), "rank disagrees with " + aName + ": " + aName
                         + " " + Arrays.toString(as) + " has r=" + as[0] + ", " + bName + " " + Arrays.toString(bs)
                         + " has r=" + bs[1]);
             }
             if (as[0] < 1 || as[0] > Integer.MAX_VALUE) {
-                throw new Dequant4jException(file, left.name(), "rank " + as[0] + " is out of range");
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, left.name(), "rank " + as[0] + " is out of range");
             }
             int r = (int) as[0];
             long out0 = bs[0];
@@ -264,11 +264,11 @@ public final class Adapter implements AutoCloseable {
             double alpha = config.alphaFor(module);
             float scaling = config.scaling(r, alpha);
             if (config.useDora() && mag == null) {
-                throw new Dequant4jException(file, left.name(), "use_dora is true in " + CONFIG + " but module '"
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, left.name(), "use_dora is true in " + CONFIG + " but module '"
                         + module + "' has no lora_magnitude_vector");
             }
             if (!config.useDora() && mag != null) {
-                throw new Dequant4jException(file, mag.name(), "is a DoRA magnitude, but use_dora is false in "
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, mag.name(), "is a DoRA magnitude, but use_dora is false in "
                         + CONFIG);
             }
             List<String> keys = new ArrayList<>(List.of(left.name(), right.name()));
@@ -284,10 +284,10 @@ public final class Adapter implements AutoCloseable {
                     keys), left, right, mag, null, null));
             if (bias != null) {
                 if (!linear) {
-                    throw new Dequant4jException(file, bias.name(), "lora_bias is not supported on embeddings");
+                    throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, bias.name(), "lora_bias is not supported on embeddings");
                 }
                 if (!config.loraBias()) {
-                    throw new Dequant4jException(file, bias.name(), "is a lora_B bias, but lora_bias is false in "
+                    throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, bias.name(), "is a lora_B bias, but lora_bias is false in "
                             + CONFIG);
                 }
                 checkFloat(bias);
@@ -306,14 +306,14 @@ public final class Adapter implements AutoCloseable {
                 for (String k : config.trainableTokens().keySet()) {
                     if (module.endsWith(k)) {
                         if (match != null) {
-                            throw new Dequant4jException(file, ref.name(), "trainable_token_indices has two entries"
+                            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "trainable_token_indices has two entries"
                                     + " for module '" + module + "': '" + match + "' and '" + k + "'");
                         }
                         match = k;
                     }
                 }
                 if (match == null) {
-                    throw new Dequant4jException(file, ref.name(), "trainable_token_indices in " + CONFIG
+                    throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "trainable_token_indices in " + CONFIG
                             + (config.trainableTokens().isEmpty() ? " is not set"
                             : " names no module that ends module '" + module + "' (it has "
                             + config.trainableTokens().keySet() + ")"));
@@ -322,7 +322,7 @@ public final class Adapter implements AutoCloseable {
             }
             long[] shape = ref.entry().shape();
             if (shape.length != 2 || shape[0] != indices.size()) {
-                throw new Dequant4jException(file, ref.name(), "expected shape [" + indices.size() + ", dim] (one row"
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "expected shape [" + indices.size() + ", dim] (one row"
                         + " per trainable token index), got " + Arrays.toString(shape));
             }
             long[] idx = new long[indices.size()];
@@ -330,7 +330,7 @@ public final class Adapter implements AutoCloseable {
             for (int i = 0; i < idx.length; i++) {
                 idx[i] = indices.get(i);
                 if (!seen.add(idx[i])) {
-                    throw new Dequant4jException(file, ref.name(), "trainable token index " + idx[i]
+                    throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "trainable token index " + idx[i]
                             + " appears twice in trainable_token_indices");
                 }
             }
@@ -352,14 +352,14 @@ public final class Adapter implements AutoCloseable {
         private void checkFloat(TensorStore.Ref ref) {
             DType d = ref.entry().dtype();
             if (d != DType.F32 && d != DType.F16 && d != DType.BF16) {
-                throw new Dequant4jException(file, ref.name(), "dtype " + d + " is not supported for adapter tensors"
+                throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, ref.name(), "dtype " + d + " is not supported for adapter tensors"
                         + " (F32, F16 or BF16)");
             }
         }
 
         private void checkShape(TensorStore.Ref ref, long[] want, String why) {
             if (!Arrays.equals(ref.entry().shape(), want)) {
-                throw new Dequant4jException(file, ref.name(), "expected shape " + Arrays.toString(want) + " (" + why
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "expected shape " + Arrays.toString(want) + " (" + why
                         + "), got " + Arrays.toString(ref.entry().shape()));
             }
         }

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.lora;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
@@ -59,7 +60,7 @@ public final class AdapterConfig {
         }
         long rr = o.getLong("r");
         if (rr < 1 || rr > Integer.MAX_VALUE) {
-            throw new Dequant4jException(file, "field 'r' must be a positive integer, not " + rr);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, file, "field 'r' must be a positive integer, not " + rr);
         }
         this.r = (int) rr;
         this.alpha = float32Range("lora_alpha", o.getDouble("lora_alpha"), o.get("lora_alpha"));
@@ -111,7 +112,7 @@ public final class AdapterConfig {
         try {
             return new AdapterConfig(file, o);
         } catch (JsonException e) {
-            throw new Dequant4jException(file, e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, file, e.getMessage(), e);
         }
     }
 
@@ -156,7 +157,7 @@ public final class AdapterConfig {
     }
 
     private Dequant4jException refuse(String why) {
-        return new Dequant4jException(file, "cannot merge this adapter: " + why);
+        return new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "cannot merge this adapter: " + why);
     }
 
     private static boolean present(JsonObject o, String key) {
@@ -262,7 +263,7 @@ public final class AdapterConfig {
             try {
                 out.add(PythonRegex.suffixPattern(k));
             } catch (PatternSyntaxException e) {
-                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' is not a regular"
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, field + " key '" + Json.abbreviate(k, 100) + "' is not a regular"
                         + " expression dequant4j can compile: " + e.getDescription());
             }
         }
@@ -283,11 +284,11 @@ public final class AdapterConfig {
                     return k;
                 }
             } catch (BudgetedText.Exhausted e) {
-                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' takes too many"
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, field + " key '" + Json.abbreviate(k, 100) + "' takes too many"
                         + " steps to match module '" + Json.abbreviate(module, 100) + "' (a pattern that backtracks"
                         + " exponentially?)");
             } catch (StackOverflowError e) {
-                throw new Dequant4jException(file, field + " key '" + Json.abbreviate(k, 100) + "' overflows the"
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, field + " key '" + Json.abbreviate(k, 100) + "' overflows the"
                         + " regular expression engine's stack on module '" + Json.abbreviate(module, 40) + "'");
             }
         }

@@ -297,7 +297,7 @@ public final class MergePlan {
     private static float[] floats(TensorStore.Ref ref) {
         long n = ref.entry().numel();
         if (n > Integer.MAX_VALUE - 8) {
-            throw new Dequant4jException(ref.path(), ref.name(), n + " elements are too many for one LoRA factor");
+            throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, ref.path(), ref.name(), n + " elements are too many for one LoRA factor");
         }
         float[] out = new float[(int) n];
         new PlainTensor(ref).readF32(0, out, 0, out.length);
@@ -570,7 +570,7 @@ public final class MergePlan {
         }
 
         private Dequant4jException fail(Adapter.Entry e, String detail) {
-            return new Dequant4jException(file, e.module().keys().getFirst(), detail);
+            return new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, file, e.module().keys().getFirst(), detail);
         }
     }
 
@@ -646,7 +646,7 @@ public final class MergePlan {
                 }
                 long now = of(t.getKey())[0];
                 if (now != rows) {
-                    throw new Dequant4jException(by.values().path(), by.values().name(), "resizes the vocabulary"
+                    throw new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, by.values().path(), by.values().name(), "resizes the vocabulary"
                             + " of '" + first.getKey() + "' from " + oldRows + " to " + rows + " rows, but '"
                             + t.getKey() + "' ends with " + now + " rows: the adapters must resize every embedding"
                             + " and output layer alike");
@@ -677,7 +677,7 @@ public final class MergePlan {
         Map<String, LogicalTensor> b = Internals.checkpoint().logical(base16);
         for (LogicalTensor t : b.values()) {
             if (t.kind() != QuantKind.PLAIN) {
-                throw new Dequant4jException(base16.path(), t.name(), "is quantized (" + t.kind() + "); the 16-bit"
+                throw new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, base16.path(), t.name(), "is quantized (" + t.kind() + "); the 16-bit"
                         + " base must be the original, unquantized checkpoint");
             }
         }
@@ -701,7 +701,7 @@ public final class MergePlan {
             if (!extra.isEmpty()) {
                 sb.append("; not in the quantized checkpoint ").append(extra.size()).append(": ").append(few(extra));
             }
-            throw new Dequant4jException(base16.path(), sb.toString());
+            throw new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, base16.path(), sb.toString());
         }
         for (LogicalTensor t : q.values()) {
             LogicalTensor o = b.get(t.name());
@@ -709,13 +709,13 @@ public final class MergePlan {
             long[] bs = o.shape();
             if (!Arrays.equals(qs, bs)) {
                 boolean transposed = qs.length == 2 && bs.length == 2 && qs[0] == bs[1] && qs[1] == bs[0];
-                throw new Dequant4jException(base16.path(), t.name(), "has shape " + Arrays.toString(bs)
+                throw new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, base16.path(), t.name(), "has shape " + Arrays.toString(bs)
                         + " but the quantized checkpoint has " + Arrays.toString(qs)
                         + (transposed ? " (a Conv1D weight stored [in, out]? such models are not supported with a"
                         + " 16-bit base)" : ""));
             }
             if (t.isFloat() && !o.isFloat()) {
-                throw new Dequant4jException(base16.path(), t.name(), "has dtype " + o.dtype()
+                throw new Dequant4jException(Dequant4jException.Kind.ADAPTER_MISMATCH, base16.path(), t.name(), "has dtype " + o.dtype()
                         + " but the quantized checkpoint's tensor is a float tensor");
             }
         }

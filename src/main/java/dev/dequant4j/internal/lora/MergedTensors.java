@@ -2,6 +2,7 @@ package dev.dequant4j.internal.lora;
 
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.LogicalTensor;
@@ -58,7 +59,7 @@ public final class MergedTensors {
         String embedding = plan.untied().get(name);
         LogicalTensor t = logical.get(embedding != null ? embedding : name);
         if (t == null) {
-            throw new Dequant4jException(base.path(), name, "no such tensor");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, base.path(), name, "no such tensor");
         }
         return t;
     }
@@ -81,14 +82,14 @@ public final class MergedTensors {
     public void produce(String name, int maxElements, ChunkSink sink) {
         LogicalTensor src = source(name);
         if (!src.isFloat()) {
-            throw new Dequant4jException(base.path(), name, "dtype " + src.dtype() + " is not a float type");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, base.path(), name, "dtype " + src.dtype() + " is not a float type");
         }
         long[] shape = shape(name);
         long numel = TensorEntry.numel(shape);
         long rows = MergeOp.rows(shape);
         long cols = MergeOp.cols(shape, numel);
         if (cols > Integer.MAX_VALUE - 8) {
-            throw new Dequant4jException(base.path(), name, "rows of " + cols + " elements are too long to merge");
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, base.path(), name, "rows of " + cols + " elements are too long to merge");
         }
         List<MergeOp> ops = plan.ops(name);
         MergeRunner runner = ops.isEmpty() ? null : new MergeRunner(ops, rows, (int) cols, kernels);

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.file.DirectoryStream;
@@ -64,22 +65,22 @@ public final class AtomicDirectory implements AutoCloseable {
         Path abs = target.toAbsolutePath().normalize();
         Path parent = abs.getParent();
         if (parent == null || abs.getFileName() == null) {
-            throw new Dequant4jException(target, "cannot write output to the file system root");
+            throw new Dequant4jException(Kind.INVALID_REQUEST, target, "cannot write output to the file system root");
         }
         // first, so that a previous output put back from a killed run counts as existing
         removeStale(parent, abs.getFileName().toString());
         if (Files.exists(abs, LinkOption.NOFOLLOW_LINKS)) {
             if (!overwrite) {
-                throw new Dequant4jException(target, "output already exists (pass --overwrite to replace it)");
+                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output already exists (pass --overwrite to replace it)");
             }
             if (!Files.isDirectory(abs, LinkOption.NOFOLLOW_LINKS)) {
-                throw new Dequant4jException(target, "output exists and is not a directory; refusing to replace it");
+                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output exists and is not a directory; refusing to replace it");
             }
         }
         try {
             Files.createDirectories(parent);
         } catch (IOException e) {
-            throw new Dequant4jException(parent, "cannot create the output's parent directory: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, parent, "cannot create the output's parent directory: " + e.getMessage(), e);
         }
         String name = "." + abs.getFileName() + TMP_MARK + ProcessHandle.current().pid() + "-"
                 + Long.toHexString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE);
@@ -87,7 +88,7 @@ public final class AtomicDirectory implements AutoCloseable {
         try {
             Files.createDirectory(temp);
         } catch (IOException e) {
-            throw new Dequant4jException(parent, "cannot create a temporary output directory: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, parent, "cannot create a temporary output directory: " + e.getMessage(), e);
         }
         AtomicDirectory d = new AtomicDirectory(abs, temp, overwrite);
         Runtime.getRuntime().addShutdownHook(d.cleanupHook);
@@ -156,7 +157,7 @@ public final class AtomicDirectory implements AutoCloseable {
             Path old = null;
             if (Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
                 if (!overwrite) {
-                    throw new Dequant4jException(target, "output appeared while writing; not replacing it");
+                    throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output appeared while writing; not replacing it");
                 }
                 old = target.resolveSibling("." + target.getFileName() + OLD_MARK + ProcessHandle.current().pid()
                         + "-" + Long.toHexString(ThreadLocalRandom.current().nextLong() & Long.MAX_VALUE));
@@ -178,7 +179,7 @@ public final class AtomicDirectory implements AutoCloseable {
                 deleteRecursively(old);
             }
         } catch (IOException e) {
-            throw new Dequant4jException(target, "cannot move the finished output into place: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, target, "cannot move the finished output into place: " + e.getMessage(), e);
         } finally {
             removeHook();
         }
@@ -190,7 +191,7 @@ public final class AtomicDirectory implements AutoCloseable {
             Files.move(old, target, StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
             cause.addSuppressed(e);
-            throw new Dequant4jException(target, "cannot move the finished output into place (" + cause.getMessage()
+            throw new Dequant4jException(Kind.IO, target, "cannot move the finished output into place (" + cause.getMessage()
                     + ") nor the previous output back; it is in " + old, cause);
         }
     }

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonReader;
@@ -84,7 +85,7 @@ public final class SafetensorsFile implements AutoCloseable {
 
     private static SafetensorsFile open(Path path, Arena arena, boolean ownsArena) {
         if (Files.isDirectory(path)) {
-            throw new Dequant4jException(path, "is a directory, not a safetensors file");
+            throw new Dequant4jException(Kind.IO, path, "is a directory, not a safetensors file");
         }
         long size;
         MemorySegment map;
@@ -96,9 +97,9 @@ public final class SafetensorsFile implements AutoCloseable {
             size = ch.size();
             map = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
         } catch (NoSuchFileException e) {
-            throw new Dequant4jException(path, "no such file");
+            throw new Dequant4jException(Kind.IO, path, "no such file");
         } catch (IOException e) {
-            throw new Dequant4jException(path, "cannot open: " + (e.getMessage() != null ? e.getMessage() : e), e);
+            throw new Dequant4jException(Kind.IO, path, "cannot open: " + (e.getMessage() != null ? e.getMessage() : e), e);
         }
         return parse(path, arena, ownsArena, fileKey, map, size);
     }
@@ -115,19 +116,19 @@ public final class SafetensorsFile implements AutoCloseable {
                                          long size) {
         checkNotAPointerOrPage(path, map, size);
         if (size < 8) {
-            throw new Dequant4jException(path, "file is " + size + " bytes, too small to be safetensors (truncated?)");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "file is " + size + " bytes, too small to be safetensors (truncated?)");
         }
         long n = map.get(U64_LE, 0);
         if (n < 0 || n > MAX_HEADER_BYTES) {
-            throw new Dequant4jException(path, "header length " + Long.toUnsignedString(n)
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "header length " + Long.toUnsignedString(n)
                     + " exceeds the safetensors limit of " + MAX_HEADER_BYTES + " bytes (corrupt or not safetensors)");
         }
         if (n > size - 8) {
-            throw new Dequant4jException(path, "header length " + n + " runs past the end of the file ("
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "header length " + n + " runs past the end of the file ("
                     + size + " bytes; truncated download?)");
         }
         if (n == 0 || map.get(ValueLayout.JAVA_BYTE, 8) != '{') {
-            throw new Dequant4jException(path, "header does not start with '{' (not a safetensors file?)");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "header does not start with '{' (not a safetensors file?)");
         }
         byte[] header = map.asSlice(8, n).toArray(ValueLayout.JAVA_BYTE);
         long dataLen = size - 8 - n;
@@ -156,7 +157,7 @@ public final class SafetensorsFile implements AutoCloseable {
             r.endObject();
             r.endDocument();
         } catch (JsonException e) {
-            throw new Dequant4jException(path, current, "invalid header JSON: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, current, "invalid header JSON: " + e.getMessage(), e);
         }
         checkTiling(path, tensors.values(), dataLen);
         return new SafetensorsFile(path, arena, ownsArena, fileKey, map, size, 8 + n,
@@ -176,7 +177,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static Dequant4jException duplicate(Path path, String name, long offset, Throwable cause) {
-        return new Dequant4jException(path, name, "duplicate tensor name in the header (at byte " + offset + ")",
+        return new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "duplicate tensor name in the header (at byte " + offset + ")",
                 cause);
     }
 
@@ -188,11 +189,11 @@ public final class SafetensorsFile implements AutoCloseable {
         }
         String head = new String(map.asSlice(0, probe).toArray(ValueLayout.JAVA_BYTE), StandardCharsets.ISO_8859_1);
         if (head.startsWith("version https://git-lfs")) {
-            throw new Dequant4jException(path, "this is a Git LFS pointer, not the weights: run git lfs pull");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "this is a Git LFS pointer, not the weights: run git lfs pull");
         }
         String lower = head.stripLeading().toLowerCase(java.util.Locale.ROOT);
         if (lower.startsWith("<!doctype html") || lower.startsWith("<html")) {
-            throw new Dequant4jException(path, "this is an HTML page, not safetensors (a failed download?)");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "this is an HTML page, not safetensors (a failed download?)");
         }
     }
 
@@ -249,7 +250,7 @@ public final class SafetensorsFile implements AutoCloseable {
                         }
                         long v = r.nextLong();
                         if (v < 0) {
-                            throw new Dequant4jException(path, name, "negative data offset " + v);
+                            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "negative data offset " + v);
                         }
                         o[i++] = v;
                     }
@@ -265,43 +266,43 @@ public final class SafetensorsFile implements AutoCloseable {
         }
         r.endObject();
         if (dtypeName == null) {
-            throw new Dequant4jException(path, name, "header entry has no dtype");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "header entry has no dtype");
         }
         if (shape == null) {
-            throw new Dequant4jException(path, name, "header entry has no shape");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "header entry has no shape");
         }
         if (begin < 0) {
-            throw new Dequant4jException(path, name, "header entry has no data_offsets");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "header entry has no data_offsets");
         }
         String dn = dtypeName;
-        DType dtype = DType.fromSafetensorsName(dtypeName).orElseThrow(() -> new Dequant4jException(path, name,
+        DType dtype = DType.fromSafetensorsName(dtypeName).orElseThrow(() -> new Dequant4jException(Kind.CORRUPT_INPUT, path, name,
                 "unknown dtype '" + Json.abbreviate(dn, 40) + "' (not one of the safetensors dtypes)"));
         long numel = 1;
         for (long d : shape) {
             if (d < 0) {
-                throw new Dequant4jException(path, name, "negative dimension in shape " + Arrays.toString(shape));
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "negative dimension in shape " + Arrays.toString(shape));
             }
             try {
                 numel = Math.multiplyExact(numel, d);
             } catch (ArithmeticException e) {
-                throw new Dequant4jException(path, name,
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name,
                         "shape " + Arrays.toString(shape) + " has more elements than fit in 64 bits");
             }
         }
         long bytes = dtype.byteSize(numel);
         if (bytes < 0) {
-            throw new Dequant4jException(path, name, "shape " + Arrays.toString(shape) + " of " + dtype
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "shape " + Arrays.toString(shape) + " of " + dtype
                     + " is not a whole number of bytes or overflows 64 bits");
         }
         if (end < begin) {
-            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end + "] end before they begin");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "data_offsets [" + begin + ", " + end + "] end before they begin");
         }
         if (end > dataLen) {
-            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "data_offsets [" + begin + ", " + end
                     + "] run past the end of the file (data section is " + dataLen + " bytes; truncated?)");
         }
         if (end - begin != bytes) {
-            throw new Dequant4jException(path, name, "data_offsets [" + begin + ", " + end + "] hold " + (end - begin)
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, name, "data_offsets [" + begin + ", " + end + "] hold " + (end - begin)
                     + " bytes but " + dtype + Arrays.toString(shape) + " needs " + bytes);
         }
         return new TensorEntry(name, dtype, shape, begin, end);
@@ -334,18 +335,18 @@ public final class SafetensorsFile implements AutoCloseable {
         String previous = null;
         for (TensorEntry e : sorted) {
             if (e.begin() < expected) {
-                throw new Dequant4jException(path, e.name(), "data_offsets [" + e.begin() + ", " + e.end()
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, path, e.name(), "data_offsets [" + e.begin() + ", " + e.end()
                         + "] overlap tensor '" + previous + "' (which ends at " + expected + ")");
             }
             if (e.begin() > expected) {
-                throw new Dequant4jException(path, e.name(), "hole of " + (e.begin() - expected)
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, path, e.name(), "hole of " + (e.begin() - expected)
                         + " bytes in the data section before this tensor (data_offsets start at " + e.begin() + ")");
             }
             expected = e.end();
             previous = e.name();
         }
         if (expected != dataLen) {
-            throw new Dequant4jException(path, (dataLen - expected) + " trailing bytes after the last tensor "
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, path, (dataLen - expected) + " trailing bytes after the last tensor "
                     + "(the data section is " + dataLen + " bytes, the tensors cover " + expected + ")");
         }
     }

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -45,7 +46,7 @@ public final class SafetensorsWriter {
             }
             out.commit();
         } catch (IOException e) {
-            throw new Dequant4jException(target, "cannot write: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, target, "cannot write: " + e.getMessage(), e);
         }
         return layout;
     }

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
@@ -45,7 +46,7 @@ public final class ShardFiles implements AutoCloseable {
             }
         } catch (IOException e) {
             files.close();
-            throw new Dequant4jException(paths.isEmpty() ? dir : paths.getLast(),
+            throw new Dequant4jException(Kind.IO, paths.isEmpty() ? dir : paths.getLast(),
                     "cannot create output file: " + e.getMessage(), e);
         }
         return files;
@@ -73,7 +74,7 @@ public final class ShardFiles implements AutoCloseable {
         try {
             writeFully(channels.get(p.shard()), src.asByteBuffer(), p.fileOffset() + offsetInTensor, path);
         } catch (IOException e) {
-            throw new Dequant4jException(path, p.spec().name(), "write failed: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, path, p.spec().name(), "write failed: " + e.getMessage(), e);
         }
     }
 
@@ -94,7 +95,7 @@ public final class ShardFiles implements AutoCloseable {
             try {
                 channels.get(i).force(true);
             } catch (IOException e) {
-                throw new Dequant4jException(paths.get(i), "fsync failed: " + e.getMessage(), e);
+                throw new Dequant4jException(Kind.IO, paths.get(i), "fsync failed: " + e.getMessage(), e);
             }
         }
     }

@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonObject;
@@ -37,30 +38,30 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
         try {
             root = Json.readObject(indexFile, Json.MAX_FILE_BYTES);
         } catch (NoSuchFileException e) {
-            throw new Dequant4jException(indexFile, "no such file");
+            throw new Dequant4jException(Kind.IO, indexFile, "no such file");
         } catch (IOException e) {
-            throw new Dequant4jException(indexFile, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, indexFile, "cannot read: " + e.getMessage(), e);
         } catch (JsonException e) {
-            throw new Dequant4jException(indexFile, "invalid JSON: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, "invalid JSON: " + e.getMessage(), e);
         }
         JsonObject map;
         try {
             map = root.getObject("weight_map");
         } catch (JsonException e) {
-            throw new Dequant4jException(indexFile, e.getMessage(), e);
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, e.getMessage(), e);
         }
         Path dir = indexFile.toAbsolutePath().getParent();
         Path realDir;
         try {
             realDir = dir.toRealPath();
         } catch (IOException e) {
-            throw new Dequant4jException(dir, "cannot resolve directory: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, dir, "cannot resolve directory: " + e.getMessage(), e);
         }
         Map<String, String> weightMap = new LinkedHashMap<>();
         LinkedHashSet<String> shards = new LinkedHashSet<>();
         for (Map.Entry<String, JsonValue> e : map.members().entrySet()) {
             if (!(e.getValue() instanceof JsonString s)) {
-                throw new Dequant4jException(indexFile, e.getKey(), "weight_map value must be a file name");
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, e.getKey(), "weight_map value must be a file name");
             }
             String shard = s.value();
             if (shards.add(shard)) {
@@ -69,7 +70,7 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
             weightMap.put(e.getKey(), shard);
         }
         if (weightMap.isEmpty()) {
-            throw new Dequant4jException(indexFile, "weight_map is empty");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, "weight_map is empty");
         }
         return new ShardIndex(indexFile, weightMap, new ArrayList<>(shards));
     }
@@ -77,30 +78,30 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
     private static void checkShardName(Path indexFile, String tensor, String shard, Path dir, Path realDir) {
         if (shard.isEmpty() || shard.contains("/") || shard.contains("\\") || shard.equals("..")
                 || shard.equals(".") || shard.indexOf('\0') >= 0 || Path.of(shard).isAbsolute()) {
-            throw new Dequant4jException(indexFile, tensor, "shard name \"" + Json.abbreviate(shard, 100)
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "shard name \"" + Json.abbreviate(shard, 100)
                     + "\" is not a plain file name in the model directory (refused: it could point outside it)");
         }
         if (!shard.endsWith(".safetensors")) {
-            throw new Dequant4jException(indexFile, tensor, "shard \"" + Json.abbreviate(shard, 100)
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "shard \"" + Json.abbreviate(shard, 100)
                     + "\" is not a .safetensors file");
         }
         Path p = dir.resolve(shard);
         if (!Files.exists(p, LinkOption.NOFOLLOW_LINKS) && !Files.exists(p)) {
-            throw new Dequant4jException(indexFile, tensor, "missing shard " + shard + " (not in " + dir + ")");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "missing shard " + shard + " (not in " + dir + ")");
         }
         try {
             Path real = p.toRealPath();
             if (!realDir.equals(real.getParent()) && !inHubCacheBlobs(realDir, real)) {
-                throw new Dequant4jException(indexFile, tensor, "shard " + shard
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, indexFile, tensor, "shard " + shard
                         + " is a link that leads out of the model directory (to " + real + "); refused");
             }
             if (!Files.isRegularFile(real)) {
-                throw new Dequant4jException(indexFile, tensor, "shard " + shard + " is not a regular file");
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "shard " + shard + " is not a regular file");
             }
         } catch (NoSuchFileException e) {
-            throw new Dequant4jException(indexFile, tensor, "missing shard " + shard + " (a dangling link)");
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "missing shard " + shard + " (a dangling link)");
         } catch (IOException e) {
-            throw new Dequant4jException(indexFile, tensor, "cannot resolve shard " + shard + ": " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, indexFile, tensor, "cannot resolve shard " + shard + ": " + e.getMessage(), e);
         }
     }
 

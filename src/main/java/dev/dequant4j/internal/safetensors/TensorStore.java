@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -85,7 +86,7 @@ public final class TensorStore implements AutoCloseable {
         public byte[] bytes() {
             long size = entry.byteSize();
             if (size > Integer.MAX_VALUE - 8) {
-                throw new Dequant4jException(file.path(), entry.name(), "too large to read into one array");
+                throw new Dequant4jException(Kind.INVALID_REQUEST, file.path(), entry.name(), "too large to read into one array");
             }
             byte[] b = new byte[(int) size];
             copyBytes(0, b, 0, b.length);
@@ -103,7 +104,7 @@ public final class TensorStore implements AutoCloseable {
             }
             try {
                 if (file.currentSize() < file.fileSize()) {
-                    throw new Dequant4jException(file.path(), entry.name(), "file was truncated after it was opened ("
+                    throw new Dequant4jException(Kind.CORRUPT_INPUT, file.path(), entry.name(), "file was truncated after it was opened ("
                             + file.currentSize() + " bytes now, " + file.fileSize() + " before)");
                 }
                 return file.data(entry);
@@ -114,9 +115,9 @@ public final class TensorStore implements AutoCloseable {
 
         private Dequant4jException readFailure(Throwable e) {
             if (e instanceof IllegalStateException) {
-                return new Dequant4jException(file.path(), entry.name(), "checkpoint is closed", e);
+                return new Dequant4jException(Kind.INVALID_REQUEST, file.path(), entry.name(), "checkpoint is closed", e);
             }
-            return new Dequant4jException(file.path(), entry.name(),
+            return new Dequant4jException(Kind.IO, file.path(), entry.name(),
                     "read failed (file changed or truncated while open?): " + e, e);
         }
     }
@@ -174,7 +175,7 @@ public final class TensorStore implements AutoCloseable {
                 SafetensorsFile f = byShard.get(e.getValue());
                 TensorEntry entry = f.get(e.getKey());
                 if (entry == null) {
-                    throw new Dequant4jException(indexFile, e.getKey(),
+                    throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, e.getKey(),
                             "listed in the index under " + e.getValue() + ", but that shard does not contain it");
                 }
                 refs.put(e.getKey(), new Ref(f, entry));
@@ -183,11 +184,11 @@ public final class TensorStore implements AutoCloseable {
                 for (TensorEntry entry : s.getValue().tensors().values()) {
                     String mapped = index.weightMap().get(entry.name());
                     if (mapped == null) {
-                        throw new Dequant4jException(s.getValue().path(), entry.name(),
+                        throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
                                 "is in this shard but not in " + ShardIndex.FILE_NAME);
                     }
                     if (!mapped.equals(s.getKey())) {
-                        throw new Dequant4jException(s.getValue().path(), entry.name(),
+                        throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
                                 "is in this shard but the index maps it to " + mapped);
                     }
                 }

@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.lora.MergeOp;
@@ -122,7 +123,7 @@ class CudaBackendGpuTest {
                 @Override
                 public void readF32(long start, float[] dst, int dstOff, int count) {
                     if (start > 4096) {
-                        throw new Dequant4jException(null, t.name(), "replacement read failed");
+                        throw new Dequant4jException(Kind.IO, null, t.name(), "replacement read failed");
                     }
                 }
             };

@@ -79,6 +79,7 @@ class ExportBehaviourTest {
             Dequant4jException e = assertThrows(Dequant4jException.class,
                     () -> Export.of(c).backend(Backend.CUDA).to(out));
             assertEquals("--backend cuda: " + reason, e.getMessage());
+            assertEquals(Dequant4jException.Kind.BACKEND, e.kind());
             assertEquals(List.of(), siblings(), "refused before anything was written");
             ExportResult r = Export.of(c).backend(Backend.AUTO).to(out);
             assertEquals(Backend.CPU, r.backend());
@@ -151,6 +152,7 @@ class ExportBehaviourTest {
                 "{\"torch_dtype\": \"float16\", \"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4}}");
         try (Checkpoint c = Checkpoint.open(model)) {
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> Export.of(c).to(tmp.resolve("out")));
+            assertEquals(Dequant4jException.Kind.UNSUPPORTED_INPUT, e.kind());
             assertEquals(model.resolve("config.json") + ": quantization_config.quant_method is 'gptq'; dequant4j "
                     + "dequantizes bitsandbytes checkpoints only", e.getMessage());
         }
@@ -222,6 +224,7 @@ class ExportBehaviourTest {
         try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4"))) {
             Dequant4jException e = assertThrows(Dequant4jException.class, () -> Export.of(c).to(out));
             assertTrue(e.getMessage().contains("already exists"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.OUTPUT_EXISTS, e.kind());
             assertEquals("mine", Files.readString(out.resolve("keep.txt")));
             Export.of(c).overwrite(true).to(out);
         }
@@ -236,6 +239,7 @@ class ExportBehaviourTest {
             Dequant4jException e = assertThrows(Dequant4jException.class,
                     () -> Export.of(c).overwrite(true).to(tmp));
             assertTrue(e.getMessage().contains("would replace an input"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.INVALID_REQUEST, e.kind());
         }
         assertTrue(Files.exists(model.resolve("model.safetensors")));
     }
@@ -253,6 +257,7 @@ class ExportBehaviourTest {
                     ProgressListener.NONE, out, false, false, failing)));
             assertTrue(e.getMessage().contains("No space left on device"), e.getMessage());
             assertTrue(e.getMessage().contains("disk full?"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.IO, e.kind());
         }
         assertFalse(Files.exists(out));
         assertEquals(List.of(model), siblings(), "no temporary directory left");
@@ -280,6 +285,7 @@ class ExportBehaviourTest {
                     () -> Export.of(c).threads(threads).memoryBudget(4 << 20).maxShardBytes(200_000)
                             .progress(cancelAfterTwo).to(out));
             assertTrue(e.getMessage().contains("cancelled"), e.getMessage());
+            assertEquals(Dequant4jException.Kind.CANCELLED, e.kind());
         }
         assertEquals(List.of(model), siblings());
     }

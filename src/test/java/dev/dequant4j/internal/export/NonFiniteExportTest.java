@@ -73,6 +73,7 @@ class NonFiniteExportTest {
             assertEquals(model.resolve("model.safetensors") + ": tensor 'model.layers.0.mlp.w.weight': " + expected
                     + " non-finite value(s) in " + out + " (NaN, infinity or beyond the dtype's range; first at "
                     + "element 70001); pass --allow-non-finite to write them anyway", e.getMessage());
+            assertEquals(Dequant4jException.Kind.NON_FINITE, e.kind());
             Export.of(c).dtype(out).allowNonFinite(true).to(tmp.resolve("out"));
         }
         try (Checkpoint e = Checkpoint.open(tmp.resolve("out"))) {
