@@ -33,6 +33,10 @@ int32_t check_source(const dq4j_source* s) {
 }
 
 int grid_for(int64_t work_items, int threads, int per_sm) {
+    // The last error is per host thread and outlives the call that set it: a failed cudaMalloc or cudaHostAlloc
+    // of the caller, or the occupancy query before this, would otherwise be reported as this launch's failure.
+    // Sticky errors (a faulted context) stay: the launch fails with them again.
+    (void)cudaGetLastError();
     int device = 0;
     int sms = 0;
     if (cudaGetDevice(&device) != cudaSuccess

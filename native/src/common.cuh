@@ -165,7 +165,9 @@ inline bool out_dtype_ok(int32_t t) { return t == DQ4J_F32 || t == DQ4J_F16 || t
 // Checks a source's own fields (not the range it is used for).
 int32_t check_source(const dq4j_source* s);
 
-// Blocks for a grid-stride kernel: enough to fill every SM `per_sm` times, never more than the work needs.
+// Blocks for a grid-stride kernel: enough to fill every SM `per_sm` times, never more than the work needs. Called
+// right before every launch, it first clears the calling thread's stale (non-sticky) error, so that
+// launch_result() reports the launch's own.
 int grid_for(int64_t work_items, int threads, int per_sm);
 
 // cudaGetLastError after a launch, as a DQ4J code.

@@ -10,9 +10,9 @@ import java.util.List;
 
 /**
  * The CUDA backend: materializes tensors (dequantize, merge, round once) on a GPU with dequant4j's own kernels.
- * Dequantization gives the scalar oracle's bits; merges are bit-identical with F32 output or with
- * {@code -Ddequant4j.cuda.exactMerge=true}, and otherwise (F16/BF16, fused multiply-adds in the rank loop) within
- * one ulp of the output dtype.
+ * Dequantization gives the scalar oracle's bits, and so do merges (DoRA within one ulp: its norms are summed in
+ * another order); {@code -Ddequant4j.cuda.fusedMerge=true} trades that for fused multiply-adds in the rank loop of
+ * F16/BF16 merges, within the bound docs/CUDA.md states.
  *
  * <p>Needs the natives of a {@code -Pcuda} build, the JavaCPP CUDA presets on the class path, a CUDA 13 runtime
  * ({@code libcudart.so.13}), an NVIDIA driver r580+ and a GPU of compute capability 8.0+. {@link #probe()} says

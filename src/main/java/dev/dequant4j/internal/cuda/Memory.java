@@ -11,6 +11,7 @@ import dev.dequant4j.Dequant4jException.Kind;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import org.bytedeco.javacpp.Pointer;
 
 /**
@@ -46,8 +47,8 @@ final class Memory implements AutoCloseable {
             Pointer p = new Pointer();
             int rc = pinned ? cudaHostAlloc(p, size, cudaHostAllocDefault) : cudaMalloc(p, size);
             if (rc != 0) {
-                throw new Dequant4jException(Kind.BACKEND, "cannot allocate " + (size >> 20) + " MiB of " + (pinned ? "pinned host"
-                        : "device") + " memory for " + what + ": " + DeviceCheck.error(rc));
+                throw new Dequant4jException(Kind.BACKEND, "cannot allocate " + size(size) + " of "
+                        + (pinned ? "pinned host" : "device") + " memory for " + what + ": " + DeviceCheck.error(rc));
             }
             pointer = p;
             capacity = size;
@@ -90,6 +91,15 @@ final class Memory implements AutoCloseable {
             pointer = null;
             capacity = 0;
         }
+    }
+
+    /** "64 KiB", "3.5 MiB", "2.0 GiB": buffers start at 64 KiB, so whole MiB would often read "0 MiB". */
+    static String size(long bytes) {
+        if (bytes < 1L << 20) {
+            return (bytes + 1023 >> 10) + " KiB";
+        }
+        return bytes < 1L << 30 ? String.format(Locale.ROOT, "%.1f MiB", bytes / 1048576.0)
+                : String.format(Locale.ROOT, "%.1f GiB", bytes / 1073741824.0);
     }
 
     Buffer device(String what) {

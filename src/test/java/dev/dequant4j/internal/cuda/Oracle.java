@@ -75,6 +75,43 @@ final class Oracle {
     }
 
     /**
+     * The fused mode's bound on one LoRA step (docs/CUDA.md): per element the fp32 result may differ from the
+     * exact one by {@code |scale| * (r + 2) * 2^-23 * sum_k |left[i,k] * right[k,j]| + 2^-23 * |w|}, then both
+     * are rounded once to the output dtype (monotonic, so at most one output ulp more).
+     */
+    static void assertFusedWithin(String what, MergeOp.Lora l, long[] shape, MemorySegment exact32,
+                                  MemorySegment want, MemorySegment got, DType out) {
+        long n = want.byteSize() / (out.bits() / 8);
+        int cols = (int) (n / shape[0]);
+        int r = l.r();
+        double eps = Math.scalb(1.0, -23);
+        for (long e = 0; e < n; e++) {
+            int i = (int) (e / cols);
+            int j = (int) (e % cols);
+            double s = 0;
+            for (int k = 0; k < r; k++) {
+                s += Math.abs((double) l.left()[i * r + k] * l.right()[k * cols + j]);
+            }
+            double w = exact32.getAtIndex(ValueLayout.JAVA_FLOAT, e);
+            double bound = Math.abs(l.scale()) * (r + 2) * eps * s + eps * Math.abs(w);
+            double a = value(want, e, out);
+            double b = value(got, e, out);
+            float top = (float) (Math.abs(a) + bound);
+            double ulp = out == DType.F16 ? Math.max(Math.scalb(1.0, -24), Math.scalb(Math.ulp(top), 13))
+                    : Math.scalb(Math.ulp(top), 16);
+            if (Double.isNaN(a) != Double.isNaN(b) || Math.abs(a - b) > bound + ulp) {
+                throw new AssertionError(what + "[" + e + "] of " + n + ": expected " + show(want, e, out) + " got "
+                        + show(got, e, out) + " (bound " + bound + " + one output ulp " + ulp + ")");
+            }
+        }
+    }
+
+    private static double value(MemorySegment s, long i, DType out) {
+        short b = s.getAtIndex(ValueLayout.JAVA_SHORT, i);
+        return out == DType.F16 ? Float.float16ToFloat(b) : Float.intBitsToFloat(b << 16);
+    }
+
+    /**
      * Position of a value on the number line of its type: sign-magnitude bits made monotonic, one to one (-0 is
      * -1, +0 is 0), so that a distance of 0 means equal bits.
      */
