@@ -141,7 +141,7 @@ public final class Checkpoint implements AutoCloseable {
         }
         if (adapter) {
             throw new Dequant4jException(Kind.INVALID_REQUEST, dir, "this is a LoRA adapter directory (adapter_config.json), not a model;"
-                    + " open it with LoraAdapter.open or pass it as --adapter");
+                    + " use it with LoraAdapter.open");
         }
         if (found.size() == 1) {
             return found.getFirst();

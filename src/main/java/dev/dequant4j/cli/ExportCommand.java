@@ -8,9 +8,7 @@ import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.export.Sizes;
-import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
-import dev.dequant4j.internal.json.JsonNull;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
@@ -32,7 +30,7 @@ import picocli.CommandLine.Spec;
 
 @Command(name = "export", mixinStandardHelpOptions = true,
         description = "Writes a plain FP16/BF16/F32 model directory from a bitsandbytes checkpoint (and adapters).")
-final class ExportCommand implements Callable<Integer> {
+final class ExportCommand implements Callable<Integer>, CliJson.Output {
     @Parameters(paramLabel = "MODEL", description = "The model directory (or .safetensors file) to export.")
     Path model;
 
@@ -78,8 +76,16 @@ final class ExportCommand implements Callable<Integer> {
     @Option(names = "--verbose", description = "Say which backend and CPU kernels are used, and why.")
     boolean verbose;
 
+    @Option(names = {"-q", "--quiet"}, description = "Print nothing but warnings and errors (and --json's object).")
+    boolean quiet;
+
     @Spec
     CommandSpec spec;
+
+    @Override
+    public boolean json() {
+        return json;
+    }
 
     @Override
     public Integer call() {
@@ -100,7 +106,10 @@ final class ExportCommand implements Callable<Integer> {
         try (Checkpoint base = Checkpoint.open(model);
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
             Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
-                    .allowNonFinite(allowNonFinite).progress(new ProgressPrinter(err, terminal));
+                    .allowNonFinite(allowNonFinite);
+            if (!quiet) {
+                e.progress(new ProgressPrinter(err, terminal));
+            }
             for (Path a : adapters) {
                 LoraAdapter adapter = LoraAdapter.open(a);
                 opened.add(adapter);
@@ -123,9 +132,9 @@ final class ExportCommand implements Callable<Integer> {
                 err.println("backend: " + r.backendReason());
             }
             if (json) {
-                out.println(Json.write(summary(r), Json.Style.PYTHON_INDENT2));
-            } else {
-                printSummary(r, Table.printable(out));
+                CliJson.print(out, summary(r));
+            } else if (!quiet) {
+                printSummary(r, Table.printable(out), b == Backend.CUDA || r.backend() == Backend.CUDA);
             }
         } finally {
             for (LoraAdapter a : opened) {
@@ -154,12 +163,14 @@ final class ExportCommand implements Callable<Integer> {
         };
     }
 
-    private static void printSummary(ExportResult r, PrintWriter out) {
+    /** The summary; the backend's reason (which may explain why CUDA is not usable) only where CUDA was involved. */
+    private static void printSummary(ExportResult r, PrintWriter out, boolean cuda) {
         double secs = r.elapsed().toNanos() / 1e9;
         // println, not %n: the printable writer turns every control character it is given into '?'.
         out.println(String.format(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s",
                 r.tensors(), Table.bytes(r.bytes()), r.dtype(), r.directory(), secs,
-                Table.bytes((long) (r.bytes() / Math.max(secs, 1e-9))), r.backendReason()));
+                Table.bytes((long) (r.bytes() / Math.max(secs, 1e-9))),
+                cuda ? r.backendReason() : r.backend().name().toLowerCase(Locale.ROOT)));
         out.println("files: " + r.files().stream().map(p -> p.getFileName().toString()).toList());
         List<TensorStats> merged = new ArrayList<>(r.stats().stream().filter(s -> s.mergeSteps() > 0).toList());
         if (!merged.isEmpty()) {
@@ -195,9 +206,8 @@ final class ExportCommand implements Callable<Integer> {
             Map<String, JsonValue> o = new LinkedHashMap<>();
             o.put("name", new JsonString(s.name()));
             o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
-            o.put("max_abs_delta", Double.isNaN(s.maxAbsDelta()) ? JsonNull.NULL : JsonNumber.of(s.maxAbsDelta()));
-            o.put("rel_delta_norm", Double.isNaN(s.relDeltaNorm()) ? JsonNull.NULL : Double.isFinite(s.relDeltaNorm())
-                    ? JsonNumber.of(s.relDeltaNorm()) : new JsonString(Double.toString(s.relDeltaNorm())));
+            o.put("max_abs_delta", CliJson.number(s.maxAbsDelta()));
+            o.put("rel_delta_norm", CliJson.number(s.relDeltaNorm()));
             stats.add(new JsonObject(o));
         }
         m.put("tensor_stats", new JsonArray(stats));

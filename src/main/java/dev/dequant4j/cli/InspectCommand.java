@@ -6,7 +6,6 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.StoredTensor;
 import dev.dequant4j.TensorInfo;
-import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
 import dev.dequant4j.internal.json.JsonNull;
@@ -33,7 +32,7 @@ import picocli.CommandLine.Model.CommandSpec;
 @Command(name = "inspect", mixinStandardHelpOptions = true,
         description = {"Lists the tensors of a model directory or .safetensors file, with their quantization.",
             "For a LoRA adapter directory, shows r, alpha, scaling, DoRA and the target of every module."})
-final class InspectCommand implements Callable<Integer> {
+final class InspectCommand implements Callable<Integer>, CliJson.Output {
     @Parameters(paramLabel = "PATH",
             description = "A model directory, a .safetensors file or a LoRA adapter directory.")
     Path path;
@@ -45,12 +44,17 @@ final class InspectCommand implements Callable<Integer> {
     CommandSpec spec;
 
     @Override
+    public boolean json() {
+        return json;
+    }
+
+    @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         if (AdapterInspect.isAdapter(path)) {
             try (LoraAdapter a = LoraAdapter.open(path)) {
                 if (json) {
-                    out.println(Json.write(AdapterInspect.json(a), Json.Style.PYTHON_INDENT2));
+                    CliJson.print(out, AdapterInspect.json(a));
                 } else {
                     AdapterInspect.print(a, Table.printable(out));
                 }
@@ -60,7 +64,7 @@ final class InspectCommand implements Callable<Integer> {
         }
         try (Checkpoint c = Checkpoint.open(path)) {
             if (json) {
-                out.println(Json.write(checkpointJson(c), Json.Style.PYTHON_INDENT2));
+                CliJson.print(out, checkpointJson(c));
             } else {
                 printCheckpoint(c, Table.printable(out));
             }

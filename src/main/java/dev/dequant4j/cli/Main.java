@@ -7,8 +7,9 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * The dequant4j command line. Exit codes: 0 success, 1 bad input or a failed run (one line on stderr starting with
- * {@code error:}), 2 usage error. {@code --debug} adds the stack trace.
+ * The dequant4j command line. Exit codes: 0 success, 1 bad input or a failed run, whatever its
+ * {@link Dequant4jException.Kind} (one line on stderr starting with {@code error:}; with {@code --json} also a JSON
+ * error object on stdout, {@link CliJson}), 2 usage error. {@code --debug} adds the stack trace.
  */
 @Command(name = "dequant4j", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Reads bitsandbytes-quantized checkpoints and LoRA adapters; exports plain FP16/BF16/F32 models.",
@@ -45,11 +46,15 @@ public final class Main implements Runnable {
         cl.setOut(out);
         cl.setErr(err);
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
-            err.println("error: " + oneLine(ex));
+            String message = forCli(oneLine(ex));
+            err.println("error: " + message);
             if (debug) {
                 ex.printStackTrace(err);
             }
             err.flush();
+            if (cmd.getCommand() instanceof CliJson.Output o && o.json()) {
+                CliJson.printError(out, ex, message);
+            }
             return ex instanceof IllegalArgumentException && !(ex instanceof Dequant4jException) ? 2 : 1;
         });
         cl.setParameterExceptionHandler((ex, a) -> {
@@ -58,6 +63,9 @@ public final class Main implements Runnable {
                 err.println("Try '" + ex.getCommandLine().getCommandSpec().qualifiedName() + " --help' for usage.");
             }
             err.flush();
+            if (java.util.Arrays.asList(a).contains("--json")) {
+                CliJson.printError(out, "usage", null, null, oneLine(ex));
+            }
             return 2;
         });
         return cl.execute(args);
@@ -77,6 +85,23 @@ public final class Main implements Runnable {
         }
         java.util.logging.Logger.getLogger("dev.dequant4j")
                 .setLevel(verbose ? java.util.logging.Level.INFO : java.util.logging.Level.WARNING);
+    }
+
+    /** API options that library messages name, and the flags that set them here. */
+    private static final String[][] FLAGS = {
+        {"Export.overwrite(true)", "--overwrite"},
+        {"Export.allowNonFinite(true)", "--allow-non-finite"},
+        {"Backend.CUDA", "--backend cuda"},
+        {"LoraAdapter.open", "--adapter"},
+    };
+
+    /** A library message as the command line says it: with its flags instead of the API options they set. */
+    static String forCli(String message) {
+        String m = message;
+        for (String[] f : FLAGS) {
+            m = m.replace(f[0], f[1]);
+        }
+        return m;
     }
 
     /** The message on one line; exceptions that are not about the input also name their class. */

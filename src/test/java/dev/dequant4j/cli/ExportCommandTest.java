@@ -7,7 +7,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.dequant4j.Backend;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNull;
+import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonValue;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,6 +38,7 @@ class ExportCommandTest {
         assertEquals(0, r.code(), r.err());
         List<String> lines = r.out().lines().toList();
         assertTrue(lines.get(0).startsWith("exported 21 tensors (209.5 kB) as F16 to " + out), lines.get(0));
+        assertTrue(lines.get(0).endsWith(", backend cpu"), "CUDA neither asked for nor used: " + lines.get(0));
         assertFalse(lines.get(0).endsWith("?"), "the summary line ends with a line break, not a '?'");
         assertEquals("files: [model.safetensors, config.json, dequant4j-manifest.json]", lines.get(1));
         assertEquals("merged 14 tensors; largest relative changes:", lines.get(2));
@@ -53,6 +58,69 @@ class ExportCommandTest {
         assertEquals(21, o.getLong("tensors"));
         assertEquals(21, o.getArray("tensor_stats").size());
         assertTrue(o.getArray("files").size() > 3, "several shards and an index");
+        assertEquals(1, o.getLong("schema_version"));
+        for (JsonValue t : o.getArray("tensor_stats").values()) {
+            JsonValue rel = ((JsonObject) t).get("rel_delta_norm");
+            assertTrue(rel instanceof JsonNumber || rel == JsonNull.NULL, "a number or null: " + rel);
+        }
+    }
+
+    @Test
+    void aFailedJsonRunPrintsOneErrorObjectWithTheLibrarysKind() throws Exception {
+        Files.createDirectories(tmp.resolve("exists"));
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", tmp.resolve("exists").toString(),
+                "--json");
+        assertEquals(1, r.code());
+        JsonObject o = Json.parseObject(r.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(List.of("schema_version", "error"), List.copyOf(o.keys()));
+        JsonObject e = o.getObject("error");
+        assertEquals("output_exists", e.getString("kind"));
+        assertEquals(tmp.resolve("exists").toAbsolutePath().normalize().toString(), e.getString("file"));
+        assertEquals(JsonNull.NULL, e.get("tensor"));
+        assertEquals(tmp.resolve("exists") + ": output already exists (use --overwrite to replace it)",
+                e.getString("message"));
+
+        InspectCommandTest.Run usage = InspectCommandTest.run("export", model(), "--json", "--dtype", "f8", "--out",
+                tmp.resolve("o").toString());
+        assertEquals(2, usage.code());
+        JsonObject u = Json.parseObject(usage.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals("usage", u.getObject("error").getString("kind"));
+        InspectCommandTest.Run unknown = InspectCommandTest.run("export", model(), "--json", "--bogus");
+        assertEquals(2, unknown.code());
+        assertEquals("usage", Json.parseObject(unknown.out().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                .getObject("error").getString("kind"));
+    }
+
+    @Test
+    void quietPrintsNothingOnSuccess() {
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", tmp.resolve("o").toString(),
+                "--quiet");
+        assertEquals(0, r.code(), r.err());
+        assertEquals("", r.out());
+        assertEquals("", r.err());
+    }
+
+    @Test
+    void verifyJsonListsOneProblemPerBrokenFile() throws Exception {
+        Path out = tmp.resolve("out");
+        assertEquals(0, InspectCommandTest.run("export", model(), "--out", out.toString()).code());
+        InspectCommandTest.Run ok = InspectCommandTest.run("verify", out.toString(), "--json");
+        assertEquals(0, ok.code(), ok.err());
+        JsonObject good = Json.parseObject(ok.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(JsonBoolean.TRUE, good.get("ok"));
+        assertEquals(0, good.getArray("problems").size());
+        Files.write(out.resolve("model.safetensors"), new byte[] {0}, StandardOpenOption.APPEND);
+        InspectCommandTest.Run bad = InspectCommandTest.run("verify", out.toString(), "--json");
+        assertEquals(1, bad.code());
+        JsonObject o = Json.parseObject(bad.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(JsonBoolean.FALSE, o.get("ok"));
+        assertEquals(1, o.getArray("problems").size(), o.toString());
+        assertEquals(1, bad.errLines().size(), bad.err());
+
+        InspectCommandTest.Run none = InspectCommandTest.run("verify", tmp.toString(), "--json");
+        assertEquals(1, none.code());
+        assertEquals("invalid_request", Json.parseObject(none.out().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                .getObject("error").getString("kind"));
     }
 
     @Test
@@ -66,7 +134,7 @@ class ExportCommandTest {
         InspectCommandTest.Run exists = InspectCommandTest.run("export", model(), "--out",
                 tmp.resolve("exists").toString());
         assertEquals(1, exists.code());
-        assertEquals("error: " + tmp.resolve("exists") + ": output already exists (pass --overwrite to replace it)",
+        assertEquals("error: " + tmp.resolve("exists") + ": output already exists (use --overwrite to replace it)",
                 exists.err().strip());
 
         InspectCommandTest.Run missing = InspectCommandTest.run("export", model());
@@ -81,7 +149,7 @@ class ExportCommandTest {
                 "--backend", "cuda");
         assertEquals(1, r.code());
         assertEquals(1, r.err().strip().lines().count(), r.err());
-        assertTrue(r.err().startsWith("error: --backend cuda: "), r.err());
+        assertTrue(r.err().startsWith("error: --backend cuda is not usable: "), r.err());
         assertFalse(Files.exists(tmp.resolve("o")));
     }
 

@@ -155,9 +155,19 @@ class InspectCommandTest {
         for (boolean json : new boolean[] {false, true}) {
             Run r = json ? run("inspect", "--json", f.toString()) : run("inspect", f.toString());
             assertEquals(1, r.code());
-            assertEquals("", r.out());
             assertEquals(List.of("error: " + f + ": tensor 'model.w': unknown dtype 'F99' (not one of the safetensors "
                     + "dtypes)"), r.errLines());
+            if (!json) {
+                assertEquals("", r.out());
+                continue;
+            }
+            JsonObject e = Json.parseObject(r.out().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                    .getObject("error");
+            assertEquals("corrupt_input", e.getString("kind"));
+            assertEquals(f.toString(), e.getString("file"));
+            assertEquals("model.w", e.getString("tensor"));
+            assertEquals(f + ": tensor 'model.w': unknown dtype 'F99' (not one of the safetensors dtypes)",
+                    e.getString("message"));
         }
         Path missing = dir.resolve("missing");
         Run r = run("inspect", missing.toString());

@@ -265,7 +265,7 @@ public final class Exporter {
             return new BackendChoice(Backend.CUDA, "cuda (" + a.device() + ")");
         }
         if (b == Backend.CUDA) {
-            throw new Dequant4jException(Kind.BACKEND, "--backend cuda: " + a.reason());
+            throw new Dequant4jException(Kind.BACKEND, "Backend.CUDA is not usable: " + a.reason());
         }
         return new BackendChoice(Backend.CPU, "cpu (" + a.reason() + "; " + Kernels.describe() + ")");
     }
@@ -324,7 +324,7 @@ public final class Exporter {
             Path real = realOrSelf(in.toAbsolutePath().normalize());
             if (real.startsWith(realTarget)) {
                 throw new Dequant4jException(Kind.INVALID_REQUEST, target, "output would replace an input (" + in
-                        + "); choose another --out");
+                        + "); choose another output directory");
             }
         }
     }
@@ -585,7 +585,7 @@ public final class Exporter {
         String what = t.mergeSteps() == 0 ? "" : " after merging";
         return new Dequant4jException(Kind.NON_FINITE, sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
                 + what + " in " + t.dtype() + " (NaN, infinity or beyond the dtype's range; first at element "
-                + tally.firstNonFinite() + "); pass --allow-non-finite to write them anyway");
+                + tally.firstNonFinite() + "); use Export.allowNonFinite(true) to write them anyway");
     }
 
     private static Manifest.FileRecord writeSmall(SequentialWriter.ChannelFactory channels, Path dir, String name,

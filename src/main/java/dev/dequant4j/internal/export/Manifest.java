@@ -145,6 +145,9 @@ public final class Manifest {
      * safetensors file passes header validation, the index (if any) matches the shards, every listed tensor is
      * there with its dtype and shape, and no unlisted safetensors file is present.
      *
+     * <p>A broken file is one problem, its first: a file with the wrong size is not also reported for its header,
+     * nor are its tensors reported missing, nor the index for pointing at it.
+     *
      * @return the problems found, one line each; empty when the directory is intact
      */
     public static List<String> verify(Path dir) {
@@ -160,6 +163,7 @@ public final class Manifest {
             throw new Dequant4jException(Kind.CORRUPT_INPUT, mf, "invalid JSON: " + e.getMessage(), e);
         }
         List<String> problems = new ArrayList<>();
+        boolean broken = false;
         Set<String> listed = new HashSet<>();
         Map<String, TensorEntry> found = new HashMap<>();
         try (FileHashes hashes = new FileHashes(dir, m)) {
@@ -178,26 +182,31 @@ public final class Manifest {
                 Path p = dir.resolve(name);
                 if (!Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
                     problems.add(p + ": missing");
+                    broken = true;
                     continue;
                 }
                 long size = Files.size(p);
                 if (size != f.getLong("size")) {
                     problems.add(p + ": size " + size + ", manifest says " + f.getLong("size"));
-                } else {
-                    String sha = hashes.get(name);
-                    if (!sha.equals(f.getString("sha256"))) {
-                        problems.add(p + ": sha256 " + sha + " differs from the manifest's " + f.getString("sha256"));
-                    }
+                    broken = true;
+                    continue;
+                }
+                String sha = hashes.get(name);
+                if (!sha.equals(f.getString("sha256"))) {
+                    problems.add(p + ": sha256 " + sha + " differs from the manifest's " + f.getString("sha256"));
+                    broken = true;
+                    continue;
                 }
                 if (name.endsWith(".safetensors")) {
                     try (SafetensorsFile sf = SafetensorsFile.open(p)) {
                         found.putAll(sf.tensors());
                     } catch (Dequant4jException e) {
                         problems.add(e.getMessage());
+                        broken = true;
                     }
                 }
             }
-            if (Files.exists(dir.resolve(ShardIndex.FILE_NAME))) {
+            if (!broken && Files.exists(dir.resolve(ShardIndex.FILE_NAME))) {
                 try (TensorStore ignored = TensorStore.openSharded(dir.resolve(ShardIndex.FILE_NAME))) {
                     // opening checks that the index and the shards agree
                 } catch (Dequant4jException e) {
@@ -216,7 +225,9 @@ public final class Manifest {
                 String name = t.getString("name");
                 TensorEntry e = found.get(name);
                 if (e == null) {
-                    problems.add(dir + ": tensor '" + name + "' listed in the manifest is in no file");
+                    if (!broken) {
+                        problems.add(dir + ": tensor '" + name + "' listed in the manifest is in no file");
+                    }
                     continue;
                 }
                 long[] shape = t.getArray("shape").values().stream().mapToLong(x -> ((JsonNumber) x).longValue())

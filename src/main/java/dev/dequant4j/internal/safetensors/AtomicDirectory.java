@@ -71,7 +71,7 @@ public final class AtomicDirectory implements AutoCloseable {
         removeStale(parent, abs.getFileName().toString());
         if (Files.exists(abs, LinkOption.NOFOLLOW_LINKS)) {
             if (!overwrite) {
-                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output already exists (pass --overwrite to replace it)");
+                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output already exists (use Export.overwrite(true) to replace it)");
             }
             if (!Files.isDirectory(abs, LinkOption.NOFOLLOW_LINKS)) {
                 throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output exists and is not a directory; refusing to replace it");

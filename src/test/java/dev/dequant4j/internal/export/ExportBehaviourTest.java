@@ -78,7 +78,7 @@ class ExportBehaviourTest {
         try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
             Dequant4jException e = assertThrows(Dequant4jException.class,
                     () -> Export.of(c).backend(Backend.CUDA).to(out));
-            assertEquals("--backend cuda: " + reason, e.getMessage());
+            assertEquals("Backend.CUDA is not usable: " + reason, e.getMessage());
             assertEquals(Dequant4jException.Kind.BACKEND, e.kind());
             assertEquals(List.of(), siblings(), "refused before anything was written");
             ExportResult r = Export.of(c).backend(Backend.AUTO).to(out);
@@ -214,6 +214,23 @@ class ExportBehaviourTest {
         List<String> problems = Manifest.verify(out);
         assertEquals(1, problems.size(), problems.toString());
         assertTrue(problems.getFirst().contains("model.safetensors: sha256"), problems.getFirst());
+    }
+
+    /** One appended byte used to give 23 lines: the size, the header's trailing bytes and every tensor "in no file". */
+    @Test
+    void aBrokenFileIsOneProblemNotACascade() throws Exception {
+        Path out = tmp.resolve("out");
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
+            Export.of(c).maxShardBytes(100_000).to(out);
+        }
+        Path shard;
+        try (Stream<Path> s = Files.list(out)) {
+            shard = s.filter(f -> f.getFileName().toString().startsWith("model-00001-of-")).findFirst().orElseThrow();
+        }
+        Files.write(shard, new byte[] {0}, StandardOpenOption.APPEND);
+        List<String> problems = Manifest.verify(out);
+        assertEquals(1, problems.size(), problems.toString());
+        assertTrue(problems.getFirst().startsWith(shard + ": size "), problems.getFirst());
     }
 
     @Test

@@ -214,7 +214,7 @@ class ExportFaultsTest {
         Path out = work.resolve("out");
         Dequant4jException e = assertThrows(Dequant4jException.class,
                 () -> export(out, false, null, ProgressListener.NONE));
-        assertEquals(out + ": output already exists (pass --overwrite to replace it)", e.getMessage());
+        assertEquals(out + ": output already exists (use Export.overwrite(true) to replace it)", e.getMessage());
         assertEquals(List.of(work, out, out.resolve("previous.txt")), listing());
         assertEquals("the user's previous output", Files.readString(out.resolve("previous.txt")));
     }

@@ -72,7 +72,7 @@ class NonFiniteExportTest {
                     () -> Export.of(c).dtype(out).to(tmp.resolve("out")));
             assertEquals(model.resolve("model.safetensors") + ": tensor 'model.layers.0.mlp.w.weight': " + expected
                     + " non-finite value(s) in " + out + " (NaN, infinity or beyond the dtype's range; first at "
-                    + "element 70001); pass --allow-non-finite to write them anyway", e.getMessage());
+                    + "element 70001); use Export.allowNonFinite(true) to write them anyway", e.getMessage());
             assertEquals(Dequant4jException.Kind.NON_FINITE, e.kind());
             Export.of(c).dtype(out).allowNonFinite(true).to(tmp.resolve("out"));
         }

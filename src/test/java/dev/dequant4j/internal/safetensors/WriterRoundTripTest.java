@@ -242,7 +242,7 @@ class WriterRoundTripTest {
         Files.writeString(out.resolve("old.txt"), "old");
         List<SafetensorsWriter.TensorData> in = List.of(tensor("a", DType.F32, new long[] {2}, 1));
         Dequant4jException e = assertThrows(Dequant4jException.class, () -> SafetensorsWriter.write(out, in, 100, false));
-        assertEquals(out + ": output already exists (pass --overwrite to replace it)", e.getMessage());
+        assertEquals(out + ": output already exists (use Export.overwrite(true) to replace it)", e.getMessage());
         assertTrue(Files.exists(out.resolve("old.txt")));
 
         SafetensorsWriter.write(out, in, 100, true);
