@@ -71,45 +71,18 @@ record TensorJob(LogicalTensor tensor, MergeOp.ValuesSource replacement, List<Me
                     + MAX_LAUNCH_ELEMENTS + ")");
         }
         for (MergeOp op : steps) {
-            check(tensor, op, numel, rows, cols);
+            check(tensor, op, rows, cols);
         }
         return new TensorJob(tensor, replacement, steps, out, numel, rows, cols);
     }
 
-    private static void check(LogicalTensor t, MergeOp op, long numel, long rows, long cols) {
-        switch (op) {
-            case MergeOp.Lora l -> lowRank(t, op, l.left(), l.right(), l.r(), rows, cols);
-            case MergeOp.Dora d -> {
-                lowRank(t, op, d.left(), d.right(), d.r(), rows, cols);
-                long units = d.perColumn() ? cols : rows;
-                if (d.magnitude().length != units) {
-                    throw fail(t, op + ": magnitude has " + d.magnitude().length + " values for " + units
-                            + (d.perColumn() ? " columns" : " rows"));
-                }
-            }
-            case MergeOp.AddScaled a -> {
-                if (a.values().length != numel) {
-                    throw fail(t, op + ": " + a.values().length + " values for " + numel + " elements");
-                }
-            }
-            case MergeOp.ReplaceRows rr -> {
-                if ((long) rr.rows().length * cols != rr.values().length) {
-                    throw fail(t, op + ": " + rr.values().length + " values for " + rr.rows().length + " rows of "
-                            + cols);
-                }
-            }
-            case MergeOp.Replace r -> throw new IllegalStateException("Replace steps are folded into the base");
+    private static void check(LogicalTensor t, MergeOp op, long rows, long cols) {
+        if (op instanceof MergeOp.Replace) {
+            throw new IllegalStateException("Replace steps are folded into the base");
         }
-    }
-
-    private static void lowRank(LogicalTensor t, MergeOp op, float[] left, float[] right, int r, long rows,
-                                long cols) {
-        if (r < 1) {
-            throw fail(t, op + ": rank " + r);
-        }
-        if (left.length != rows * r || right.length != r * cols) {
-            throw fail(t, op + ": left has " + left.length + " values and right " + right.length + "; a " + rows
-                    + " x " + cols + " tensor at rank " + r + " needs " + rows * r + " and " + r * cols);
+        String misfit = MergeOp.misfit(op, rows, cols);
+        if (misfit != null) {
+            throw fail(t, op + ": " + misfit);
         }
     }
 

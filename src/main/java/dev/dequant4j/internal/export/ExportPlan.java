@@ -58,6 +58,19 @@ public final class ExportPlan {
             return MergeOp.cols(shape, numel());
         }
 
+        /**
+         * Rows of the view the merge steps run on: the source's {@code shape[0]} for a transposed tensor (the steps
+         * were planned against the source layout, {@code [out, in]}), else {@link #rows}.
+         */
+        public long mergeRows() {
+            return transpose ? MergeOp.rows(source.shape()) : rows();
+        }
+
+        /** Columns of the view the merge steps run on (see {@link #mergeRows}). */
+        public long mergeCols() {
+            return transpose ? MergeOp.cols(source.shape(), source.numel()) : cols();
+        }
+
         public long byteSize() {
             return dtype.byteSize(numel());
         }

@@ -385,13 +385,18 @@ public final class Exporter {
 
         synchronized MergeRunner runner() {
             if (runner == null) {
-                long rows = tensor.rows();
-                long cols = tensor.cols();
+                long rows = tensor.mergeRows();
+                long cols = tensor.mergeCols();
                 if (cols > Integer.MAX_VALUE / 2) {
                     throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, sourcePath(tensor.source()), tensor.name(), "rows of " + cols
                             + " elements are too long to merge");
                 }
-                runner = new MergeRunner(ops(), rows, (int) cols, kernels);
+                try {
+                    runner = new MergeRunner(ops(), rows, (int) cols, kernels);
+                } catch (IllegalArgumentException e) {
+                    throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "merge step does not"
+                            + " fit the " + rows + " x " + cols + " tensor: " + e.getMessage());
+                }
             }
             return runner;
         }
@@ -417,7 +422,7 @@ public final class Exporter {
                 continue;
             }
             ExportPlan.OutputTensor t = plan.tensors().get(i);
-            long cols = Math.max(1, t.cols());
+            long cols = Math.max(1, t.mergeCols());
             int chunkRows = (int) Math.max(1, CpuMaterializer.SUB / cols);
             runner.prepass((row0, rows, w) -> t.readBase(row0 * cols, w, 0, (int) (rows * cols)), chunkRows);
         }

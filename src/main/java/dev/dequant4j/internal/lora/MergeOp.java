@@ -25,6 +25,41 @@ public sealed interface MergeOp {
     }
 
     /**
+     * Why {@code op} cannot run on a {@code rows x cols} tensor (its arrays are sized for another shape), or null if
+     * it fits: every backend checks this before running a step, so a plan built for the wrong layout fails with one
+     * line instead of an index out of bounds in a kernel.
+     */
+    static String misfit(MergeOp op, long rows, long cols) {
+        long numel = rows * cols;
+        return switch (op) {
+            case Lora l -> lowRankMisfit(l.left(), l.right(), l.r(), rows, cols);
+            case Dora d -> {
+                String m = lowRankMisfit(d.left(), d.right(), d.r(), rows, cols);
+                long units = d.perColumn() ? cols : rows;
+                yield m != null || d.magnitude().length == units ? m : "magnitude has " + d.magnitude().length
+                        + " values for " + units + (d.perColumn() ? " columns" : " rows");
+            }
+            case AddScaled a -> a.values().length == numel ? null
+                    : a.values().length + " values for " + numel + " elements";
+            case Replace r -> r.values().numel() == numel ? null
+                    : "replacement has " + r.values().numel() + " values for " + numel + " elements";
+            case ReplaceRows rr -> (long) rr.rows().length * cols == rr.values().length ? null
+                    : rr.values().length + " values for " + rr.rows().length + " rows of " + cols;
+        };
+    }
+
+    private static String lowRankMisfit(float[] left, float[] right, int r, long rows, long cols) {
+        if (r < 1) {
+            return "rank " + r;
+        }
+        if (left.length != rows * r || right.length != r * cols) {
+            return "left has " + left.length + " values and right " + right.length + "; a " + rows + " x " + cols
+                    + " tensor at rank " + r + " needs " + rows * r + " and " + r * cols;
+        }
+        return null;
+    }
+
+    /**
      * {@code W = W + scale * (left @ right)}: per element, {@code acc = left[i,0]*right[0,c]}, then
      * {@code acc = acc + left[i,k]*right[k,c]} for k = 1..r-1, then {@code W = W + f32(acc * scale)}; every operation
      * a single binary32 rounding, never fused (see {@code CpuKernels.loraDelta}).

@@ -20,7 +20,17 @@ public final class MergeRunner {
     private final CpuKernels kernels;
     private final float[][] columnNorms;
 
+    /**
+     * @throws IllegalArgumentException if a step's arrays do not fit a {@code rows x cols} tensor (the message says
+     *                                  which step and how)
+     */
     public MergeRunner(List<MergeOp> ops, long rows, int cols, CpuKernels kernels) {
+        for (MergeOp op : ops) {
+            String misfit = MergeOp.misfit(op, rows, cols);
+            if (misfit != null) {
+                throw new IllegalArgumentException(op + ": " + misfit);
+            }
+        }
         this.ops = List.copyOf(ops);
         this.rows = rows;
         this.cols = cols;
