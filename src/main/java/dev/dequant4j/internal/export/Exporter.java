@@ -394,8 +394,8 @@ public final class Exporter {
                 try {
                     runner = new MergeRunner(ops(), rows, (int) cols, kernels);
                 } catch (IllegalArgumentException e) {
-                    throw new Dequant4jException(sourcePath(tensor.source()), tensor.name(), "merge step does not"
-                            + " fit the " + rows + " x " + cols + " tensor: " + e.getMessage());
+                    throw new Dequant4jException(Kind.ADAPTER_MISMATCH, sourcePath(tensor.source()), tensor.name(),
+                            "merge step does not fit the " + rows + " x " + cols + " tensor: " + e.getMessage());
                 }
             }
             return runner;
