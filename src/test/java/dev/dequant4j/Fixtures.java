@@ -26,6 +26,11 @@ public final class Fixtures {
         return root().resolve("adapters").resolve(name);
     }
 
+    /** Checkpoints saved by transformers 5.17 + bitsandbytes 0.50 and adapters saved by PEFT 0.21 (real/README.md). */
+    public static Path real() {
+        return root().resolve("real");
+    }
+
     public static List<String> checkpointNames() {
         return list(root().resolve("checkpoints"));
     }
@@ -36,6 +41,20 @@ public final class Fixtures {
 
     public static List<String> mergePairs() {
         return list(root().resolve("expected/merged"));
+    }
+
+    /**
+     * The entries of {@code section} ({@code checkpoints} or {@code adapters}) of {@code real/manifest.json}, the
+     * per-architecture fixtures of scripts/fixtures/make_real_checkpoints.py (other generators' files in
+     * {@code real/} are not listed there).
+     */
+    public static List<String> realNames(String section) {
+        try {
+            return dev.dequant4j.internal.json.Json.readObject(real().resolve("manifest.json"), 1 << 20)
+                    .getObject(section).keys().stream().sorted().toList();
+        } catch (java.io.IOException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     private static List<String> list(Path dir) {
