@@ -1,6 +1,7 @@
 package dev.dequant4j;
 
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.Grouping;
 import dev.dequant4j.internal.bnb.LogicalTensor;
@@ -94,7 +95,7 @@ public final class Checkpoint implements AutoCloseable {
      * @throws Dequant4jException naming the file (and tensor) for anything that is not a valid checkpoint
      */
     public static Checkpoint open(Path path) {
-        if (!Files.exists(path)) {
+        if (!InputFiles.present(path)) {
             throw new Dequant4jException(Kind.IO, path, "no such file or directory");
         }
         Path dir;
@@ -105,14 +106,15 @@ public final class Checkpoint implements AutoCloseable {
             Path index = path.resolve(ShardIndex.FILE_NAME);
             Path single = path.resolve("model.safetensors");
             Path cfg = path.resolve("config.json");
-            configFile = Files.isRegularFile(cfg) ? cfg : null;
-            if (Files.exists(index)) {
-                store = TensorStore.openSharded(index);
-            } else if (Files.exists(single)) {
-                store = TensorStore.openFile(single);
-            } else {
-                store = TensorStore.openFile(soleSafetensors(path));
+            // Present but not a regular file inside the directory (a FIFO, a dangling link, a link out): an error.
+            Path weights = InputFiles.present(index) ? index
+                    : InputFiles.present(single) ? single : soleSafetensors(path);
+            InputFiles.check(dir, weights);
+            if (InputFiles.present(cfg)) {
+                InputFiles.check(dir, cfg);
+                configFile = cfg;
             }
+            store = weights == index ? TensorStore.openSharded(index) : TensorStore.openFile(weights);
         } else {
             dir = path.toAbsolutePath().getParent();
             store = TensorStore.openFile(path);

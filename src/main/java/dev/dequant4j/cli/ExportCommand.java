@@ -91,6 +91,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
+        if (this.out.toString().isBlank()) {
+            // an empty path would mean the working directory, which --overwrite would then replace
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--out must name a directory");
+        }
         DType d = dtype == null ? null : parseDtype(dtype);
         Backend b = parseBackend(backend);
         long shard = Sizes.parse(maxShardSize);

@@ -10,6 +10,7 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.TensorStats;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
@@ -171,8 +172,11 @@ public final class Exporter {
         long maxShard = r.maxShardBytes() > 0 ? r.maxShardBytes() : DEFAULT_MAX_SHARD_BYTES;
         ExportPlan plan = ExportPlan.build(outs, maxShard, unitBytes, lanes(threads));
 
+        if (r.target().toString().isBlank()) {
+            throw new IllegalArgumentException("the output path is empty");
+        }
         Path target = r.target().toAbsolutePath().normalize();
-        checkTarget(target, r);
+        checkTarget(target, r, copied);
         checkFreeSpace(target, plan.totalFileBytes());
 
         CpuKernels kernels = Kernels.get();
@@ -310,31 +314,26 @@ public final class Exporter {
     }
 
     /** The target must not be, or contain, any input: replacing it would delete what we read. */
-    private static void checkTarget(Path target, Request r) {
-        List<Path> inputs = new ArrayList<>();
-        inputs.add(r.base().directory());
-        if (r.base16() != null) {
-            inputs.add(r.base16().directory());
-        }
-        for (LoraAdapter a : r.adapters()) {
-            inputs.add(a.directory());
-        }
-        Path realTarget = realOrSelf(target);
-        for (Path in : inputs) {
-            Path real = realOrSelf(in.toAbsolutePath().normalize());
-            if (real.startsWith(realTarget)) {
-                throw new Dequant4jException(Kind.INVALID_REQUEST, target, "output would replace an input (" + in
-                        + "); choose another output directory");
+    private static void checkTarget(Path target, Request r, Map<String, Path> copied) {
+        List<Path> dirs = new ArrayList<>();
+        List<Path> files = new ArrayList<>(copied.values());
+        for (Checkpoint c : r.base16() == null ? List.of(r.base()) : List.of(r.base(), r.base16())) {
+            dirs.add(c.directory());
+            files.addAll(c.files());
+            Path cfg = Internals.checkpoint().configFile(c);
+            if (cfg != null) {
+                files.add(cfg);
+            }
+            if (InputFiles.present(c.directory().resolve(ShardIndex.FILE_NAME))) {
+                files.add(c.directory().resolve(ShardIndex.FILE_NAME));
             }
         }
-    }
-
-    private static Path realOrSelf(Path p) {
-        try {
-            return p.toRealPath();
-        } catch (IOException e) {
-            return p;
+        for (LoraAdapter a : r.adapters()) {
+            dirs.add(a.directory());
+            files.add(a.directory().resolve("adapter_config.json"));
+            files.add(a.directory().resolve("adapter_model.safetensors"));
         }
+        OutputPlacement.check(target, dirs, files);
     }
 
     private static void checkFreeSpace(Path target, long bytes) {
@@ -614,14 +613,7 @@ public final class Exporter {
      * model the user may publish. The hub cache's links into its blobs are its normal layout.
      */
     private static void checkCopiable(Path dir, Path file) {
-        try {
-            if (ShardIndex.realPathInside(dir, file).isEmpty()) {
-                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "is a link that leads out of the model directory (to "
-                        + file.toRealPath() + "); refused, as it would be copied into the output");
-            }
-        } catch (IOException e) {
-            throw new Dequant4jException(Kind.IO, file, "cannot resolve: " + e.getMessage(), e);
-        }
+        InputFiles.check(dir, file);
     }
 
     private static final Set<java.nio.file.OpenOption> NEW_FILE = Set.of(java.nio.file.StandardOpenOption.CREATE_NEW,
@@ -651,7 +643,7 @@ public final class Exporter {
             try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, glob)) {
                 for (Path p : ds) {
                     String name = p.getFileName().toString();
-                    if (Files.isRegularFile(p) && (replace || !into.containsKey(name))) {
+                    if (replace || !into.containsKey(name)) {
                         checkCopiable(dir, p);
                         into.put(name, p);
                     }
@@ -676,9 +668,9 @@ public final class Exporter {
                                                           long vocabulary) {
         for (int i = adapters.size() - 1; i >= 0; i--) {
             Path dir = adapters.get(i).directory();
-            if (!Files.isRegularFile(dir.resolve("tokenizer.json"))
-                    && !Files.isRegularFile(dir.resolve("tokenizer_config.json"))
-                    && !Files.isRegularFile(dir.resolve("tokenizer.model"))) {
+            if (!InputFiles.present(dir.resolve("tokenizer.json"))
+                    && !InputFiles.present(dir.resolve("tokenizer_config.json"))
+                    && !InputFiles.present(dir.resolve("tokenizer.model"))) {
                 continue;
             }
             Map<String, Path> out = new LinkedHashMap<>();

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.export;
 
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
@@ -152,6 +153,11 @@ public final class Manifest {
      */
     public static List<String> verify(Path dir) {
         Path mf = dir.resolve(FILE_NAME);
+        if (!InputFiles.present(mf)) {
+            throw new Dequant4jException(Kind.INVALID_REQUEST, mf,
+                    "no manifest: not a dequant4j export (or the manifest was removed)");
+        }
+        InputFiles.check(dir, mf);
         JsonObject m;
         try {
             m = Json.readObject(mf, Json.MAX_FILE_BYTES);
@@ -206,9 +212,12 @@ public final class Manifest {
                     }
                 }
             }
-            if (!broken && Files.exists(dir.resolve(ShardIndex.FILE_NAME))) {
-                try (TensorStore ignored = TensorStore.openSharded(dir.resolve(ShardIndex.FILE_NAME))) {
+            Path index = dir.resolve(ShardIndex.FILE_NAME);
+            if (!broken && InputFiles.present(index)) {
+                try {
+                    InputFiles.check(dir, index);
                     // opening checks that the index and the shards agree
+                    TensorStore.openSharded(index).close();
                 } catch (Dequant4jException e) {
                     problems.add(e.getMessage());
                 }

@@ -44,6 +44,7 @@ public final class Json {
      * is read, so a huge file cannot exhaust the heap.
      */
     public static JsonObject readObject(Path file, long maxBytes) throws IOException {
+        dev.dequant4j.internal.InputFiles.requireRegular(file);
         byte[] bytes;
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = ch.size();

@@ -2,6 +2,7 @@ package dev.dequant4j.internal.lora;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.LoraAdapter.Kind;
 import dev.dequant4j.LoraAdapter.Module;
 import dev.dequant4j.internal.NaturalOrder;
@@ -67,12 +68,17 @@ public final class Adapter implements AutoCloseable {
                     + WEIGHTS + ", not a file" : "no such directory");
         }
         Path cfgFile = dir.resolve(CONFIG);
-        if (!Files.isRegularFile(cfgFile)) {
-            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, dir, "no " + CONFIG + " (not a PEFT adapter directory?)");
+        if (!InputFiles.present(cfgFile)) {
+            throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, dir, "no " + CONFIG
+                    + " (not a PEFT adapter directory?)");
         }
+        InputFiles.check(dir, cfgFile);
         Path weights = dir.resolve(WEIGHTS);
-        if (!Files.isRegularFile(weights)) {
-            throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, dir, Files.exists(dir.resolve("adapter_model.bin"))
+        if (InputFiles.present(weights)) {
+            InputFiles.check(dir, weights);
+        } else {
+            throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, dir,
+                    Files.exists(dir.resolve("adapter_model.bin"))
                     ? "has only adapter_model.bin (PyTorch pickle); dequant4j reads " + WEIGHTS
                     + " (re-save the adapter with safe_serialization=True)"
                     : "no " + WEIGHTS);

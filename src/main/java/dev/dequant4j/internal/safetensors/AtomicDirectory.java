@@ -35,13 +35,16 @@ public final class AtomicDirectory implements AutoCloseable {
     private final Path target;
     private final Path temp;
     private final boolean overwrite;
+    /** The outermost directory {@link #create} made to hold the target, or null if its parent existed. */
+    private final Path createdParent;
     private final Thread cleanupHook;
     private volatile boolean done;
 
-    private AtomicDirectory(Path target, Path temp, boolean overwrite) {
+    private AtomicDirectory(Path target, Path temp, boolean overwrite, Path createdParent) {
         this.target = target;
         this.temp = temp;
         this.overwrite = overwrite;
+        this.createdParent = createdParent;
         this.cleanupHook = new Thread(() -> {
             // Workers may still be creating files while the JVM shuts down: delete until the directory is gone.
             for (int attempt = 0; attempt < 50 && !done && Files.exists(temp, LinkOption.NOFOLLOW_LINKS); attempt++) {
@@ -77,6 +80,10 @@ public final class AtomicDirectory implements AutoCloseable {
                 throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output exists and is not a directory; refusing to replace it");
             }
         }
+        Path createdParent = null;
+        for (Path p = parent; p != null && !Files.exists(p, LinkOption.NOFOLLOW_LINKS); p = p.getParent()) {
+            createdParent = p;
+        }
         try {
             Files.createDirectories(parent);
         } catch (IOException e) {
@@ -90,7 +97,7 @@ public final class AtomicDirectory implements AutoCloseable {
         } catch (IOException e) {
             throw new Dequant4jException(Kind.IO, parent, "cannot create a temporary output directory: " + e.getMessage(), e);
         }
-        AtomicDirectory d = new AtomicDirectory(abs, temp, overwrite);
+        AtomicDirectory d = new AtomicDirectory(abs, temp, overwrite, createdParent);
         Runtime.getRuntime().addShutdownHook(d.cleanupHook);
         return d;
     }
@@ -210,7 +217,22 @@ public final class AtomicDirectory implements AutoCloseable {
         if (!done) {
             done = true;
             deleteRecursively(temp);
+            removeCreatedParents();
             removeHook();
+        }
+    }
+
+    /** A failed export leaves no trace: the directories made for it go too, innermost first, while empty. */
+    private void removeCreatedParents() {
+        if (createdParent == null) {
+            return;
+        }
+        for (Path p = temp.getParent(); p != null && p.startsWith(createdParent); p = p.getParent()) {
+            try {
+                Files.delete(p);
+            } catch (IOException e) {
+                return; // not empty any more (someone else put something there), or gone: leave it
+            }
         }
     }
 

@@ -3,6 +3,7 @@ package dev.dequant4j.internal.safetensors;
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonReader;
@@ -84,9 +85,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     private static SafetensorsFile open(Path path, Arena arena, boolean ownsArena) {
-        if (Files.isDirectory(path)) {
-            throw new Dequant4jException(Kind.IO, path, "is a directory, not a safetensors file");
-        }
+        InputFiles.requireRegular(path);
         long size;
         MemorySegment map;
         Object fileKey;

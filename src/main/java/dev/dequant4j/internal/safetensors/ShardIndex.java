@@ -2,14 +2,13 @@ package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -22,8 +21,7 @@ import java.util.Map;
 /**
  * {@code model.safetensors.index.json}: which shard holds each tensor. Shard names must be plain file names of
  * {@code .safetensors} files inside the model directory; absolute paths, separators, {@code ..} and links that
- * lead out of the directory are refused, so a hostile index cannot make us read files elsewhere. The one link that
- * may leave the directory is the Hugging Face hub cache's own, from a snapshot into its repository's blobs.
+ * lead out of the directory are refused ({@link InputFiles}), so a hostile index cannot make us read files elsewhere.
  */
 public record ShardIndex(Path file, Map<String, String> weightMap, List<String> shardNames) {
     public static final String FILE_NAME = "model.safetensors.index.json";
@@ -51,12 +49,6 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
             throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, e.getMessage(), e);
         }
         Path dir = indexFile.toAbsolutePath().getParent();
-        Path realDir;
-        try {
-            realDir = dir.toRealPath();
-        } catch (IOException e) {
-            throw new Dequant4jException(Kind.IO, dir, "cannot resolve directory: " + e.getMessage(), e);
-        }
         Map<String, String> weightMap = new LinkedHashMap<>();
         LinkedHashSet<String> shards = new LinkedHashSet<>();
         for (Map.Entry<String, JsonValue> e : map.members().entrySet()) {
@@ -65,7 +57,7 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
             }
             String shard = s.value();
             if (shards.add(shard)) {
-                checkShardName(indexFile, e.getKey(), shard, dir, realDir);
+                checkShardName(indexFile, e.getKey(), shard, dir);
             }
             weightMap.put(e.getKey(), shard);
         }
@@ -75,7 +67,7 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
         return new ShardIndex(indexFile, weightMap, new ArrayList<>(shards));
     }
 
-    private static void checkShardName(Path indexFile, String tensor, String shard, Path dir, Path realDir) {
+    private static void checkShardName(Path indexFile, String tensor, String shard, Path dir) {
         if (shard.isEmpty() || shard.contains("/") || shard.contains("\\") || shard.equals("..")
                 || shard.equals(".") || shard.indexOf('\0') >= 0 || Path.of(shard).isAbsolute()) {
             throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "shard name \"" + Json.abbreviate(shard, 100)
@@ -86,48 +78,14 @@ public record ShardIndex(Path file, Map<String, String> weightMap, List<String> 
                     + "\" is not a .safetensors file");
         }
         Path p = dir.resolve(shard);
-        if (!Files.exists(p, LinkOption.NOFOLLOW_LINKS) && !Files.exists(p)) {
-            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "missing shard " + shard + " (not in " + dir + ")");
+        if (!InputFiles.present(p)) {
+            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "missing shard " + shard + " (not in " + dir
+                    + ")");
         }
         try {
-            Path real = p.toRealPath();
-            if (!realDir.equals(real.getParent()) && !inHubCacheBlobs(realDir, real)) {
-                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, indexFile, tensor, "shard " + shard
-                        + " is a link that leads out of the model directory (to " + real + "); refused");
-            }
-            if (!Files.isRegularFile(real)) {
-                throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "shard " + shard + " is not a regular file");
-            }
-        } catch (NoSuchFileException e) {
-            throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, tensor, "missing shard " + shard + " (a dangling link)");
-        } catch (IOException e) {
-            throw new Dequant4jException(Kind.IO, indexFile, tensor, "cannot resolve shard " + shard + ": " + e.getMessage(), e);
+            InputFiles.check(dir, p);
+        } catch (Dequant4jException e) {
+            throw new Dequant4jException(e.kind(), indexFile, tensor, "shard " + shard + " " + e.detail(), e);
         }
-    }
-
-    /**
-     * Where {@code file} really is (links resolved), if that is {@code dir} itself or the hub cache's blobs of the
-     * snapshot {@code dir} is; empty if it leads anywhere else. Files that an export copies into its output must pass
-     * this, so that a link in a model directory cannot carry an unrelated file (a key, a credentials file) along.
-     */
-    public static java.util.Optional<Path> realPathInside(Path dir, Path file) throws IOException {
-        Path realDir = dir.toRealPath();
-        Path real = file.toRealPath();
-        return realDir.equals(real.getParent()) || inHubCacheBlobs(realDir, real) ? java.util.Optional.of(real)
-                : java.util.Optional.empty();
-    }
-
-    /**
-     * The Hugging Face hub cache keeps a model as {@code models--org--name/snapshots/<revision>/<file>} links to
-     * {@code models--org--name/blobs/<hash>}: a link from a snapshot directory into its own repository's blobs is
-     * the cache's normal layout, not an escape.
-     */
-    static boolean inHubCacheBlobs(Path realDir, Path real) {
-        Path snapshots = realDir.getParent();
-        if (snapshots == null || snapshots.getFileName() == null
-                || !snapshots.getFileName().toString().equals("snapshots") || snapshots.getParent() == null) {
-            return false;
-        }
-        return snapshots.getParent().resolve("blobs").equals(real.getParent());
     }
 }

@@ -247,7 +247,7 @@ class BadFilesTest {
         Path missing = dir.resolve("missing.safetensors");
         assertEquals(missing + ": no such file",
                 assertThrows(Dequant4jException.class, () -> SafetensorsFile.open(missing)).getMessage());
-        assertEquals(dir + ": is a directory, not a safetensors file",
+        assertEquals(dir + ": is a directory, not a file",
                 assertThrows(Dequant4jException.class, () -> SafetensorsFile.open(dir)).getMessage());
     }
 
