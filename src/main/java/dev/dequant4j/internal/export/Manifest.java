@@ -187,7 +187,8 @@ public final class Manifest {
                 }
                 Path p = dir.resolve(name);
                 if (!Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
-                    problems.add(p + ": missing");
+                    problems.add(p + (InputFiles.present(p) ? ": is not a regular file (a link, FIFO, directory or"
+                            + " device; the export wrote a file)" : ": missing"));
                     broken = true;
                     continue;
                 }
