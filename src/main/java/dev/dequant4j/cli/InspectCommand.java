@@ -6,6 +6,7 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.StoredTensor;
 import dev.dequant4j.TensorInfo;
+import dev.dequant4j.internal.gguf.GgufFile;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
 import dev.dequant4j.internal.json.JsonNull;
@@ -31,10 +32,11 @@ import picocli.CommandLine.Model.CommandSpec;
 
 @Command(name = "inspect", mixinStandardHelpOptions = true,
         description = {"Lists the tensors of a model directory or .safetensors file, with their quantization.",
+            "For a .gguf file, lists its metadata and tensors.",
             "For a LoRA adapter directory, shows r, alpha, scaling, DoRA and the target of every module."})
 final class InspectCommand implements Callable<Integer>, CliJson.Output {
     @Parameters(paramLabel = "PATH",
-            description = "A model directory, a .safetensors file or a LoRA adapter directory.")
+            description = "A model directory, a .safetensors or .gguf file, or a LoRA adapter directory.")
     Path path;
 
     @Option(names = "--json", description = "Print JSON instead of a table.")
@@ -51,6 +53,17 @@ final class InspectCommand implements Callable<Integer>, CliJson.Output {
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
+        if (GgufFile.looksLikeGguf(path)) {
+            try (GgufFile f = GgufFile.open(path)) {
+                if (json) {
+                    CliJson.print(out, GgufInspect.json(f));
+                } else {
+                    GgufInspect.print(f, Table.printable(out));
+                }
+            }
+            out.flush();
+            return 0;
+        }
         if (AdapterInspect.isAdapter(path)) {
             try (LoraAdapter a = LoraAdapter.open(path)) {
                 if (json) {

@@ -12,6 +12,7 @@ import dev.dequant4j.TensorInfo;
 import dev.dequant4j.cli.Main;
 import dev.dequant4j.internal.bnb.QuantState;
 import dev.dequant4j.internal.export.Manifest;
+import dev.dequant4j.internal.gguf.GgufFile;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
@@ -42,6 +43,7 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(10)
 class ParsersFuzzTest {
     private static final Path HEADER_NAME = Path.of("fuzzed.safetensors");
+    private static final Path GGUF_NAME = Path.of("fuzzed.gguf");
     private static final List<String> CHECKPOINTS = Fixtures.checkpointNames();
 
     private static Path work;
@@ -95,7 +97,7 @@ class ParsersFuzzTest {
         // Each path once first, so that class loading and first-use caches are not counted as an input's allocation.
         Path seeds = Fixtures.root().resolveSibling("dev/dequant4j/fuzz/ParsersFuzzTestInputs");
         for (String target : List.of("json", "safetensorsHeader", "quantState", "shardIndex", "adapterConfig",
-                "manifest")) {
+                "manifest", "gguf")) {
             try (Stream<Path> s = Files.list(seeds.resolve(target))) {
                 for (Path p : s.sorted().toList()) {
                     try {
@@ -178,6 +180,7 @@ class ParsersFuzzTest {
                     }
                 }
             }
+            case "gguf" -> GgufFile.parse(GGUF_NAME, in).close();
             default -> throw new IllegalArgumentException(target);
         }
     }
@@ -206,6 +209,12 @@ class ParsersFuzzTest {
     @FuzzTest(maxDuration = "2m")
     void safetensorsHeader(byte[] in) throws Exception {
         CleanFailure.check(safetensorsFile(in).length, () -> parse("safetensorsHeader", in));
+    }
+
+    /** A whole GGUF file: header, metadata, tensor infos and data, as llama.cpp and gguf-py lay it out. */
+    @FuzzTest(maxDuration = "2m")
+    void gguf(byte[] in) throws Exception {
+        CleanFailure.check(in.length, () -> parse("gguf", in));
     }
 
     @FuzzTest(maxDuration = "2m")
@@ -319,20 +328,22 @@ class ParsersFuzzTest {
         });
     }
 
-    /** The six byte-level targets behind one, chosen by the first byte, for the short run of every build. */
+    /** The seven byte-level targets behind one, chosen by the first byte, for the short run of every build. */
     @FuzzTest(maxDuration = "5s")
     void allParsers(byte[] in) throws Exception {
         if (in.length == 0) {
             return;
         }
         byte[] rest = Arrays.copyOfRange(in, 1, in.length);
-        switch ((in[0] & 0xFF) % 6) {
+        // counted from '0' so that the seeds, named by target, start with the target's digit
+        switch (Math.floorMod((in[0] & 0xFF) - '0', 7)) {
             case 0 -> json(rest);
             case 1 -> safetensorsHeader(rest);
             case 2 -> quantState(rest);
             case 3 -> shardIndex(rest);
             case 4 -> adapterConfig(rest);
-            default -> manifest(rest);
+            case 5 -> manifest(rest);
+            default -> gguf(rest);
         }
     }
 

@@ -14,9 +14,11 @@ import java.util.Objects;
 public final class GgufMetadata {
 
     /**
-     * One value. {@code value} is a {@link String}, {@link Boolean}, a boxed {@link Number} for scalars, or for
-     * {@link GgufType#ARRAY} a {@code List<String>}, {@code float[]}, {@code int[]}, {@code long[]} or
-     * {@code boolean[]} holding elements of {@code elementType}.
+     * One value. Scalars: {@link String}, {@link Boolean}, {@link Integer} for the 8- and 16-bit types and INT32,
+     * {@link Long} for UINT32, INT64 and UINT64 (UINT64 as its bits), {@link Float}, {@link Double}. For
+     * {@link GgufType#ARRAY}, elements of {@code elementType} in a {@code List<String>}, {@code boolean[]},
+     * {@code int[]} (8- and 16-bit types, INT32), {@code long[]} (UINT32, INT64, UINT64), {@code float[]} or
+     * {@code double[]}.
      */
     public record Value(GgufType type, GgufType elementType, Object value) {
         public Value {

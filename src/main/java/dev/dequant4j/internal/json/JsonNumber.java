@@ -34,6 +34,19 @@ public final class JsonNumber implements JsonValue {
         return new JsonNumber(Double.toString(value), 0, false);
     }
 
+    /** An unsigned 64-bit integer given as its bits, written exactly (values above 2^63 too). */
+    public static JsonNumber ofUnsigned(long bits) {
+        return bits >= 0 ? of(bits) : ofText(Long.toUnsignedString(bits));
+    }
+
+    /** A float, written as the shortest text that reads back as the same float (not its widened double). */
+    public static JsonNumber of(float value) {
+        if (!Float.isFinite(value)) {
+            throw new JsonException("JSON cannot hold " + value);
+        }
+        return ofText(Float.toString(value));
+    }
+
     /** True when the number is an integer that fits in a signed 64-bit long. */
     public boolean isLong() {
         return isLong;
