@@ -1,6 +1,7 @@
 package dev.dequant4j.internal.gguf;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -100,8 +101,9 @@ public final class GgufFile implements AutoCloseable {
     public static GgufFile open(Path path) {
         // Checked before opening: opening a FIFO for reading blocks until a writer appears.
         if (!Files.isRegularFile(path)) {
-            throw new Dequant4jException(path, Files.exists(path, LinkOption.NOFOLLOW_LINKS)
-                    ? "is not a regular file" : "no such file");
+            boolean exists = Files.exists(path, LinkOption.NOFOLLOW_LINKS);
+            throw new Dequant4jException(exists ? Kind.CORRUPT_INPUT : Kind.IO, path,
+                    exists ? "is not a regular file" : "no such file");
         }
         Arena arena = Arena.ofShared();
         try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
@@ -110,10 +112,10 @@ public final class GgufFile implements AutoCloseable {
             return parse(path, arena, map);
         } catch (NoSuchFileException e) {
             arena.close();
-            throw new Dequant4jException(path, "no such file");
+            throw new Dequant4jException(Kind.IO, path, "no such file");
         } catch (IOException e) {
             arena.close();
-            throw new Dequant4jException(path, "cannot read: " + e.getMessage(), e);
+            throw new Dequant4jException(Kind.IO, path, "cannot read: " + e.getMessage(), e);
         } catch (RuntimeException e) {
             arena.close();
             throw e;
@@ -132,10 +134,10 @@ public final class GgufFile implements AutoCloseable {
         }
         int version = r.u32();
         if (Integer.reverseBytes(version) == 2 || Integer.reverseBytes(version) == 3) {
-            throw r.fail("big-endian GGUF is not supported");
+            throw r.unsupported("big-endian GGUF is not supported");
         }
         if (version != 2 && version != 3) {
-            throw r.fail("GGUF version " + Integer.toUnsignedString(version) + " is not supported (2 and 3 are)");
+            throw r.unsupported("GGUF version " + Integer.toUnsignedString(version) + " is not supported (2 and 3 are)");
         }
         long tensorCount = r.count("tensor count", 24);
         long kvCount = r.count("metadata count", 8 + 4 + 1);
@@ -169,7 +171,7 @@ public final class GgufFile implements AutoCloseable {
         if (type == GgufType.ARRAY) {
             GgufType element = r.type("metadata '" + key + "' array");
             if (element == GgufType.ARRAY) {
-                throw r.fail("metadata '" + key + "': nested arrays are not supported (ggml refuses them too)");
+                throw r.unsupported("metadata '" + key + "': nested arrays are not supported (ggml refuses them too)");
             }
             v = new GgufMetadata.Value(type, element, r.array(key, element));
         } else {
@@ -271,7 +273,11 @@ public final class GgufFile implements AutoCloseable {
         }
 
         Dequant4jException fail(String what) {
-            return new Dequant4jException(path, what);
+            return new Dequant4jException(Kind.CORRUPT_INPUT, path, what);
+        }
+
+        Dequant4jException unsupported(String what) {
+            return new Dequant4jException(Kind.UNSUPPORTED_INPUT, path, what);
         }
 
         void need(long n, String what) {
