@@ -2,6 +2,7 @@ package dev.dequant4j.internal.gguf;
 
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.InputFiles;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -13,7 +14,6 @@ import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -99,12 +99,7 @@ public final class GgufFile implements AutoCloseable {
 
     /** Opens, maps and validates {@code path}; {@link #close()} unmaps it. */
     public static GgufFile open(Path path) {
-        // Checked before opening: opening a FIFO for reading blocks until a writer appears.
-        if (!Files.isRegularFile(path)) {
-            boolean exists = Files.exists(path, LinkOption.NOFOLLOW_LINKS);
-            throw new Dequant4jException(exists ? Kind.CORRUPT_INPUT : Kind.IO, path,
-                    exists ? "is not a regular file" : "no such file");
-        }
+        InputFiles.requireRegular(path);
         Arena arena = Arena.ofShared();
         try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
             long size = ch.size();

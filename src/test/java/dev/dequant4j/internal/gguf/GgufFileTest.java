@@ -247,7 +247,7 @@ class GgufFileTest {
         Process p = new ProcessBuilder("mkfifo", fifo.toString()).start();
         assertEquals(0, p.waitFor());
         Dequant4jException e = assertThrows(Dequant4jException.class, () -> GgufFile.open(fifo));
-        assertEquals(fifo + ": is not a regular file", e.getMessage());
+        assertTrue(e.getMessage().startsWith(fifo + ": is not a regular file"), e.getMessage());
         assertTrue(!GgufFile.looksLikeGguf(fifo));
         assertTrue(GgufFile.looksLikeGguf(fixture("no-tensors.gguf")));
     }
