@@ -123,14 +123,12 @@ public class Dequant4jException extends RuntimeException {
         return s.length() <= max ? s : s.substring(0, max) + "... (" + (s.length() - max) + " more characters)";
     }
 
-    /** Control characters (a tensor name may hold any) would break the message's single line. */
+    /**
+     * Control and format characters (a tensor name may hold any) would break the message's single line, or rewrite
+     * or reorder it on a terminal.
+     */
     private static String oneLine(CharSequence s) {
-        StringBuilder sb = new StringBuilder(s.length());
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            sb.append(Character.isISOControl(c) ? ' ' : c);
-        }
-        return sb.toString();
+        return dev.dequant4j.internal.Printable.of(s);
     }
 
     /**

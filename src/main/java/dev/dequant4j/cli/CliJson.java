@@ -1,6 +1,7 @@
 package dev.dequant4j.cli;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.Printable;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonNull;
 import dev.dequant4j.internal.json.JsonNumber;
@@ -32,8 +33,11 @@ final class CliJson {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("schema_version", JsonNumber.of(SCHEMA_VERSION));
         m.putAll(fields);
-        out.println(Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2));
-        out.flush();
+        // not through the sanitizing writer: the JSON writer escapes every control and non-ASCII character, so the
+        // text stays exact and the terminal safe
+        PrintWriter raw = Printable.raw(out);
+        raw.println(Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2));
+        raw.flush();
     }
 
     static void print(PrintWriter out, JsonObject body) {

@@ -7,6 +7,7 @@ import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
+import dev.dequant4j.internal.Printable;
 import dev.dequant4j.internal.export.Sizes;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonNumber;
@@ -112,7 +113,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
                     .allowNonFinite(allowNonFinite);
             if (!quiet) {
-                e.progress(new ProgressPrinter(err, terminal));
+                e.progress(new ProgressPrinter(Printable.raw(err), terminal));
             }
             for (Path a : adapters) {
                 LoraAdapter adapter = LoraAdapter.open(a);
@@ -138,7 +139,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             if (json) {
                 CliJson.print(out, summary(r));
             } else if (!quiet) {
-                printSummary(r, Table.printable(out), b == Backend.CUDA || r.backend() == Backend.CUDA);
+                printSummary(r, out, b == Backend.CUDA || r.backend() == Backend.CUDA);
             }
         } finally {
             for (LoraAdapter a : opened) {
@@ -170,7 +171,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     /** The summary; the backend's reason (which may explain why CUDA is not usable) only where CUDA was involved. */
     private static void printSummary(ExportResult r, PrintWriter out, boolean cuda) {
         double secs = r.elapsed().toNanos() / 1e9;
-        // println, not %n: the printable writer turns every control character it is given into '?'.
+        // println, not %n: the CLI's writer turns every control character it is given into '?'.
         out.println(String.format(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s",
                 r.tensors(), Table.bytes(r.bytes()), r.dtype(), r.directory(), secs,
                 Table.bytes((long) (r.bytes() / Math.max(secs, 1e-9))),

@@ -58,7 +58,7 @@ final class InspectCommand implements Callable<Integer>, CliJson.Output {
                 if (json) {
                     CliJson.print(out, GgufInspect.json(f));
                 } else {
-                    GgufInspect.print(f, Table.printable(out));
+                    GgufInspect.print(f, out);
                 }
             }
             out.flush();
@@ -69,7 +69,7 @@ final class InspectCommand implements Callable<Integer>, CliJson.Output {
                 if (json) {
                     CliJson.print(out, AdapterInspect.json(a));
                 } else {
-                    AdapterInspect.print(a, Table.printable(out));
+                    AdapterInspect.print(a, out);
                 }
             }
             out.flush();
@@ -79,7 +79,7 @@ final class InspectCommand implements Callable<Integer>, CliJson.Output {
             if (json) {
                 CliJson.print(out, checkpointJson(c));
             } else {
-                printCheckpoint(c, Table.printable(out));
+                printCheckpoint(c, out);
             }
         }
         out.flush();

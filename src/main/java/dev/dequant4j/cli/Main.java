@@ -1,6 +1,7 @@
 package dev.dequant4j.cli;
 
 import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.Printable;
 import java.io.PrintWriter;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -39,7 +40,10 @@ public final class Main implements Runnable {
     }
 
     /** Runs the command line and returns its exit code (for tests). */
-    public static int run(String[] args, PrintWriter out, PrintWriter err) {
+    public static int run(String[] args, PrintWriter rawOut, PrintWriter rawErr) {
+        // everything printed may quote a file: one sanitizer for all of it (JSON output is escaped anyway)
+        PrintWriter out = Printable.writer(rawOut);
+        PrintWriter err = Printable.writer(rawErr);
         boolean debug = java.util.Arrays.asList(args).contains("--debug");
         configureLogging(debug || java.util.Arrays.asList(args).contains("--verbose"));
         CommandLine cl = new CommandLine(new Main());
@@ -49,7 +53,7 @@ public final class Main implements Runnable {
             String message = forCli(oneLine(ex));
             err.println("error: " + message);
             if (debug) {
-                ex.printStackTrace(err);
+                printStackTrace(ex, err);
             }
             err.flush();
             if (cmd.getCommand() instanceof CliJson.Output o && o.json()) {
@@ -71,6 +75,15 @@ public final class Main implements Runnable {
         return cl.execute(args);
     }
 
+    /** The trace for --debug: its indentation kept, everything else through the sanitizer like all output. */
+    private static void printStackTrace(Throwable ex, PrintWriter err) {
+        java.io.StringWriter trace = new java.io.StringWriter();
+        ex.printStackTrace(new PrintWriter(trace));
+        PrintWriter raw = Printable.raw(err);
+        trace.toString().lines().forEach(l -> raw.println(l.startsWith("\t") ? "\t" + Printable.of(l.substring(1))
+                : Printable.of(l)));
+    }
+
     /** Library log records (System.Logger, routed to java.util.logging) as single "level: message" lines. */
     private static void configureLogging(boolean verbose) {
         java.util.logging.Logger root = java.util.logging.Logger.getLogger("");
@@ -78,8 +91,8 @@ public final class Main implements Runnable {
             h.setFormatter(new java.util.logging.SimpleFormatter() {
                 @Override
                 public String format(java.util.logging.LogRecord r) {
-                    return r.getLevel().getName().toLowerCase(java.util.Locale.ROOT) + ": " + formatMessage(r)
-                            + System.lineSeparator();
+                    return r.getLevel().getName().toLowerCase(java.util.Locale.ROOT) + ": "
+                            + Printable.of(formatMessage(r)) + System.lineSeparator();
                 }
             });
         }
@@ -114,8 +127,7 @@ public final class Main implements Runnable {
         } else if (!aboutInput) {
             m = e.getClass().getSimpleName() + ": " + m;
         }
-        return m.codePoints().map(c -> Character.isISOControl(c) ? ' ' : c)
-                .collect(StringBuilder::new, StringBuilder::appendCodePoint, StringBuilder::append).toString();
+        return Printable.of(m);
     }
 
     static final class Version implements CommandLine.IVersionProvider {

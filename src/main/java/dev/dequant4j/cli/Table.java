@@ -1,14 +1,19 @@
 package dev.dequant4j.cli;
 
-import java.io.FilterWriter;
-import java.io.IOException;
+import dev.dequant4j.internal.Printable;
 import java.io.PrintWriter;
-import java.io.Writer;
 import java.util.ArrayList;
 import java.util.List;
 
-/** A plain-text table with left-aligned columns, for terminal output. */
+/**
+ * A plain-text table with left-aligned columns, for terminal output. Cells come from files (a tensor name may be a
+ * million characters), so each is sanitized and a cell longer than {@link #MAX_CELL} characters is shortened
+ * visibly, keeping its start and end ({@code --json} has the full text).
+ */
 final class Table {
+    static final int MAX_CELL = 100;
+    private static final String ELISION = "...";
+
     private final List<String[]> rows = new ArrayList<>();
     private final String[] header;
 
@@ -17,7 +22,21 @@ final class Table {
     }
 
     void add(String... cells) {
-        rows.add(cells);
+        String[] shown = new String[cells.length];
+        for (int i = 0; i < cells.length; i++) {
+            shown[i] = shorten(Printable.of(cells[i]));
+        }
+        rows.add(shown);
+    }
+
+    /** {@code s}, or its first and last characters around "..." if it is longer than {@link #MAX_CELL}. */
+    static String shorten(String s) {
+        if (s.length() <= MAX_CELL) {
+            return s;
+        }
+        int head = (MAX_CELL - ELISION.length()) * 2 / 3;
+        int tail = MAX_CELL - ELISION.length() - head;
+        return s.substring(0, head) + ELISION + s.substring(s.length() - tail);
     }
 
     void print(PrintWriter out) {
@@ -48,40 +67,6 @@ final class Table {
             }
         }
         out.println(sb);
-    }
-
-    /**
-     * {@code raw} for text that quotes the files: names and values from a file may hold control characters (ANSI
-     * escapes, carriage returns, line breaks) that would rewrite the terminal or forge lines of output, so each is
-     * printed as '?'. Line ends from println pass through.
-     */
-    static PrintWriter printable(PrintWriter raw) {
-        Writer filter = new FilterWriter(raw) {
-            @Override
-            public void write(int c) throws IOException {
-                super.write(Character.isISOControl(c) ? '?' : c);
-            }
-
-            @Override
-            public void write(char[] cbuf, int off, int len) throws IOException {
-                for (int i = off; i < off + len; i++) {
-                    write(cbuf[i]);
-                }
-            }
-
-            @Override
-            public void write(String str, int off, int len) throws IOException {
-                for (int i = off; i < off + len; i++) {
-                    write(str.charAt(i));
-                }
-            }
-        };
-        return new PrintWriter(filter) {
-            @Override
-            public void println() {
-                raw.println();
-            }
-        };
     }
 
     static String bytes(long b) {

@@ -212,7 +212,7 @@ class InspectCommandTest {
 
     @Test
     void errorLinesAreOneLineWhateverTheException() {
-        assertEquals("IllegalStateException: a  b c", Main.oneLine(new IllegalStateException("a\r\nb\tc")));
+        assertEquals("IllegalStateException: a??b?c", Main.oneLine(new IllegalStateException("a\r\nb\tc")));
         assertEquals("x: y", Main.oneLine(new IllegalArgumentException("x: y")));
         assertEquals("NullPointerException", Main.oneLine(new NullPointerException()));
     }

@@ -3,6 +3,7 @@ package dev.dequant4j.internal.export;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.InputFiles;
+import dev.dequant4j.internal.Printable;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
@@ -328,12 +329,6 @@ public final class Manifest {
      * line break would let a manifest print a line of its choosing) and any length.
      */
     private static String oneLine(String problem) {
-        String s = Json.abbreviate(problem, 2000);
-        StringBuilder sb = new StringBuilder(s.length());
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            sb.append(Character.isISOControl(c) ? ' ' : c);
-        }
-        return sb.toString();
+        return Printable.of(Json.abbreviate(problem, 2000));
     }
 }

@@ -257,6 +257,6 @@ class BadFilesTest {
                 file(header(entry("a\nb\rc", "F99", "[2]", 0, 8)), EIGHT));
         Dequant4jException e = assertThrows(Dequant4jException.class, () -> SafetensorsFile.open(f));
         assertEquals(Optional.of("a\nb\rc"), e.tensor());
-        assertEquals(f + ": tensor 'a b c': unknown dtype 'F99' (not one of the safetensors dtypes)", e.getMessage());
+        assertEquals(f + ": tensor 'a?b?c': unknown dtype 'F99' (not one of the safetensors dtypes)", e.getMessage());
     }
 }
