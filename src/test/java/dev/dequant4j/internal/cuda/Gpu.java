@@ -21,6 +21,12 @@ final class Gpu {
 
     static final CudaBackend.Availability AVAILABILITY = CudaBackend.probe();
 
+    /**
+     * Whether the device is the host emulation of the kernels (native/emu, the cuda profile's gpu-emulated tests):
+     * every kernel instruction runs on one CPU core there, so the largest cases use smaller shapes.
+     */
+    static final boolean EMULATED = AVAILABILITY.usable() && AVAILABILITY.device().contains("host emulation");
+
     static Map<String, LogicalTensor> tensors(Checkpoint c) {
         return Internals.checkpoint().logical(c);
     }
