@@ -449,6 +449,17 @@ public final class Exporter {
             }
             AtomicInteger next = new AtomicInteger();
             List<Thread> workers = new ArrayList<>();
+            // Whichever thread fails first stops all of them: the writer and hasher return, and the workers are
+            // interrupted, since one may wait in pool.take() for a buffer that the stopped consumers never return.
+            java.util.function.Consumer<Throwable> cancel = e -> {
+                failure.compareAndSet(null, e);
+                writer.abort();
+                for (Thread w : workers) {
+                    if (w != Thread.currentThread()) {
+                        w.interrupt();
+                    }
+                }
+            };
             for (int w = 0; w < threads; w++) {
                 Thread th = Thread.ofPlatform().name("dequant4j-worker-" + w).unstarted(() -> {
                     CpuMaterializer m = new CpuMaterializer(kernels);
@@ -480,6 +491,7 @@ public final class Exporter {
                                 pool.add(buf);
                             };
                             try {
+                                OrderedWriter.beforeUnit("worker");
                                 TensorTally tally = tallies.get(u.tensorIndex());
                                 TensorMerge merge = merges.get(u.tensorIndex());
                                 if (t.onDevice()) {
@@ -503,8 +515,7 @@ public final class Exporter {
                             writer.submit(u, target, release);
                         }
                     } catch (Throwable e) {
-                        failure.compareAndSet(null, e);
-                        writer.abort();
+                        cancel.accept(e);
                     }
                 });
                 workers.add(th);
@@ -516,19 +527,14 @@ public final class Exporter {
                     try {
                         writer.run(l);
                     } catch (Throwable e) {
-                        failure.compareAndSet(null, e);
-                        writer.abort();
-                        for (Thread w : workers) {
-                            w.interrupt();
-                        }
+                        cancel.accept(e);
                     }
                 }));
                 consumers.add(Thread.ofPlatform().name("dequant4j-hasher-" + l).unstarted(() -> {
                     try {
                         writer.hash(l);
                     } catch (Throwable e) {
-                        failure.compareAndSet(null, e);
-                        writer.abort();
+                        cancel.accept(e);
                     }
                 }));
             }
@@ -545,11 +551,7 @@ public final class Exporter {
                     c.join();
                 }
             } catch (InterruptedException e) {
-                failure.compareAndSet(null, e);
-                writer.abort();
-                for (Thread w : workers) {
-                    w.interrupt();
-                }
+                cancel.accept(e);
                 Thread.currentThread().interrupt();
                 joinQuietly(workers, consumers);
             }

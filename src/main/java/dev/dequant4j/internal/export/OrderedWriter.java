@@ -42,6 +42,19 @@ final class OrderedWriter {
         void written(ExportPlan.Unit unit, long totalBytes);
     }
 
+    /**
+     * Test seam, null outside tests: each pipeline thread calls it with its kind ({@code "worker"}, {@code "writer"},
+     * {@code "hasher"}) before each unit, so that a test can make any of them fail at any point.
+     */
+    static volatile java.util.function.Consumer<String> faultHook;
+
+    static void beforeUnit(String thread) {
+        java.util.function.Consumer<String> hook = faultHook;
+        if (hook != null) {
+            hook.accept(thread);
+        }
+    }
+
     private final Path dir;
     private final ExportPlan plan;
     private final SequentialWriter.ChannelFactory channels;
@@ -105,6 +118,7 @@ final class OrderedWriter {
                     return;
                 }
                 try {
+                    beforeUnit("writer");
                     ExportPlan.Unit u = p.unit;
                     if (u.shard() != current) {
                         if (out != null) {
@@ -201,6 +215,7 @@ final class OrderedWriter {
                 return;
             }
             try {
+                beforeUnit("hasher");
                 ExportPlan.Unit u = p.unit;
                 while (current != u.shard()) {
                     if (digest != null) {
