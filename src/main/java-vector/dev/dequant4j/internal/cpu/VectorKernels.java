@@ -333,6 +333,11 @@ public final class VectorKernels implements CpuKernels {
         FloatVector c21 = p1.mul(a2);
         FloatVector c30 = p0.mul(a3);
         FloatVector c31 = p1.mul(a3);
+        // An accumulator is a loop phi, whose type C2 knows only as FloatVector: c.add(x) would leave C2 to bind
+        // FloatVector.add's own call of lanewise from that JDK method's profile, which, shared and filled only while
+        // it runs interpreted, may have no receiver yet when this method is compiled; C2 then leaves a virtual call
+        // into the Java fallback, several times slower, for the rest of the run (docs/BENCHMARKS.md). Calling
+        // lanewise here binds it from this method's own profile instead.
         for (int k = 1; k < r; k++) {
             int pk = pb + k * 2 * VL;
             p0 = FloatVector.fromArray(FLOATS, packed, pk);
@@ -341,28 +346,29 @@ public final class VectorKernels implements CpuKernels {
             a1 = left[lb + r + k];
             a2 = left[lb + 2 * r + k];
             a3 = left[lb + 3 * r + k];
-            c00 = c00.add(p0.mul(a0));
-            c01 = c01.add(p1.mul(a0));
-            c10 = c10.add(p0.mul(a1));
-            c11 = c11.add(p1.mul(a1));
-            c20 = c20.add(p0.mul(a2));
-            c21 = c21.add(p1.mul(a2));
-            c30 = c30.add(p0.mul(a3));
-            c31 = c31.add(p1.mul(a3));
+            c00 = c00.lanewise(VectorOperators.ADD, p0.mul(a0));
+            c01 = c01.lanewise(VectorOperators.ADD, p1.mul(a0));
+            c10 = c10.lanewise(VectorOperators.ADD, p0.mul(a1));
+            c11 = c11.lanewise(VectorOperators.ADD, p1.mul(a1));
+            c20 = c20.lanewise(VectorOperators.ADD, p0.mul(a2));
+            c21 = c21.lanewise(VectorOperators.ADD, p1.mul(a2));
+            c30 = c30.lanewise(VectorOperators.ADD, p0.mul(a3));
+            c31 = c31.lanewise(VectorOperators.ADD, p1.mul(a3));
         }
         // Written out rather than through a helper: C2 gives up inlining here (NodeCountInliningCutoff) and would
         // box the accumulators.
+        FloatVector sv = FloatVector.broadcast(FLOATS, scale);
         int w1 = wb + cols;
         int w2 = wb + 2 * cols;
         int w3 = wb + 3 * cols;
-        FloatVector.fromArray(FLOATS, w, wb).add(c00.mul(scale)).intoArray(w, wb);
-        FloatVector.fromArray(FLOATS, w, wb + VL).add(c01.mul(scale)).intoArray(w, wb + VL);
-        FloatVector.fromArray(FLOATS, w, w1).add(c10.mul(scale)).intoArray(w, w1);
-        FloatVector.fromArray(FLOATS, w, w1 + VL).add(c11.mul(scale)).intoArray(w, w1 + VL);
-        FloatVector.fromArray(FLOATS, w, w2).add(c20.mul(scale)).intoArray(w, w2);
-        FloatVector.fromArray(FLOATS, w, w2 + VL).add(c21.mul(scale)).intoArray(w, w2 + VL);
-        FloatVector.fromArray(FLOATS, w, w3).add(c30.mul(scale)).intoArray(w, w3);
-        FloatVector.fromArray(FLOATS, w, w3 + VL).add(c31.mul(scale)).intoArray(w, w3 + VL);
+        FloatVector.fromArray(FLOATS, w, wb).add(c00.lanewise(VectorOperators.MUL, sv)).intoArray(w, wb);
+        FloatVector.fromArray(FLOATS, w, wb + VL).add(c01.lanewise(VectorOperators.MUL, sv)).intoArray(w, wb + VL);
+        FloatVector.fromArray(FLOATS, w, w1).add(c10.lanewise(VectorOperators.MUL, sv)).intoArray(w, w1);
+        FloatVector.fromArray(FLOATS, w, w1 + VL).add(c11.lanewise(VectorOperators.MUL, sv)).intoArray(w, w1 + VL);
+        FloatVector.fromArray(FLOATS, w, w2).add(c20.lanewise(VectorOperators.MUL, sv)).intoArray(w, w2);
+        FloatVector.fromArray(FLOATS, w, w2 + VL).add(c21.lanewise(VectorOperators.MUL, sv)).intoArray(w, w2 + VL);
+        FloatVector.fromArray(FLOATS, w, w3).add(c30.lanewise(VectorOperators.MUL, sv)).intoArray(w, w3);
+        FloatVector.fromArray(FLOATS, w, w3 + VL).add(c31.lanewise(VectorOperators.MUL, sv)).intoArray(w, w3 + VL);
     }
 
     private static void block1(float[] w, int wb, float[] left, int lb, float[] packed, int pb, int r, float scale) {
@@ -372,11 +378,12 @@ public final class VectorKernels implements CpuKernels {
         for (int k = 1; k < r; k++) {
             int pk = pb + k * 2 * VL;
             a = left[lb + k];
-            c0 = c0.add(FloatVector.fromArray(FLOATS, packed, pk).mul(a));
-            c1 = c1.add(FloatVector.fromArray(FLOATS, packed, pk + VL).mul(a));
+            c0 = c0.lanewise(VectorOperators.ADD, FloatVector.fromArray(FLOATS, packed, pk).mul(a));
+            c1 = c1.lanewise(VectorOperators.ADD, FloatVector.fromArray(FLOATS, packed, pk + VL).mul(a));
         }
-        FloatVector.fromArray(FLOATS, w, wb).add(c0.mul(scale)).intoArray(w, wb);
-        FloatVector.fromArray(FLOATS, w, wb + VL).add(c1.mul(scale)).intoArray(w, wb + VL);
+        FloatVector sv = FloatVector.broadcast(FLOATS, scale);
+        FloatVector.fromArray(FLOATS, w, wb).add(c0.lanewise(VectorOperators.MUL, sv)).intoArray(w, wb);
+        FloatVector.fromArray(FLOATS, w, wb + VL).add(c1.lanewise(VectorOperators.MUL, sv)).intoArray(w, wb + VL);
     }
 
     /** The reference loop on columns {@code [c0, cols)}. */
@@ -413,7 +420,7 @@ public final class VectorKernels implements CpuKernels {
                 FloatVector d = FloatVector.fromArray(FLOATS, merged, i).sub(b);
                 b2 = b.fma(b, b2);
                 d2 = d.fma(d, d2);
-                mx = mx.max(d.abs());
+                mx = mx.lanewise(VectorOperators.MAX, d.abs()); // not mx.max(..): see block4
             }
             acc[1] += d2.reduceLanes(VectorOperators.ADD);
             acc[2] += b2.reduceLanes(VectorOperators.ADD);
