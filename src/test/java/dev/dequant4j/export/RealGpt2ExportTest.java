@@ -111,6 +111,57 @@ class RealGpt2ExportTest {
         assertSameLayoutAsOriginal(out, null);
     }
 
+    /**
+     * Saved after a forward pass on the CPU, the FP4 checkpoint has every absmax BF16 {@code [in/64, out]}: read
+     * transposed back (with a warning), it is bitsandbytes' dequant with the scales in block order; read as stored,
+     * {@code mlp.c_proj} (four blocks per row) would be scrambled.
+     */
+    @org.junit.jupiter.api.Test
+    void fp4SavedAfterACpuForwardIsRepairedWithAWarning() {
+        Path out = tmp.resolve("out");
+        List<String> warnings = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Logger log = java.util.logging.Logger.getLogger("dev.dequant4j");
+        java.util.logging.Handler h = new java.util.logging.Handler() {
+            @Override
+            public void publish(java.util.logging.LogRecord r) {
+                warnings.add(r.getMessage());
+            }
+
+            @Override
+            public void flush() {}
+
+            @Override
+            public void close() {}
+        };
+        log.addHandler(h);
+        try (Checkpoint c = Checkpoint.open(real("gpt2-fp4-forward"))) {
+            Export.of(c).dtype(DType.F32).to(out);
+        } finally {
+            log.removeHandler(h);
+        }
+        assertBitExact(expected("dequant-gpt2-fp4-forward.safetensors"), out);
+        assertSameLayoutAsOriginal(out, DType.F32);
+        String w = "transformer.h.0.mlp.c_proj.weight: absmax is stored BF16 [4, 64], the layout bitsandbytes' CPU"
+                + " kernel repacks to during a forward pass";
+        assertTrue(warnings.stream().anyMatch(m -> m.startsWith(w)), warnings.toString());
+    }
+
+    /** NF4 + double quant saved after a CPU forward: the scales were re-quantized from BF16, which is refused. */
+    @org.junit.jupiter.api.Test
+    void nf4DoubleQuantSavedAfterACpuForwardIsRefused() {
+        dev.dequant4j.Dequant4jException e = org.junit.jupiter.api.Assertions.assertThrows(
+                dev.dequant4j.Dequant4jException.class, () -> {
+                    try (Checkpoint c = Checkpoint.open(real("gpt2-nf4-dq-forward"))) {
+                        Export.of(c).dtype(DType.F32).to(tmp.resolve("out"));
+                    }
+                });
+        assertEquals(1, e.getMessage().lines().count(), e.getMessage());
+        assertTrue(e.getMessage().contains("nested_dtype 'bfloat16' is not float32 (bitsandbytes writes this when the"
+                + " model is saved after a forward pass on the CPU"), e.getMessage());
+        assertTrue(e.getMessage().contains("gpt2-nf4-dq-forward"), e.getMessage());
+        assertTrue(java.nio.file.Files.notExists(tmp.resolve("out")));
+    }
+
     /** Every tensor of {@code want} has the same bits in {@code out}. */
     static void assertBitExact(Path want, Path out) {
         try (Checkpoint e = Checkpoint.open(want); Checkpoint g = Checkpoint.open(out)) {

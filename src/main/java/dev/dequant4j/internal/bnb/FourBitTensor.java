@@ -16,9 +16,12 @@ import java.util.List;
  *
  * @param nestedMap    the 256-entry dynamic map, or null without double quantization
  * @param nestedAbsmax the second-level scales, or null without double quantization
+ * @param absmaxTransposed the absmax is stored {@code [in / blocksize, out]} (bitsandbytes' CPU repacking, saved
+ *                         after a forward pass) rather than in block order
  */
 public record FourBitTensor(String name, QuantState state, long[] shape, TensorStore.Ref weight, TensorStore.Ref absmax,
-                            float[] nestedMap, float[] nestedAbsmax, List<String> components, long storedBytes)
+                            float[] nestedMap, float[] nestedAbsmax, List<String> components, long storedBytes,
+                            boolean absmaxTransposed)
         implements LogicalTensor {
     @Override
     public QuantKind kind() {
@@ -78,6 +81,8 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
                     : Arrays.copyOfRange(nestedAbsmax, nestedFirst, nestedEnd);
             Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock,
                     state.nestedOffset(), out);
+        } else if (absmaxTransposed) {
+            transposedAbsmax(firstBlock, count, out);
         } else {
             switch (absmax.entry().dtype()) {
                 case F32 -> absmax.copyFloats(firstBlock * 4, out, 0, count);
@@ -94,6 +99,32 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
             }
         }
         return out;
+    }
+
+    /**
+     * Block {@code b = row * perRow + j} of an absmax stored {@code [perRow, rows]} is element {@code j * rows + row}:
+     * each one is read on its own (an absmax saved this way is rare, and small next to its weight).
+     */
+    private void transposedAbsmax(long firstBlock, int count, float[] out) {
+        long rows = shape[0];
+        long perRow = shape[1] / state.blocksize();
+        DType d = absmax.entry().dtype();
+        short[] half = new short[count];
+        for (int k = 0; k < count; k++) {
+            long b = firstBlock + k;
+            long at = (b % perRow) * rows + b / perRow;
+            if (d == DType.F32) {
+                absmax.copyFloats(at * 4, out, k, 1);
+            } else {
+                absmax.copyShorts(at * 2, half, k, 1);
+            }
+        }
+        switch (d) {
+            case F32 -> { }
+            case F16 -> Kernels.get().f16ToF32(half, 0, out, 0, count);
+            case BF16 -> Kernels.get().bf16ToF32(half, 0, out, 0, count);
+            default -> throw new IllegalStateException("absmax dtype checked at open");
+        }
     }
 
     @Override

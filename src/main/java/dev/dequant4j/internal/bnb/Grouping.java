@@ -209,6 +209,7 @@ public final class Grouping {
             throw error(absmax.name(), weightName, "absmax has " + a.numel() + " entries but " + n
                     + " elements in blocks of " + qs.blocksize() + " need " + nb);
         }
+        boolean absmaxTransposed = cpuRepacked(absmax, a, shape, qs);
 
         TensorStore.Ref quantMap = component(weightName, ".quant_map", true);
         components.add(quantMap.name());
@@ -259,7 +260,38 @@ public final class Grouping {
         stored += qsEntry.byteSize();
         components.add(qsKey);
         return new FourBitTensor(weightName, qs, shape, weight, absmax, nestedMap, nestedAbsmax,
-                List.copyOf(components), stored);
+                List.copyOf(components), stored, absmaxTransposed);
+    }
+
+    /**
+     * bitsandbytes saves the absmax 1-D, one scale per block in block order. Its CPU kernel repacks a 4-bit weight
+     * during a forward pass and keeps the absmax as {@code [in / blocksize, out]} (transposed, in the compute dtype);
+     * a model saved after running on the CPU has that absmax, which bitsandbytes itself then reads in the wrong
+     * order. With whole blocks per row the transpose is exact, so it is undone, with a warning; any other layout of
+     * more than one row and column is refused. A {@code [1, n]} or {@code [n, 1]} absmax is in block order already.
+     *
+     * @return whether the absmax is stored transposed
+     */
+    private boolean cpuRepacked(TensorStore.Ref absmax, TensorEntry a, long[] shape, QuantState qs) {
+        long[] as = a.shape();
+        long vectorDims = Arrays.stream(as).filter(d -> d != 1).count();
+        if (as.length <= 1 || vectorDims <= 1) {
+            return false;
+        }
+        String weightName = absmax.name().substring(0, absmax.name().length() - ".absmax".length());
+        boolean repacked = as.length == 2 && shape.length == 2 && shape[1] % qs.blocksize() == 0
+                && as[0] == shape[1] / qs.blocksize() && as[1] == shape[0];
+        if (!repacked || qs.nested()) {
+            throw error(absmax.name(), weightName, "absmax has shape " + Arrays.toString(as) + "; bitsandbytes"
+                    + " saves it 1-D, one scale per block (only its CPU repacking's [in/blocksize, out] = ["
+                    + (shape.length == 2 ? shape[1] / qs.blocksize() + ", " + shape[0] : "?") + "] of a"
+                    + " non-double-quantized weight can be read back)");
+        }
+        LOG.log(System.Logger.Level.WARNING, weightName + ": absmax is stored " + a.dtype() + " "
+                + Arrays.toString(as) + ", the layout bitsandbytes' CPU kernel repacks to during a forward pass (the"
+                + " model was saved after running on the CPU); read transposed back into block order, which gives"
+                + " the original scales rounded to " + a.dtype());
+        return true;
     }
 
     private float[] floats(TensorStore.Ref r, int expected, String weightName) {

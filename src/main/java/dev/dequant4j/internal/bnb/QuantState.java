@@ -87,7 +87,10 @@ public record QuantState(String quantType, int blocksize, DType dtype, long[] sh
             nestedBlocksize = NESTED_BLOCKSIZE;
             String nd = o.getString("nested_dtype");
             if (!DType.fromTorchName(nd).map(d -> d == DType.F32).orElse(false)) {
-                throw new JsonException("nested_dtype '" + nd + "' is not float32");
+                throw new JsonException("nested_dtype '" + nd + "' is not float32" + (nd.endsWith("bfloat16")
+                        ? " (bitsandbytes writes this when the model is saved after a forward pass on the CPU, whose"
+                        + " kernel repacks the weight and re-quantizes its scales from bfloat16; save the quantized"
+                        + " model before running it, or quantize it again from the 16-bit original)" : ""));
             }
             double off = o.getDouble("nested_offset");
             // Python wrote offset.item() of a float32 as a double; narrowing it back is exact.

@@ -23,7 +23,6 @@ import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.Int8Tensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
-import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.lora.MergeOp;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -288,24 +287,16 @@ final class CudaEngine implements AutoCloseable {
                 return;
             }
             absmaxOff = host(4 * blocks, c -> {
-                DType d = f.absmax().entry().dtype();
-                if (d == DType.F32) {
+                if (f.absmax().entry().dtype() == DType.F32 && !f.absmaxTransposed()) {
                     f.absmax().copyTo(0, c, 0, 4 * blocks);
                     return;
                 }
-                // F16/BF16 scales widen exactly on the host, as the CPU path does.
+                // F16/BF16 scales widen exactly on the host, and a transposed absmax is put in block order, by the
+                // CPU path's own code.
                 int piece = 1 << 16;
-                short[] h = new short[piece];
-                float[] w = new float[piece];
                 for (long b = 0; b < blocks; b += piece) {
                     int n = (int) Math.min(piece, blocks - b);
-                    f.absmax().copyShorts(2 * b, h, 0, n);
-                    if (d == DType.F16) {
-                        Kernels.get().f16ToF32(h, 0, w, 0, n);
-                    } else {
-                        Kernels.get().bf16ToF32(h, 0, w, 0, n);
-                    }
-                    MemorySegment.copy(w, 0, c, ValueLayout.JAVA_FLOAT, 4 * b, n);
+                    MemorySegment.copy(f.absmax(b, n), 0, c, ValueLayout.JAVA_FLOAT, 4 * b, n);
                 }
             });
         }

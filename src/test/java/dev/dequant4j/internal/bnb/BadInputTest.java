@@ -126,6 +126,22 @@ class BadInputTest {
         assertError(b, P, "absmax has 63 entries but 4096 elements in blocks of 64 need 64");
     }
 
+    /** Only bitsandbytes' CPU repacking, [in/blocksize, out] = [1, 64] here, has a 2-D absmax that can be read. */
+    @Test
+    void plainAbsmaxInAnotherTwoDimensionalLayout() {
+        CheckpointBuilder b = CheckpointBuilder.copyOf(Fixtures.checkpoint("llama-h64-nf4"))
+                .putFloats(P + ".absmax", new long[] {8, 8}, new float[64]);
+        assertError(b, P, "absmax has shape [8, 8]; bitsandbytes saves it 1-D, one scale per block (only its CPU"
+                + " repacking's [in/blocksize, out] = [1, 64] of a non-double-quantized weight can be read back)");
+    }
+
+    @Test
+    void doubleQuantAbsmaxInTwoDimensions() {
+        CheckpointBuilder b = nf4dq().put(P + ".absmax", DType.U8, new long[] {8, 8}, new byte[64]);
+        assertError(b, P, "absmax has shape [8, 8]; bitsandbytes saves it 1-D, one scale per block (only its CPU"
+                + " repacking's [in/blocksize, out] = [1, 64] of a non-double-quantized weight can be read back)");
+    }
+
     @Test
     void plainAbsmaxOfWrongLength() {
         CheckpointBuilder b = CheckpointBuilder.copyOf(Fixtures.checkpoint("llama-h64-nf4"))
