@@ -64,6 +64,31 @@ class CudaDequantGpuTest {
         Oracle.assertBitsEqual(t.name() + " -> " + out, want, got, out);
     }
 
+    /**
+     * Real transformers + bitsandbytes saves, among them FP4 saved after a CPU forward, whose BF16 absmax is stored
+     * transposed and must reach the device in block order, as the CPU path reads it.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"gpt2-nf4-dq", "gpt2-fp4", "gpt2-int8",
+            "gpt2-fp4-forward"})
+    void everyRealGpt2TensorBitForBit(String name) {
+        try (Checkpoint c = Checkpoint.open(Fixtures.root().resolve("real").resolve(name));
+             Arena arena = Arena.ofConfined()) {
+            long transposed = Gpu.tensors(c).values().stream()
+                    .filter(t -> t instanceof dev.dequant4j.internal.bnb.FourBitTensor f && f.absmaxTransposed())
+                    .count();
+            org.junit.jupiter.api.Assertions.assertEquals(name.endsWith("-forward") ? 1 : 0, transposed);
+            for (LogicalTensor t : Gpu.tensors(c).values()) {
+                if (t.isFloat()) {
+                    for (DType out : OUTS) {
+                        compare(cuda, t, out, arena);
+                        compare(chunked, t, out, arena);
+                    }
+                }
+            }
+        }
+    }
+
     @ParameterizedTest
     @MethodSource("checkpoints")
     void everyFixtureTensorBitForBit(String name) {
