@@ -442,7 +442,9 @@ public final class Exporter {
                         progress.onBytes(done);
                     }
                 });
-        try (Arena arena = Arena.ofShared()) {
+        try (Arena arena = Arena.ofShared();
+             ReadAhead readAhead = new ReadAhead(plan, ReadAhead.window(r.memoryBudget() > 0 ? r.memoryBudget()
+                     : DEFAULT_MEMORY_BUDGET, poolSize * unitBytes))) {
             BlockingQueue<MemorySegment> pool = new ArrayBlockingQueue<>(poolSize);
             for (int i = 0; i < poolSize; i++) {
                 pool.add(arena.allocate(unitBytes, 4096));
@@ -471,6 +473,7 @@ public final class Exporter {
                                 pool.add(buf);
                                 return;
                             }
+                            readAhead.taken(seq);
                             if (progress.isCancelled()) {
                                 pool.add(buf);
                                 throw new Dequant4jException(Kind.CANCELLED, r.target(), "export cancelled");
@@ -502,6 +505,7 @@ public final class Exporter {
                                 } else {
                                     m.produce(t, u, merge == null ? null : merge.runner(), tally, target);
                                 }
+                                readAhead.done(seq);
                                 if (merge != null) {
                                     merge.unitDone();
                                 }
@@ -538,6 +542,7 @@ public final class Exporter {
                     }
                 }));
             }
+            readAhead.start();
             workers.forEach(Thread::start);
             consumers.forEach(Thread::start);
             try {

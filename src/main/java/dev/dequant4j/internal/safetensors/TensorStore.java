@@ -82,6 +82,61 @@ public final class TensorStore implements AutoCloseable {
             }
         }
 
+        /**
+         * Brings bytes {@code [offset, offset + len)} of this tensor into memory ahead of their reads: the OS is told
+         * to read the whole range at once ({@code madvise(MADV_WILLNEED)}), then one byte per page is touched, so a
+         * cold range is read at the disk's sequential speed by the caller instead of page by page by the readers.
+         * Advisory: returns false, having done nothing or part of it, when the bytes cannot be read (the file was
+         * truncated, the checkpoint closed); the reads themselves then report why.
+         */
+        public boolean load(long offset, long len) {
+            MemorySegment s = advisable(offset, len);
+            if (s == null) {
+                return false;
+            }
+            try {
+                if (file.currentSize() < file.fileSize()) {
+                    return false;
+                }
+                s.load();
+                return true;
+            } catch (java.io.IOException | IllegalStateException | InternalError e) {
+                return false;
+            }
+        }
+
+        /**
+         * Lets the OS unmap this process's pages of bytes {@code [offset, offset + len)} ({@code MADV_DONTNEED}; on a
+         * read-only file mapping the data stays in the page cache and a later read maps it again): pages already read
+         * then no longer count in the resident memory of the process. Advisory, like {@link #load}.
+         */
+        public void unload(long offset, long len) {
+            MemorySegment s = advisable(offset, len);
+            if (s == null) {
+                return;
+            }
+            try {
+                s.unload();
+            } catch (IllegalStateException | java.io.UncheckedIOException e) {
+                // closed meanwhile: nothing left to unload
+            }
+        }
+
+        /** The mapped slice for an advisory call, or null when there is nothing to advise on. */
+        private MemorySegment advisable(long offset, long len) {
+            long from = Math.clamp(offset, 0, entry.byteSize());
+            long to = Math.clamp(offset + len, from, entry.byteSize());
+            if (to == from) {
+                return null;
+            }
+            try {
+                MemorySegment s = file.data(entry);
+                return s.isMapped() ? s.asSlice(from, to - from) : null;
+            } catch (IllegalStateException e) {
+                return null;
+            }
+        }
+
         /** All bytes of this tensor (which must be small enough for an array). */
         public byte[] bytes() {
             long size = entry.byteSize();

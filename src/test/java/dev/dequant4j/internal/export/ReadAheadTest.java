@@ -1,0 +1,135 @@
+package dev.dequant4j.internal.export;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import dev.dequant4j.Checkpoint;
+import dev.dequant4j.DType;
+import dev.dequant4j.Export;
+import dev.dequant4j.Fixtures;
+import dev.dequant4j.ProgressListener;
+import dev.dequant4j.internal.Internals;
+import dev.dequant4j.internal.bnb.FourBitTensor;
+import dev.dequant4j.internal.bnb.LogicalTensor;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The read-ahead loads exactly the stored bytes each unit reads, and the pages of finished units leave the process:
+ * the part of the mapped input resident in an export stays within its memory budget, whatever the input's size.
+ */
+class ReadAheadTest {
+    @TempDir
+    Path tmp;
+
+    @Test
+    void theRangesOfAllUnitsTileEachStoredComponentOnce() {
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
+            List<ExportPlan.OutputTensor> tensors = new ArrayList<>();
+            for (LogicalTensor t : Internals.checkpoint().logical(c).values()) {
+                tensors.add(new ExportPlan.OutputTensor(t.name(), t, 0, DType.F16, t.shape(), false, false, false));
+            }
+            // units of 2 KiB of output: 1024 elements, a few 64-element blocks each
+            ExportPlan plan = ExportPlan.build(tensors, Long.MAX_VALUE, 2048, 1);
+            int fourBit = 0;
+            for (int ti = 0; ti < tensors.size(); ti++) {
+                ExportPlan.OutputTensor t = tensors.get(ti);
+                List<List<ReadAhead.Range>> perUnit = new ArrayList<>();
+                for (ExportPlan.Unit u : plan.units()) {
+                    if (u.tensorIndex() == ti) {
+                        perUnit.add(ReadAhead.ranges(t, u));
+                    }
+                }
+                int components = t.source() instanceof FourBitTensor ? 2 : 1;
+                fourBit += components - 1;
+                for (int k = 0; k < components; k++) {
+                    long end = 0;
+                    var ref = perUnit.getFirst().get(k).ref();
+                    for (List<ReadAhead.Range> r : perUnit) {
+                        ReadAhead.Range x = r.get(k);
+                        assertEquals(ref, x.ref());
+                        // no gap; neighbouring units share at most the byte or the scale where they meet
+                        assertTrue(x.offset() <= end && x.offset() >= end - 4, t.name() + ": " + x + " after " + end);
+                        end = x.offset() + x.length();
+                    }
+                    assertEquals(ref.entry().byteSize(), end, t.name() + " component " + k + " covered to its end");
+                }
+            }
+            assertTrue(fourBit > 0, "the fixture has 4-bit weights");
+        }
+    }
+
+    @Test
+    void aFourBitUnitLoadsItsPackedBytesAndTheScalesOfItsBlocks() {
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"))) {
+            FourBitTensor f = Internals.checkpoint().logical(c).values().stream()
+                    .filter(FourBitTensor.class::isInstance).map(FourBitTensor.class::cast).findFirst().orElseThrow();
+            var t = new ExportPlan.OutputTensor(f.name(), f, 0, DType.F16, f.shape(), false, false, false);
+            int bs = f.blocksize();
+            // elements [bs + 1, 3 bs + 1): packed bytes [bs / 2, 3 bs / 2 + 1), blocks 1 to 3
+            var u = new ExportPlan.Unit(0, 0, bs + 1, 2L * bs, 0, 0, 4L * bs, false);
+            List<ReadAhead.Range> r = ReadAhead.ranges(t, u);
+            assertEquals(List.of(new ReadAhead.Range(f.weight(), bs / 2, bs + 1),
+                    new ReadAhead.Range(f.absmax(), 1, 3)), r);
+        }
+    }
+
+    @Test
+    void theResidentPartOfTheMappedInputStaysWithinTheBudget() throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        // 96 MB of BF16 in one file, exported to F32 (192 MB) under a 32 MiB budget
+        Path model = SyntheticModel.write(tmp.resolve("m"), 3, 4_000, 4_000, "{\"torch_dtype\": \"bfloat16\"}");
+        Path file = model.resolve("model.safetensors");
+        long budget = 32L << 20;
+        AtomicLong peak = new AtomicLong();
+        try (Checkpoint c = Checkpoint.open(model)) {
+            ProgressListener sample = new ProgressListener() {
+                @Override
+                public void onBytes(long bytesDone) {
+                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                }
+            };
+            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(budget).progress(sample).to(tmp.resolve("out"));
+            long after = residentBytes(smaps, file);
+            assertTrue(peak.get() > 0, "sampled while the export ran");
+            assertTrue(peak.get() <= budget, "resident input " + peak.get() + " bytes at the peak, budget " + budget);
+            assertTrue(after <= 1 << 20, "resident input after the export: " + after + " bytes");
+        }
+        assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
+        try (Checkpoint src = Checkpoint.open(model); Checkpoint out = Checkpoint.open(tmp.resolve("out"))) {
+            float[] a = new float[4_000];
+            float[] b = new float[4_000];
+            src.readFloats("model.layers.2.mlp.w.weight", 15_996_000, a, 0, a.length);
+            out.readFloats("model.layers.2.mlp.w.weight", 15_996_000, b, 0, b.length);
+            assertArrayEquals(a, b);
+        }
+    }
+
+    /** Rss of this process's mappings of {@code file}, from /proc/self/smaps. */
+    private static long residentBytes(Path smaps, Path file) {
+        String name = file.toAbsolutePath().toString();
+        long kb = 0;
+        boolean in = false;
+        try {
+            for (String line : Files.readAllLines(smaps)) {
+                if (Character.isDigit(line.charAt(0)) || Character.isLowerCase(line.charAt(0))) {
+                    in = line.endsWith(" " + name);
+                } else if (in && line.startsWith("Rss:")) {
+                    kb += Long.parseLong(line.substring(4).trim().split("\\s+")[0]);
+                }
+            }
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        return kb << 10;
+    }
+}
