@@ -24,18 +24,37 @@ import java.util.Locale;
 import java.util.stream.Stream;
 
 /**
- * End-to-end export benchmark on a generated Llama-3-8B-shaped NF4 double-quant checkpoint: wall time and peak
- * anonymous RSS of the export, against the I/O bound measured in the same run (read every input byte, then write
- * an output-sized file the way the exporter writes: its sequential, direct-I/O writer, then fsync).
+ * End-to-end export benchmark on a Llama-3-8B-shaped NF4 double-quant checkpoint (generated, or given): wall time,
+ * CPU time, CPU share, peak RSS and peak RssAnon of the export, against the I/O bound measured in the same run (read
+ * every input byte, then write an output-sized file the way the exporter writes: its sequential, direct-I/O writer,
+ * then fsync), both serial (read + write) and overlapped (the larger of the two).
+ *
+ * <p>{@code --cache cold} drops the page cache before each export and before the bound's read ({@code sync}, then
+ * {@code 3} into {@code /proc/sys/vm/drop_caches}, which needs root), or, where that is refused, reads
+ * {@code --evict FILE} (a file larger than the page cache can hold besides) instead; {@code --cache both} alternates a
+ * cold and a warm export in each run and reports the ratio of their CPU times. {@code --cli JAR} measures what a user
+ * runs, the one-shot {@code java -jar JAR export ...} under {@code /usr/bin/time}, instead of an export in this JVM.
  *
  * <pre>
  * java --add-modules jdk.incubator.vector -cp benchmarks/target/benchmarks.jar dev.dequant4j.bench.ExportBench \
  *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--backend cpu|cuda|auto]
- *      [--max-shard-bytes 5000000000] [--work /tmp/dequant4j-bench]
+ *      [--dtype bf16|f16|f32] [--max-shard-bytes 5000000000] [--work /tmp/dequant4j-bench]
+ *      [--model DIR [--adapter DIR]] [--cache warm|cold|both] [--evict FILE] [--cli target/dequant4j-cli.jar]
  * </pre>
  */
 public final class ExportBench {
     private ExportBench() {}
+
+    /** One export: seconds of wall and CPU time, bytes of peak RSS and RssAnon (0 where unknown). */
+    record Run(double wall, double cpu, long rss, long rssAnon, long outputBytes) {
+        double share() {
+            return cpu / wall;
+        }
+    }
+
+    /** What an export run needs. */
+    record Setup(Path model, Path adapter, Path out, DType dtype, int threads, Backend backend, long maxShard,
+                 Path cli) {}
 
     public static void main(String[] args) throws Exception {
         int layers = 2;
@@ -43,8 +62,14 @@ public final class ExportBench {
         int runs = 3;
         int threads = Runtime.getRuntime().availableProcessors();
         Backend backend = Backend.CPU;
+        DType dtype = DType.BF16;
         long maxShard = 5_000_000_000L;
         Path work = Path.of(System.getProperty("java.io.tmpdir"), "dequant4j-bench");
+        Path model = null;
+        Path adapter = null;
+        String cache = "warm";
+        Path evict = null;
+        Path cli = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--layers" -> layers = Integer.parseInt(args[++i]);
@@ -52,70 +77,201 @@ public final class ExportBench {
                 case "--runs" -> runs = Integer.parseInt(args[++i]);
                 case "--threads" -> threads = Integer.parseInt(args[++i]);
                 case "--backend" -> backend = Backend.valueOf(args[++i].toUpperCase(Locale.ROOT));
+                case "--dtype" -> dtype = DType.valueOf(args[++i].toUpperCase(Locale.ROOT));
                 case "--max-shard-bytes" -> maxShard = Long.parseLong(args[++i]);
                 case "--work" -> work = Path.of(args[++i]);
+                case "--model" -> model = Path.of(args[++i]);
+                case "--adapter" -> adapter = Path.of(args[++i]);
+                case "--cache" -> cache = args[++i];
+                case "--evict" -> evict = Path.of(args[++i]);
+                case "--cli" -> cli = Path.of(args[++i]);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
-        Path model = work.resolve("llama3-8b-shaped-L" + layers + "-nf4-dq");
-        if (!Files.exists(model.resolve("config.json"))) {
-            AtomicDirectory.deleteRecursively(model);
-            long t = System.nanoTime();
-            SyntheticLlama.writeModel(model, layers);
-            System.out.printf(Locale.ROOT, "generated %s in %.1f s%n", model, (System.nanoTime() - t) / 1e9);
+        if (!List.of("warm", "cold", "both").contains(cache)) {
+            throw new IllegalArgumentException("--cache must be warm, cold or both");
         }
-        Path adapter = work.resolve("lora-L" + layers + "-r" + rank);
-        if (rank > 0 && !Files.exists(adapter.resolve("adapter_config.json"))) {
-            AtomicDirectory.deleteRecursively(adapter);
-            SyntheticLlama.writeAdapter(adapter, layers, rank);
+        if (model == null) {
+            model = work.resolve("llama3-8b-shaped-L" + layers + "-nf4-dq");
+            if (!Files.exists(model.resolve("config.json"))) {
+                AtomicDirectory.deleteRecursively(model);
+                long t = System.nanoTime();
+                SyntheticLlama.writeModel(model, layers);
+                System.out.printf(Locale.ROOT, "generated %s in %.1f s%n", model, (System.nanoTime() - t) / 1e9);
+            }
+            if (rank > 0) {
+                adapter = work.resolve("lora-L" + layers + "-r" + rank);
+                if (!Files.exists(adapter.resolve("adapter_config.json"))) {
+                    AtomicDirectory.deleteRecursively(adapter);
+                    SyntheticLlama.writeAdapter(adapter, layers, rank);
+                }
+            }
         }
-        Path out = work.resolve("out");
+        Setup setup = new Setup(model, adapter, work.resolve("out"), dtype, threads, backend, maxShard, cli);
+        Cache dropper = new Cache(evict, List.of(model, adapter == null ? model : adapter));
         System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; backend "
-                + backend.name().toLowerCase(Locale.ROOT) + "; shards of at most " + maxShard + " bytes; java "
-                + Runtime.version());
+                + backend.name().toLowerCase(Locale.ROOT) + "; dtype " + dtype + "; shards of at most " + maxShard
+                + " bytes; java " + Runtime.version() + "; " + (cli == null ? "in this JVM" : "one-shot " + cli)
+                + "; cache " + cache);
 
-        long inputBytes = sizeOf(model) + (rank > 0 ? sizeOf(adapter) : 0);
-        double[] walls = new double[runs];
-        double[] cpus = new double[runs];
-        long[] rss = new long[runs];
+        long inputBytes = sizeOf(model) + (adapter != null ? sizeOf(adapter) : 0);
+        List<Run> cold = new ArrayList<>();
+        List<Run> warm = new ArrayList<>();
+        for (int run = 0; run < runs; run++) {
+            if (!cache.equals("warm")) {
+                dropper.drop();
+                cold.add(report("cold", run, export(setup)));
+            }
+            if (!cache.equals("cold")) {
+                readAll(model);
+                if (adapter != null) {
+                    readAll(adapter);
+                }
+                warm.add(report("warm", run, export(setup)));
+            }
+        }
+        AtomicDirectory.deleteRecursively(setup.out());
+        long outputBytes = (cold.isEmpty() ? warm : cold).getFirst().outputBytes();
+
+        if (!cache.equals("warm")) {
+            dropper.drop();
+        }
+        double read = readAll(model) + (adapter != null ? readAll(adapter) : 0);
+        double write = writeLike(work.resolve("io-bound.bin"), outputBytes);
+        double serial = read + write;
+        double overlapped = Math.max(read, write);
+        System.out.printf(Locale.ROOT, "input %.2f GB, output %.2f GB; load average %s%n", inputBytes / 1e9,
+                outputBytes / 1e9, loadAverage());
+        System.out.printf(Locale.ROOT, "I/O bound (%s read): read %.2f s (%.2f GB/s) + write %.2f s (%.2f GB/s):"
+                + " serial %.2f s, overlapped %.2f s%n", cache.equals("warm") ? "warm" : "cold", read,
+                inputBytes / 1e9 / read, write, outputBytes / 1e9 / write, serial, overlapped);
+        for (List<Run> rs : List.of(cold, warm)) {
+            if (rs.isEmpty()) {
+                continue;
+            }
+            double wall = median(rs.stream().mapToDouble(Run::wall).toArray());
+            System.out.printf(Locale.ROOT, "%s export: median wall %.2f s (%.2fx serial, %.2fx overlapped bound),"
+                    + " CPU %.2f s, CPU share %.0f %%, peak RSS %d MB, peak RssAnon %d MB (of %d runs)%n",
+                    rs == cold ? "cold" : "warm", wall, wall / serial, wall / overlapped,
+                    median(rs.stream().mapToDouble(Run::cpu).toArray()),
+                    100 * median(rs.stream().mapToDouble(Run::share).toArray()),
+                    rs.stream().mapToLong(Run::rss).max().orElse(0) >> 20,
+                    rs.stream().mapToLong(Run::rssAnon).max().orElse(0) >> 20, rs.size());
+        }
+        if (!cold.isEmpty() && !warm.isEmpty()) {
+            System.out.printf(Locale.ROOT, "CPU time cold / warm: %.2f (medians)%n",
+                    median(cold.stream().mapToDouble(Run::cpu).toArray())
+                            / median(warm.stream().mapToDouble(Run::cpu).toArray()));
+        }
+    }
+
+    private static Run report(String what, int run, Run r) {
+        System.out.printf(Locale.ROOT, "run %d %s: wall %.2f s, CPU %.2f s (%.0f %%), peak RSS %d MB, peak RssAnon"
+                + " %d MB; load average %s%n", run + 1, what, r.wall(), r.cpu(), 100 * r.share(), r.rss() >> 20,
+                r.rssAnon() >> 20, loadAverage());
+        return r;
+    }
+
+    private static Run export(Setup s) throws Exception {
+        AtomicDirectory.deleteRecursively(s.out());
+        return s.cli() == null ? exportHere(s) : exportOneShot(s);
+    }
+
+    /** An export in this JVM; RSS and RssAnon are sampled peaks of this process. */
+    private static Run exportHere(Setup s) throws Exception {
         var os = (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
                 .getOperatingSystemMXBean();
-        long outputBytes = 0;
-        for (int run = 0; run < runs; run++) {
-            AtomicDirectory.deleteRecursively(out);
-            RssSampler sampler = new RssSampler();
-            sampler.start();
-            long cpu0 = os.getProcessCpuTime();
-            long t = System.nanoTime();
-            ExportResult r;
-            try (Checkpoint c = Checkpoint.open(model);
-                 LoraAdapter a = rank > 0 ? LoraAdapter.open(adapter) : null) {
-                Export e = Export.of(c).dtype(DType.BF16).threads(threads).backend(backend).maxShardBytes(maxShard);
-                if (a != null) {
-                    e.adapter(a);
-                }
-                r = e.to(out);
+        RssSampler sampler = new RssSampler(ProcessHandle.current());
+        sampler.start();
+        long cpu0 = os.getProcessCpuTime();
+        long t = System.nanoTime();
+        ExportResult r;
+        try (Checkpoint c = Checkpoint.open(s.model());
+             LoraAdapter a = s.adapter() != null ? LoraAdapter.open(s.adapter()) : null) {
+            Export e = Export.of(c).dtype(s.dtype()).threads(s.threads()).backend(s.backend())
+                    .maxShardBytes(s.maxShard());
+            if (a != null) {
+                e.adapter(a);
             }
-            walls[run] = (System.nanoTime() - t) / 1e9;
-            cpus[run] = (os.getProcessCpuTime() - cpu0) / 1e9;
-            rss[run] = sampler.stopAndPeak();
-            outputBytes = r.bytes();
-            System.out.printf(Locale.ROOT, "run %d: export %.2f s, process CPU %.2f s, peak RssAnon %d MB%n",
-                    run + 1, walls[run], cpus[run], rss[run] >> 20);
+            r = e.to(s.out());
         }
-        AtomicDirectory.deleteRecursively(out);
+        double wall = (System.nanoTime() - t) / 1e9;
+        double cpu = (os.getProcessCpuTime() - cpu0) / 1e9;
+        sampler.stopAndPeak();
+        return new Run(wall, cpu, sampler.peakRss, sampler.peakAnon, r.bytes());
+    }
 
-        double read = readAll(model) + (rank > 0 ? readAll(adapter) : 0);
-        double write = writeLike(work.resolve("io-bound.bin"), outputBytes);
-        double bound = read + write;
-        double median = median(walls);
-        System.out.printf(Locale.ROOT, "layers %d, LoRA rank %d, input %.2f GB, output %.2f GB%n", layers, rank,
-                inputBytes / 1e9, outputBytes / 1e9);
-        System.out.printf(Locale.ROOT, "I/O bound: read %.2f s (%.2f GB/s) + write %.2f s (%.2f GB/s) = %.2f s%n",
-                read, inputBytes / 1e9 / read, write, outputBytes / 1e9 / write, bound);
-        System.out.printf(Locale.ROOT, "export: median %.2f s of %s; ratio to I/O bound %.2f; median process CPU"
-                + " %.2f s; peak RssAnon max %d MB%n", median, Arrays.toString(walls), median / bound, median(cpus),
-                Arrays.stream(rss).max().orElse(0) >> 20);
+    /**
+     * {@code java -jar JAR export ...} under {@code /usr/bin/time}: its wall, user + system time and maximum RSS (of
+     * the largest process: the CLI restarts itself with the Vector API), and the peak RssAnon of the process tree.
+     */
+    private static Run exportOneShot(Setup s) throws Exception {
+        Path times = Files.createTempFile("export-time", ".txt");
+        List<String> cmd = new ArrayList<>(List.of("/usr/bin/time", "-f", "%e %U %S %M", "-o", times.toString(),
+                Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar", s.cli().toString(),
+                "export", s.model().toString(), "--out", s.out().toString(), "--dtype",
+                s.dtype().name().toLowerCase(Locale.ROOT), "--threads", String.valueOf(s.threads()), "--backend",
+                s.backend().name().toLowerCase(Locale.ROOT), "--max-shard-size", String.valueOf(s.maxShard())));
+        if (s.adapter() != null) {
+            cmd.addAll(List.of("--adapter", s.adapter().toString()));
+        }
+        Path log = Files.createTempFile("export", ".log");
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        RssSampler sampler = new RssSampler(p.toHandle());
+        sampler.start();
+        int code = p.waitFor();
+        sampler.stopAndPeak();
+        if (code != 0) {
+            throw new IllegalStateException("export failed (" + code + "): " + Files.readString(log));
+        }
+        String[] f = Files.readString(times).trim().split("\\s+");
+        Files.delete(times);
+        Files.delete(log);
+        return new Run(Double.parseDouble(f[0]), Double.parseDouble(f[1]) + Double.parseDouble(f[2]),
+                Long.parseLong(f[3]) << 10, sampler.peakAnon, sizeOf(s.out()));
+    }
+
+    /** Empties the page cache of the inputs before a cold run. */
+    static final class Cache {
+        private final Path evict;
+        private final List<Path> inputs;
+        private boolean warned;
+
+        Cache(Path evict, List<Path> inputs) {
+            this.evict = evict;
+            this.inputs = inputs;
+        }
+
+        void drop() throws IOException, InterruptedException {
+            new ProcessBuilder("sync").inheritIO().start().waitFor();
+            try {
+                Files.writeString(Path.of("/proc/sys/vm/drop_caches"), "3");
+                return;
+            } catch (IOException e) {
+                if (evict == null) {
+                    throw new IOException("cannot drop the page cache (" + e + "); run as root, or pass --evict"
+                            + " FILE, a file larger than the page cache can hold besides the inputs " + inputs, e);
+                }
+                if (!warned) {
+                    System.out.println("cannot drop the page cache (" + e + "): reading " + evict + " instead");
+                    warned = true;
+                }
+            }
+            try (FileChannel ch = FileChannel.open(evict, StandardOpenOption.READ)) {
+                ByteBuffer buf = ByteBuffer.allocateDirect(16 << 20);
+                while (ch.read(buf.clear()) > 0) {
+                    // reading pushes the inputs out of the cache
+                }
+            }
+        }
+    }
+
+    private static String loadAverage() {
+        try {
+            return Files.readString(Path.of("/proc/loadavg")).split(" ")[0];
+        } catch (IOException e) {
+            return "unknown";
+        }
     }
 
     private static long sizeOf(Path dir) throws IOException {
@@ -176,41 +332,54 @@ public final class ExportBench {
         return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
     }
 
-    /** Samples RssAnon of this process from /proc every 20 ms (heap, direct buffers, JIT; not the page cache). */
+    /**
+     * Samples VmRSS and RssAnon (heap, direct buffers, JIT; not the page cache) of a process and its descendants from
+     * /proc every 20 ms; the peaks are of their sums.
+     */
     static final class RssSampler extends Thread {
+        private final ProcessHandle root;
         private volatile boolean running = true;
-        private volatile long peak;
-        private final List<String> errors = new ArrayList<>();
+        private volatile long peakRss;
+        private volatile long peakAnon;
 
-        RssSampler() {
+        RssSampler(ProcessHandle root) {
+            this.root = root;
             setDaemon(true);
         }
 
         @Override
         public void run() {
             while (running) {
-                try {
-                    for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-                        if (line.startsWith("RssAnon:")) {
-                            long kb = Long.parseLong(line.replaceAll("[^0-9]", ""));
-                            peak = Math.max(peak, kb * 1024);
+                long rss = 0;
+                long anon = 0;
+                List<ProcessHandle> tree = new ArrayList<>(root.descendants().toList());
+                tree.add(root);
+                for (ProcessHandle h : tree) {
+                    try {
+                        for (String line : Files.readAllLines(Path.of("/proc", String.valueOf(h.pid()), "status"))) {
+                            if (line.startsWith("VmRSS:")) {
+                                rss += Long.parseLong(line.replaceAll("[^0-9]", "")) << 10;
+                            } else if (line.startsWith("RssAnon:")) {
+                                anon += Long.parseLong(line.replaceAll("[^0-9]", "")) << 10;
+                            }
                         }
+                    } catch (IOException e) {
+                        // the process ended between the listing and the read
                     }
+                }
+                peakRss = Math.max(peakRss, rss);
+                peakAnon = Math.max(peakAnon, anon);
+                try {
                     Thread.sleep(20);
-                } catch (IOException | InterruptedException | NumberFormatException e) {
-                    errors.add(e.toString());
+                } catch (InterruptedException e) {
                     return;
                 }
             }
         }
 
-        long stopAndPeak() throws InterruptedException {
+        void stopAndPeak() throws InterruptedException {
             running = false;
             join();
-            if (!errors.isEmpty()) {
-                throw new IllegalStateException("RSS sampling failed: " + errors);
-            }
-            return peak;
         }
     }
 }
