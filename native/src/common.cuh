@@ -15,6 +15,36 @@ constexpr unsigned FULL_MASK = 0xffffffffu;
 // f32(1/127), bitsandbytes' int8_vectorwise_dequant constant (0x3C010204).
 __device__ __forceinline__ float inv127() { return __int_as_float(0x3C010204); }
 
+// ---- products and sums with the JVM's NaNs -------------------------------------------------------------------
+
+// A NaN that arithmetic produced, as x86 (so the JVM the oracle runs on) makes it: a NaN operand's payload,
+// quieted (the first operand's if both are NaN); an invalid operation on non-NaNs (0 * inf, inf - inf) gives the
+// default NaN 0xFFC00000. The GPU gives 0x7FFFFFFF for all of these.
+__device__ __forceinline__ float x86_nan(float a, float b) {
+    const uint32_t ua = __float_as_uint(a);
+    const uint32_t ub = __float_as_uint(b);
+    if ((ua & 0x7FFFFFFFu) > 0x7F800000u) {
+        return __uint_as_float(ua | 0x00400000u);
+    }
+    if ((ub & 0x7FFFFFFFu) > 0x7F800000u) {
+        return __uint_as_float(ub | 0x00400000u);
+    }
+    return __uint_as_float(0xFFC00000u);
+}
+
+// a * b and a + b, one IEEE operation each, with x86_nan's NaNs: used where dequantization multiplies by a scale
+// that a checkpoint may hold as inf or NaN, so that even NaN payloads match the CPU (not in the merge steps'
+// arithmetic: see docs/CUDA.md).
+__device__ __forceinline__ float mul_x86(float a, float b) {
+    const float r = __fmul_rn(a, b);
+    return r != r ? x86_nan(a, b) : r;
+}
+
+__device__ __forceinline__ float add_x86(float a, float b) {
+    const float r = __fadd_rn(a, b);
+    return r != r ? x86_nan(a, b) : r;
+}
+
 // ---- to float32 -------------------------------------------------------------------------------------------------
 
 // Float.float16ToFloat on x86-64: exact for every non-NaN; a NaN keeps sign and payload and gets the quiet bit.
@@ -150,8 +180,8 @@ __device__ __forceinline__ float block_scale(const dq4j_source& s, int64_t blk) 
     if (s.nested) {
         int64_t first = s.elem0 >> s.block_shift;
         int64_t nested = ((first + blk) >> 8) - (first >> 8);
-        float t = __fmul_rn(__ldg(s.nested_map + __ldg(s.absmax_code + blk)), __ldg(s.nested_absmax + nested));
-        return __fadd_rn(t, s.nested_offset);
+        float t = mul_x86(__ldg(s.nested_map + __ldg(s.absmax_code + blk)), __ldg(s.nested_absmax + nested));
+        return add_x86(t, s.nested_offset);
     }
     return __ldg(s.absmax + blk);
 }

@@ -62,8 +62,8 @@ __global__ void __launch_bounds__(THREADS) k_dequant4(const __grid_constant__ dq
             for (int b = 0; b < 4; b++) {
                 const uint32_t byte = (w[j] >> (8 * b)) & 0xFFu;
                 // High nibble first: element 2i is byte i >> 4 (bitsandbytes' packing).
-                vals[8 * j + 2 * b] = __fmul_rn(__shfl_sync(FULL_MASK, lut, (int)(byte >> 4)), scale);
-                vals[8 * j + 2 * b + 1] = __fmul_rn(__shfl_sync(FULL_MASK, lut, (int)(byte & 15u)), scale);
+                vals[8 * j + 2 * b] = mul_x86(__shfl_sync(FULL_MASK, lut, (int)(byte >> 4)), scale);
+                vals[8 * j + 2 * b + 1] = mul_x86(__shfl_sync(FULL_MASK, lut, (int)(byte & 15u)), scale);
             }
         }
         if (v < nvec) {
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(THREADS) k_dequant_int8(const __grid_constant_
                 next = (row + 1) * cols - s.elem0;
                 scb = __ldg(s.scb + (row - first_row));
             }
-            vals[i] = __fmul_rn(__fmul_rn((float)x[i], scb), inv);
+            vals[i] = mul_x86(mul_x86((float)x[i], scb), inv);
         }
         if (e + 16 <= n) {
             store8<OUT>(out, e, vals);

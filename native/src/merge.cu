@@ -161,9 +161,9 @@ __device__ __forceinline__ void lowrank(const MergeParams& P, const Step& st, in
 __device__ __forceinline__ float scale_at(const Source& s, int kl) {
     const int blk = (s.b_phase + kl) >> s.shift;
     if (s.nested) {
-        const float t = __fmul_rn(__ldg(s.nested_map + __ldg(s.absmax_code + blk)),
-                                  __ldg(s.nested_absmax + ((s.n_phase + blk) >> 8)));
-        return __fadd_rn(t, s.nested_offset);
+        const float t = mul_x86(__ldg(s.nested_map + __ldg(s.absmax_code + blk)),
+                                __ldg(s.nested_absmax + ((s.n_phase + blk) >> 8)));
+        return add_x86(t, s.nested_offset);
     }
     return __ldg(s.absmax + blk);
 }
@@ -173,7 +173,7 @@ __device__ __forceinline__ float base1_4bit(const Source& s, const float* lut, i
     const int k = s.e_phase + kl;
     const uint32_t b = static_cast<const uint8_t*>(s.data)[k >> 1];
     const uint32_t nib = (k & 1) ? (b & 15u) : (b >> 4);
-    return __fmul_rn(lut[nib], scale_at(s, kl));
+    return mul_x86(lut[nib], scale_at(s, kl));
 }
 
 // Template tag of int8 sources in load_base_other (plain sources use their DQ4J_F* dtype).
@@ -184,7 +184,7 @@ template <int KIND>
 __device__ __forceinline__ float base1_other(const Source& s, int kl, int row) {
     if (KIND == KIND_INT8) {
         const float q = (float)static_cast<const int8_t*>(s.data)[kl];
-        return __fmul_rn(__fmul_rn(q, __ldg(s.scb + row)), inv127());
+        return mul_x86(mul_x86(q, __ldg(s.scb + row)), inv127());
     }
     return load1<KIND>(s.data, kl);
 }
@@ -197,8 +197,8 @@ __device__ __forceinline__ void base8(const Source& s, const float* lut, int kl,
 #pragma unroll
     for (int b = 0; b < 4; b++) {
         const uint32_t byte = (word >> (8 * b)) & 0xFFu;
-        v[2 * b] = __fmul_rn(lut[byte >> 4], scale);
-        v[2 * b + 1] = __fmul_rn(lut[byte & 15u], scale);
+        v[2 * b] = mul_x86(lut[byte >> 4], scale);
+        v[2 * b + 1] = mul_x86(lut[byte & 15u], scale);
     }
 }
 

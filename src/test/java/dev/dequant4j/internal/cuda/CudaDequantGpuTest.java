@@ -166,6 +166,37 @@ class CudaDequantGpuTest {
         }
     }
 
+    /**
+     * Scales a checkpoint may hold as infinities or NaNs with payloads: the products give the CPU's NaNs (an
+     * operand's payload, or x86's default NaN for 0 * inf), not the GPU's canonical one, in every output dtype.
+     */
+    @Test
+    void nonFiniteScalesGiveTheCpusNaNs() throws IOException {
+        int[] specials = {0x7F800000, 0x7F812345, 0xFFC00001, 0xFF800000, 0x7FC0BEEF};
+        SyntheticCheckpoint s = new SyntheticCheckpoint(13)
+                .fourBit("plain", new long[] {16, 64}, "nf4", 64, false, DType.BF16, DType.F32)
+                .fourBit("fp4", new long[] {16, 64}, "fp4", 64, false, DType.BF16, DType.F32)
+                .fourBit("nested", new long[] {600, 64}, "nf4", 64, true, DType.BF16, DType.F32)
+                .int8("int8", 8, 40);
+        for (int i = 0; i < specials.length; i++) {
+            s.setF32Bits("plain.weight.absmax", 2 * i, specials[i]);
+            s.setF32Bits("fp4.weight.absmax", 2 * i + 1, specials[i]);
+            s.setF32Bits("int8.SCB", i, specials[i]);
+            s.setF32Bits("nested.weight.nested_quant_map", 40 * i, specials[i]);
+        }
+        // Infinity, not NaN: where two NaNs meet, the CPU's payload depends on the JIT's operand order.
+        s.setF32Bits("nested.weight.nested_absmax", 1, 0x7F800000);
+        Path file = s.write(tmp.resolve("non-finite.safetensors"));
+        try (Checkpoint c = Checkpoint.open(file); Arena arena = Arena.ofConfined()) {
+            for (String name : List.of("plain.weight", "fp4.weight", "nested.weight", "int8.weight")) {
+                for (DType out : OUTS) {
+                    compare(cuda, Gpu.tensors(c).get(name), out, arena);
+                    compare(chunked, Gpu.tensors(c).get(name), out, arena);
+                }
+            }
+        }
+    }
+
     /** Random bit patterns: NaNs with payloads, infinities, subnormals, both zeros, overflow to F16 infinity. */
     @Test
     void plainConversionsOfEveryBitPattern() throws IOException {

@@ -166,6 +166,36 @@ class CudaMergeGpuTest {
         }
     }
 
+    /**
+     * Non-finite values in the base and in the adapter: NaN and infinity where the CPU has them, the CPU's bits
+     * everywhere else, BF16 bit for bit (its only NaN is 0x7FC0).
+     */
+    @Test
+    void nonFiniteValuesInMerges() throws IOException {
+        SyntheticCheckpoint s = new SyntheticCheckpoint(17);
+        s.fourBit("w", new long[] {64, 96}, "nf4", 64, false, DType.BF16, DType.F32)
+                .setF32Bits("w.weight.absmax", 0, 0x7F800000)
+                .setF32Bits("w.weight.absmax", 5, 0x7F812345);
+        Path file = s.write(tmp.resolve("non-finite-merge.safetensors"));
+        MergeOp.Lora l = lora(s, "a", 64, 96, 8);
+        l.left()[3 * 8 + 2] = Float.intBitsToFloat(0x7FC0BEEF);
+        l.left()[9 * 8] = Float.POSITIVE_INFINITY;
+        l.right()[4 * 96 + 7] = Float.NEGATIVE_INFINITY;
+        try (Checkpoint c = Checkpoint.open(file); Arena arena = Arena.ofConfined()) {
+            LogicalTensor t = Gpu.tensors(c).get("w.weight");
+            for (DType out : OUTS) {
+                MemorySegment got = arena.allocate(out.byteSize(t.numel()), 16);
+                MemorySegment want = Oracle.expected(t, List.of(l), out, arena);
+                exact.materialize(t, List.of(l), out, got);
+                if (out == DType.BF16) {
+                    Oracle.assertBitsEqual("non-finite merge -> " + out, want, got, out);
+                } else {
+                    Oracle.assertBitsEqualAnyNaN("non-finite merge -> " + out, want, got, out);
+                }
+            }
+        }
+    }
+
     /** Many tiles at the highest rank; on the emulation 9 x 5 tiles (the last column tile partial), not 64 x 16. */
     @Test
     void largeTensorAtHighRank() throws IOException {

@@ -75,6 +75,24 @@ final class Oracle {
     }
 
     /**
+     * Asserts equal bits except that where the reference is a NaN any NaN will do: merge steps' arithmetic gives the
+     * GPU's canonical NaN where the CPU keeps an operand's payload (docs/CUDA.md, Numerics).
+     */
+    static void assertBitsEqualAnyNaN(String what, MemorySegment want, MemorySegment got, DType out) {
+        long n = want.byteSize() / (out.bits() / 8);
+        for (long i = 0; i < n; i++) {
+            boolean wantNaN = Double.isNaN(out == DType.F32 ? want.getAtIndex(ValueLayout.JAVA_FLOAT, i)
+                    : value(want, i, out));
+            boolean gotNaN = Double.isNaN(out == DType.F32 ? got.getAtIndex(ValueLayout.JAVA_FLOAT, i)
+                    : value(got, i, out));
+            if (wantNaN != gotNaN || (!wantNaN && ordinal(want, i, out) != ordinal(got, i, out))) {
+                throw new AssertionError(what + "[" + i + "] of " + n + ": expected " + show(want, i, out) + " got "
+                        + show(got, i, out));
+            }
+        }
+    }
+
+    /**
      * The fused mode's bound on one LoRA step (docs/CUDA.md): per element the fp32 result may differ from the
      * exact one by {@code |scale| * (r + 2) * 2^-23 * sum_k |left[i,k] * right[k,j]| + 2^-23 * |w|}, then both
      * are rounded once to the output dtype (monotonic, so at most one output ulp more).

@@ -79,6 +79,16 @@ final class SyntheticCheckpoint {
         return this;
     }
 
+    /** Overwrites element {@code index} of the F32 tensor {@code name} with the float of these bits. */
+    SyntheticCheckpoint setF32Bits(String name, int index, int bits) {
+        Entry e = entries.stream().filter(x -> x.name.equals(name)).findFirst().orElseThrow();
+        if (!e.dtype.equals("F32")) {
+            throw new IllegalArgumentException(name + " is " + e.dtype);
+        }
+        ByteBuffer.wrap(e.data).order(ByteOrder.LITTLE_ENDIAN).putInt(4 * index, bits);
+        return this;
+    }
+
     /** An LLM.int8 weight {@code prefix.weight} [rows, cols] with its SCB. */
     SyntheticCheckpoint int8(String prefix, long rows, long cols) {
         add(prefix + ".weight", "I8", new long[] {rows, cols}, randomBytes(rows * cols));
