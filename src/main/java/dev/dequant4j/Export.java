@@ -34,6 +34,7 @@ public final class Export {
     private ProgressListener progress = ProgressListener.NONE;
     private boolean overwrite;
     private boolean allowNonFinite;
+    private TiedEmbeddings tiedEmbeddings = TiedEmbeddings.AS_TRAINED;
 
     private Export(Checkpoint base) {
         this.base = base;
@@ -119,9 +120,18 @@ public final class Export {
         return this;
     }
 
+    /**
+     * What an adapter on the embedding or output layer of a model that ties them becomes: by default
+     * {@link TiedEmbeddings#AS_TRAINED}, the model the adapter trained (untied where it changed one side).
+     */
+    public Export tiedEmbeddings(TiedEmbeddings tied) {
+        this.tiedEmbeddings = java.util.Objects.requireNonNull(tied, "tied");
+        return this;
+    }
+
     /** Runs the export into directory {@code out}. */
     public ExportResult to(Path out) {
         return Exporter.run(new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend,
-                maxShardBytes, threads, memoryBudget, progress, out, overwrite, allowNonFinite, null));
+                maxShardBytes, threads, memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings));
     }
 }

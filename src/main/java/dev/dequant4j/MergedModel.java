@@ -44,7 +44,18 @@ public final class MergedModel implements AutoCloseable {
      * @throws Dequant4jException naming the adapter file and key, for anything that does not fit the base
      */
     public static MergedModel of(Checkpoint base, List<LoraAdapter> adapters) {
-        return new MergedModel(base, MergedTensors.build(base, List.copyOf(adapters)));
+        return of(base, adapters, TiedEmbeddings.AS_TRAINED);
+    }
+
+    /**
+     * Maps the adapters, applied in the order given, onto the base, with {@code tied} deciding what an adapter on
+     * a tied embedding or output layer becomes.
+     *
+     * @throws Dequant4jException naming the adapter file and key, for anything that does not fit the base
+     */
+    public static MergedModel of(Checkpoint base, List<LoraAdapter> adapters, TiedEmbeddings tied) {
+        return new MergedModel(base, MergedTensors.build(base, List.copyOf(adapters),
+                java.util.Objects.requireNonNull(tied, "tied")));
     }
 
     /**

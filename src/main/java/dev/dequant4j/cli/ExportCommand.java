@@ -7,6 +7,7 @@ import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
+import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Printable;
 import dev.dequant4j.internal.export.Sizes;
 import dev.dequant4j.internal.json.JsonArray;
@@ -68,6 +69,12 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     @Option(names = "--overwrite", description = "Replace the output directory if it exists.")
     boolean overwrite;
 
+    @Option(names = "--tied-embeddings", paramLabel = "as-trained|merge-and-unload", defaultValue = "as-trained",
+            description = "An adapter on the embedding or lm_head of a model that ties them: the model as trained"
+                    + " (untied where it changed one side; default), or as PEFT's merge_and_unload (every delta"
+                    + " added to the shared tensor).")
+    String tiedEmbeddings;
+
     @Option(names = "--allow-non-finite", description = "Write NaN/infinite values instead of failing.")
     boolean allowNonFinite;
 
@@ -111,7 +118,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         try (Checkpoint base = Checkpoint.open(model);
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
             Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
-                    .allowNonFinite(allowNonFinite);
+                    .allowNonFinite(allowNonFinite).tiedEmbeddings(parseTiedEmbeddings(tiedEmbeddings));
             if (!quiet) {
                 e.progress(new ProgressPrinter(Printable.raw(err), terminal));
             }
@@ -156,6 +163,15 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             case "bf16", "bfloat16" -> DType.BF16;
             case "f32", "fp32", "float32" -> DType.F32;
             default -> throw new IllegalArgumentException("--dtype must be f16, bf16 or f32, not '" + s + "'");
+        };
+    }
+
+    static TiedEmbeddings parseTiedEmbeddings(String s) {
+        return switch (s.toLowerCase(Locale.ROOT)) {
+            case "as-trained" -> TiedEmbeddings.AS_TRAINED;
+            case "merge-and-unload" -> TiedEmbeddings.MERGE_AND_UNLOAD;
+            default -> throw new IllegalArgumentException("--tied-embeddings must be as-trained or merge-and-unload,"
+                    + " not '" + s + "'");
         };
     }
 

@@ -44,7 +44,8 @@ public final class ConfigRewriter {
     }
 
     /**
-     * @param untieEmbeddings set {@code tie_word_embeddings} to false (an adapter changed a tied lm_head)
+     * @param untieEmbeddings set {@code tie_word_embeddings} to false, also in {@code text_config} (an adapter changed one side
+     *                        of a tied embedding and lm_head)
      * @param vocabSize       the vocabulary size an adapter resized the model to, or -1: set where the config
      *                        gives {@code vocab_size} (the top level and/or {@code text_config}), else at the top
      */
@@ -75,6 +76,12 @@ public final class ConfigRewriter {
         setSubConfigDtypes(m, name);
         if (untieEmbeddings) {
             m.put("tie_word_embeddings", JsonBoolean.FALSE);
+            // a multimodal config (Gemma 3) says it again for its language model
+            if (m.get("text_config") instanceof JsonObject text && text.has("tie_word_embeddings")) {
+                Map<String, JsonValue> t = new LinkedHashMap<>(text.members());
+                t.put("tie_word_embeddings", JsonBoolean.FALSE);
+                m.put("text_config", new JsonObject(t));
+            }
         }
         return (Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8);
     }

@@ -10,6 +10,7 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.TensorStats;
+import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
@@ -84,7 +85,15 @@ public final class Exporter {
     public record Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype,
                           Backend backend, long maxShardBytes, int threads,
                           long memoryBudget, ProgressListener progress, Path target, boolean overwrite,
-                          boolean allowNonFinite, SequentialWriter.ChannelFactory channels) {}
+                          boolean allowNonFinite, SequentialWriter.ChannelFactory channels,
+                          TiedEmbeddings tiedEmbeddings) {
+        public Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype, Backend backend,
+                       long maxShardBytes, int threads, long memoryBudget, ProgressListener progress, Path target,
+                       boolean overwrite, boolean allowNonFinite, SequentialWriter.ChannelFactory channels) {
+            this(base, base16, adapters, dtype, backend, maxShardBytes, threads, memoryBudget, progress, target,
+                    overwrite, allowNonFinite, channels, TiedEmbeddings.AS_TRAINED);
+        }
+    }
 
     private Exporter() {}
 
@@ -105,7 +114,7 @@ public final class Exporter {
         if (r.base16() != null) {
             MergePlan.checkBase16(r.base(), r.base16());
         }
-        MergePlan mergePlan = r.adapters().isEmpty() ? null : MergePlan.build(r.base(), r.adapters());
+        MergePlan mergePlan = r.adapters().isEmpty() ? null : MergePlan.build(r.base(), r.adapters(), r.tiedEmbeddings());
         if (mergePlan != null && mergePlan.vocabularySize() >= 0) {
             vocabulary = mergePlan.vocabularySize();
             copied = withAdapterTokenizer(copied, r.adapters(), vocabulary);

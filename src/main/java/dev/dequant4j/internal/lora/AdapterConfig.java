@@ -35,6 +35,7 @@ public final class AdapterConfig {
     private final boolean useRslora;
     private final boolean useDora;
     private final boolean fanInFanOut;
+    private final boolean ensureWeightTying;
     private final boolean loraBias;
     private final String initLoraWeights;
     private final List<String> targetModules;
@@ -67,6 +68,7 @@ public final class AdapterConfig {
         this.useRslora = o.getBoolean("use_rslora", false);
         this.useDora = o.getBoolean("use_dora", false);
         this.fanInFanOut = o.getBoolean("fan_in_fan_out", false);
+        this.ensureWeightTying = o.getBoolean("ensure_weight_tying", false);
         this.loraBias = o.getBoolean("lora_bias", false);
         this.initLoraWeights = initWeights(o.get("init_lora_weights"));
         this.baseModel = o.optString("base_model_name_or_path").orElse(null);
@@ -378,6 +380,15 @@ public final class AdapterConfig {
 
     public boolean fanInFanOut() {
         return fanInFanOut;
+    }
+
+    /**
+     * PEFT's {@code ensure_weight_tying}: the adapters on a tied embedding and output layer were one set of factors
+     * (the output layer's {@code lora_A}/{@code lora_B} are the embedding's {@code lora_embedding_B}/{@code _A},
+     * transposed).
+     */
+    public boolean ensureWeightTying() {
+        return ensureWeightTying;
     }
 
     public boolean loraBias() {

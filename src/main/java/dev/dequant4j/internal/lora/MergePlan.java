@@ -5,6 +5,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.LoraAdapter.Kind;
 import dev.dequant4j.QuantKind;
+import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
@@ -41,14 +42,18 @@ import java.util.TreeSet;
  *       both ways ({@code model.language_model.} / {@code language_model.model.}, {@code model.vision_tower.} /
  *       {@code vision_tower.}, {@code model.multi_modal_projector.} / {@code multi_modal_projector.},
  *       {@code lm_head.} / {@code language_model.lm_head.}); exactly one must exist;</li>
- *   <li>a LoRA on {@code lm_head} of a base whose checkpoint has no {@code lm_head.weight} because the config ties it
- *       to the input embedding is merged into that embedding: PEFT merges it into the shared parameter, and Unsloth
- *       folds it into {@code embed_tokens} the same way;</li>
- *   <li>a {@code modules_to_save} copy of a tied {@code lm_head} is dropped if the same adapter replaces the input
- *       embedding with identical values (PEFT's {@code ensure_weight_tying}); otherwise the output layer was trained
- *       separately, as PEFT's wrapper trains its own copy, and the export <em>unties</em> it: a new output tensor
- *       ({@link #untied()}) whose base values are the embedding's, which later steps on {@code lm_head} change
- *       instead of the embedding.</li>
+ *   <li>a base whose checkpoint has no {@code lm_head.weight} because the config ties it to the input embedding:
+ *       by default ({@link TiedEmbeddings#AS_TRAINED}) the export is the model PEFT trained, where the adapter on
+ *       one side leaves the other side's base values alone. A LoRA on {@code lm_head}, its saved frozen base
+ *       ({@code lm_head.base_layer.weight}) or a {@code modules_to_save} copy <em>unties</em> it: a new output
+ *       tensor ({@link #untied()}) whose base values are the embedding's, which later steps on {@code lm_head}
+ *       change instead of the embedding; a LoRA on the embedding unties the output layer too, which keeps the base
+ *       embedding's values. A {@code modules_to_save} copy of {@code lm_head} identical to the adapter's copy of
+ *       the embedding is dropped. An adapter saved with {@code ensure_weight_tying} whose output-layer factors still are
+ *       the embedding's (transposed) trained one delta for both sides: it is applied once and the pair stays tied
+ *       (PEFT 0.21 breaks that tie on bf16 and quantized models, and the two sides then train apart). With
+ *       {@link TiedEmbeddings#MERGE_AND_UNLOAD}, as PEFT's {@code merge_and_unload}, a LoRA on {@code lm_head} and
+ *       its saved base go into the shared embedding tensor instead, and nothing is untied by a LoRA.</li>
  * </ul>
  *
  * <h2>A grown (or shrunk) vocabulary</h2>
@@ -113,8 +118,13 @@ public final class MergePlan {
         this.targets = List.copyOf(t);
     }
 
-    /** Maps and checks every adapter against the base; see the class comment. */
+    /** Maps and checks every adapter against the base, {@link TiedEmbeddings#AS_TRAINED}; see the class comment. */
     public static MergePlan build(Checkpoint base, List<LoraAdapter> adapters) {
+        return build(base, adapters, TiedEmbeddings.AS_TRAINED);
+    }
+
+    /** Maps and checks every adapter against the base; see the class comment. */
+    public static MergePlan build(Checkpoint base, List<LoraAdapter> adapters, TiedEmbeddings tiedEmbeddings) {
         Map<String, LogicalTensor> logical = Internals.checkpoint().logical(base);
         Map<String, List<Step>> byTensor = new HashMap<>();
         Map<String, Integer> nameCount = new HashMap<>();
@@ -127,7 +137,7 @@ public final class MergePlan {
             String label = nameCount.get(a.name()) > 1 ? a.name() + "#" + i : a.name();
             Adapter impl = AdapterAccess.of(a);
             impl.checkOpen();
-            Mapper m = new Mapper(base, impl, i, label, shapes);
+            Mapper m = new Mapper(base, impl, i, label, shapes, tiedEmbeddings);
             List<Step> mine = m.map();
             mine.sort(Comparator.comparingInt((Step s) -> phase(s.target().module().kind())).thenComparing(Step::aliased));
             for (Step s : mine) {
@@ -326,9 +336,12 @@ public final class MergePlan {
         private final String label;
         private final Path file;
         private final Shapes shapes;
+        private final boolean mergeAndUnload;
+        /** Deltas on either side of a tied pair go into the one shared tensor (see {@link TiedEmbeddings}). */
+        private boolean shared;
 
         /** {@code logical} is {@code shapes.all}: the base's tensors plus the output layers untied so far. */
-        Mapper(Checkpoint base, Adapter adapter, int index, String label, Shapes shapes) {
+        Mapper(Checkpoint base, Adapter adapter, int index, String label, Shapes shapes, TiedEmbeddings tied) {
             this.base = base;
             this.logical = shapes.all;
             this.adapter = adapter;
@@ -336,6 +349,7 @@ public final class MergePlan {
             this.label = label;
             this.file = adapter.weightsFile();
             this.shapes = shapes;
+            this.mergeAndUnload = tied == TiedEmbeddings.MERGE_AND_UNLOAD;
         }
 
         List<Step> map() {
@@ -346,6 +360,8 @@ public final class MergePlan {
                     replacements.put(e.module().tensor(), e);
                 }
             }
+            Adapter.Entry tiedFactors = tiedFactors();
+            shared = mergeAndUnload || tiedFactors != null;
             List<Adapter.Entry> inOrder = new ArrayList<>(adapter.entries());
             // Replacements first, as they will be applied: one that resizes a tensor changes what later steps fit.
             inOrder.sort(Comparator.comparingInt(e -> phase(e.module().kind())));
@@ -358,12 +374,20 @@ public final class MergePlan {
                         if (sameAsEmbeddingReplacement(e, replacements)) {
                             continue;
                         }
-                        found = untie(e);
+                        // a LoRA's frozen base saved beside it: PEFT loads it into the shared parameter
+                        found = shared && isLoraBase(e) ? tiedEmbedding(e, e.values().entry().shape())
+                                : untie(e, e.values().entry().shape());
                     }
                     if (e.module().kind() == Kind.LINEAR) {
-                        found = tiedEmbedding(e);
-                        aliased = true;
+                        long[] delta = {e.b().entry().shape()[0], e.a().entry().shape()[1]};
+                        if (e == tiedFactors && !mergeAndUnload) {
+                            continue;  // the embedding's own factors, applied there once
+                        }
+                        found = shared ? tiedEmbedding(e, delta) : untie(e, delta);
+                        aliased = shared;
                     }
+                } else if (found != null && e.module().kind() == Kind.EMBEDDING && !shared && tied()) {
+                    untieOutputFrom(found);
                 }
                 if (found == null) {
                     throw fail(e, "no base tensor '" + name + "' in " + base.path() + hint(name)
@@ -481,8 +505,8 @@ public final class MergePlan {
             return true;
         }
 
-        private String tiedEmbedding(Adapter.Entry e) {
-            long[] want = {e.b().entry().shape()[0], e.a().entry().shape()[1]};
+        /** The input embedding a tied output layer of shape {@code want} shares its tensor with. */
+        private String tiedEmbedding(Adapter.Entry e, long[] want) {
             String prefix = e.module().module().substring(0, e.module().module().length() - "lm_head".length());
             List<String> candidates = new ArrayList<>();
             for (Map.Entry<String, LogicalTensor> t : logical.entrySet()) {
@@ -503,12 +527,82 @@ public final class MergePlan {
             return candidates.getFirst();
         }
 
+        /** A LoRA's frozen base layer, which PEFT saves beside the factors of a targeted embedding or output layer. */
+        private static boolean isLoraBase(Adapter.Entry e) {
+            return e.module().keys().stream().anyMatch(k -> k.contains(".base_layer."));
+        }
+
         /**
-         * A separately trained copy of a tied output layer: the output tensor it becomes, named as the embedding's
+         * With {@code ensure_weight_tying}, PEFT ties the LoRA of a tied output layer to the embedding's:
+         * {@code lora_A}/{@code lora_B} are the embedding's {@code lora_embedding_B}/{@code lora_embedding_A},
+         * transposed. The tie holds only while both stay one tensor: PEFT 0.21 casts the factors of a bf16 or
+         * quantized model to fp32 one by one, which breaks it, and the two then train apart. Returns the output
+         * layer's LoRA if its factors still are the embedding's (one delta for the shared tensor), else null.
+         */
+        private Adapter.Entry tiedFactors() {
+            if (!adapter.config().ensureWeightTying()) {
+                return null;
+            }
+            for (Adapter.Entry lm : adapter.entries()) {
+                if (lm.module().kind() != Kind.LINEAR || !isLmHead(lm.module().tensor())) {
+                    continue;
+                }
+                for (Adapter.Entry emb : adapter.entries()) {
+                    if (emb.module().kind() == Kind.EMBEDDING && isInputEmbeddingName(emb.module().tensor())
+                            && transposed(emb.b(), lm.a()) && transposed(emb.a(), lm.b())) {
+                        return lm;
+                    }
+                }
+            }
+            return null;
+        }
+
+        private static boolean transposed(TensorStore.Ref x, TensorStore.Ref y) {
+            long[] xs = x.entry().shape();
+            long[] ys = y.entry().shape();
+            if (xs.length != 2 || ys.length != 2 || xs[0] != ys[1] || xs[1] != ys[0]) {
+                return false;
+            }
+            float[] a = floats(x);
+            float[] b = floats(y);
+            for (int i = 0; i < xs[0]; i++) {
+                for (int j = 0; j < xs[1]; j++) {
+                    if (Float.floatToIntBits(a[(int) (i * xs[1] + j)]) != Float.floatToIntBits(b[(int) (j * xs[0] + i)])) {
+                        return false;
+                    }
+                }
+            }
+            return true;
+        }
+
+        /**
+         * A LoRA on the input embedding of a tied model changes only the embedding in the model PEFT trains: the
+         * output layer keeps the base's values, so it becomes its own tensor.
+         */
+        private void untieOutputFrom(String embedding) {
+            if (!isInputEmbeddingName(embedding)) {
+                return;
+            }
+            String name = outputName(embedding, "lm_head.weight");
+            if (!logical.containsKey(name)) {
+                shapes.untie(name, embedding);
+            }
+        }
+
+        /** The output layer beside {@code embedding}: {@code language_model.lm_head.weight} for
+         * {@code language_model.model.embed_tokens.weight}, else {@code fallback}. */
+        private static String outputName(String embedding, String fallback) {
+            return embedding.endsWith("model.embed_tokens.weight")
+                    ? embedding.substring(0, embedding.length() - "model.embed_tokens.weight".length())
+                    + "lm_head.weight" : fallback;
+        }
+
+        /**
+         * An output layer of shape {@code want} that an adapter changes apart from the input embedding it was tied
+         * to (a trained copy, a LoRA's saved base, a LoRA): the output tensor it becomes, named as the embedding's
          * model names it ({@code language_model.lm_head.weight} beside {@code language_model.model.embed_tokens}).
          */
-        private String untie(Adapter.Entry e) {
-            long[] want = e.values().entry().shape();
+        private String untie(Adapter.Entry e, long[] want) {
             String module = e.module().module();
             String prefix = module.substring(0, module.length() - "lm_head".length());
             List<String> candidates = new ArrayList<>();
@@ -523,17 +617,13 @@ public final class MergePlan {
                 candidates.removeIf(n -> !n.startsWith(prefix));
             }
             if (candidates.size() != 1) {
-                throw fail(e, "replaces the tied output layer '" + e.module().tensor() + "', which the base stores"
+                throw fail(e, "changes the tied output layer '" + e.module().tensor() + "', which the base stores"
                         + " only as its input embedding, but " + (candidates.isEmpty() ? "no" : candidates.size())
                         + " embedding tensors with rows of " + (want.length == 2 ? want[1] : "?")
                         + " values were found" + (candidates.isEmpty() ? "" : ": " + candidates));
             }
             String embedding = candidates.getFirst();
-            String name = e.module().tensor();
-            if (embedding.endsWith("model.embed_tokens.weight")) {
-                name = embedding.substring(0, embedding.length() - "model.embed_tokens.weight".length())
-                        + "lm_head.weight";
-            }
+            String name = outputName(embedding, e.module().tensor());
             if (!logical.containsKey(name)) {
                 shapes.untie(name, embedding);
             }

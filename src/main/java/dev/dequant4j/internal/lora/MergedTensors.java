@@ -4,6 +4,7 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.cpu.CpuKernels;
@@ -41,8 +42,8 @@ public final class MergedTensors {
     }
 
     /** Maps and checks the adapters against the base (see {@link MergePlan#build}). */
-    public static MergedTensors build(Checkpoint base, List<LoraAdapter> adapters) {
-        return new MergedTensors(base, MergePlan.build(base, adapters));
+    public static MergedTensors build(Checkpoint base, List<LoraAdapter> adapters, TiedEmbeddings tied) {
+        return new MergedTensors(base, MergePlan.build(base, adapters, tied));
     }
 
     public MergePlan plan() {

@@ -14,6 +14,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.LoraAdapter.Kind;
+import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.lora.TestFiles.T;
 import java.nio.file.Path;
 import java.util.List;
@@ -198,22 +199,28 @@ class MergePlanTest {
     }
 
     @Test
-    void tiedLmHeadLoraIsMergedIntoTheInputEmbedding() {
+    void tiedLmHeadLoraUntiesTheOutputLayerOrGoesIntoTheSharedTensor() {
         // llama-h64-mixed is saved tied: no lm_head.weight, output layer = model.embed_tokens.weight [128, 64].
         T a = random("lm_head.lora_A.weight", DType.F32, new long[] {2, 64}, 1, 0.1);
         T b = random("lm_head.lora_B.weight", DType.F32, new long[] {128, 2}, 2, 0.1);
         Path ad = TestFiles.adapter(tmp.resolve("ad"), config(2, 4), List.of(a, b));
         try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-mixed")); LoraAdapter l = LoraAdapter.open(ad)) {
-            MergePlan plan = MergePlan.build(c, List.of(l));
-            assertEquals(List.of("model.embed_tokens.weight"), List.copyOf(plan.tensors()));
             T emb = new T("e", DType.F32, new long[] {128, 64}, c.readFloats("model.embed_tokens.weight"));
-            assertClose(lora(emb, a, b, 2.0, false), merge(c, plan, "model.embed_tokens.weight"), "folded lm_head");
-            assertEquals("lm_head.weight", plan.targets().getFirst().module().tensor());
+            MergePlan trained = MergePlan.build(c, List.of(l));
+            assertEquals(Map.of("lm_head.weight", "model.embed_tokens.weight"), trained.untied());
+            assertEquals(List.of("lm_head.weight"), List.copyOf(trained.tensors()));
+            assertClose(lora(emb, a, b, 2.0, false),
+                    Merging.merge(c, "model.embed_tokens.weight", trained.ops("lm_head.weight"), 3), "untied lm_head");
+            MergePlan peft = MergePlan.build(c, List.of(l), TiedEmbeddings.MERGE_AND_UNLOAD);
+            assertEquals(Map.of(), peft.untied());
+            assertEquals(List.of("model.embed_tokens.weight"), List.copyOf(peft.tensors()));
+            assertClose(lora(emb, a, b, 2.0, false), merge(c, peft, "model.embed_tokens.weight"), "folded lm_head");
+            assertEquals("lm_head.weight", peft.targets().getFirst().module().tensor());
         }
     }
 
     @Test
-    void tiedLmHeadDeltaComesAfterTheEmbeddingsOwn() {
+    void tiedLmHeadDeltaComesAfterTheEmbeddingsOwnInTheSharedTensor() {
         T ea = random("model.embed_tokens.lora_embedding_A", DType.F32, new long[] {3, 128}, 1, 0.1);
         T eb = random("model.embed_tokens.lora_embedding_B", DType.F32, new long[] {64, 3}, 2, 0.1);
         T a = random("lm_head.lora_A.weight", DType.F32, new long[] {2, 64}, 3, 0.1);
@@ -221,9 +228,13 @@ class MergePlanTest {
         Path ad = TestFiles.adapter(tmp.resolve("ad"), config(2, 4, "rank_pattern", Map.of("embed_tokens", 3)),
                 List.of(a, b, ea, eb));
         try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-mixed")); LoraAdapter l = LoraAdapter.open(ad)) {
-            MergePlan plan = MergePlan.build(c, List.of(l));
+            MergePlan plan = MergePlan.build(c, List.of(l), TiedEmbeddings.MERGE_AND_UNLOAD);
             List<MergeOp> ops = plan.ops("model.embed_tokens.weight");
             assertEquals(List.of(3, 2), ops.stream().map(o -> ((MergeOp.Lora) o).r()).toList());
+            MergePlan trained = MergePlan.build(c, List.of(l));
+            assertEquals(List.of(3), trained.ops("model.embed_tokens.weight").stream()
+                    .map(o -> ((MergeOp.Lora) o).r()).toList());
+            assertEquals(List.of(2), trained.ops("lm_head.weight").stream().map(o -> ((MergeOp.Lora) o).r()).toList());
             T emb = new T("e", DType.F32, new long[] {128, 64}, c.readFloats("model.embed_tokens.weight"));
             double[] own = embeddingLora(emb, ea, eb, 4.0 / 3);
             T ownT = new T("o", DType.F32, new long[] {128, 64}, toFloats(own));
