@@ -15,6 +15,7 @@ import dev.dequant4j.internal.export.Manifest;
 import dev.dequant4j.internal.gguf.GgufFile;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.lora.MergePlan;
+import dev.dequant4j.internal.lora.PythonRegex;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
 import dev.dequant4j.internal.safetensors.SafetensorsFile;
 import java.io.IOException;
@@ -239,6 +240,41 @@ class ParsersFuzzTest {
     void manifest(byte[] in) throws Exception {
         CleanFailure.check(in.length + exportedBytes, () -> parse("manifest", in));
     }
+
+    /**
+     * A {@code rank_pattern}/{@code alpha_pattern} key and a module name, matched as PEFT matches them with the step
+     * budget the adapter config uses. The property: the match ends (a result, or the budget spent) well within the
+     * per-input timeout however the key backtracks, and where it ends with a result, the metered pattern agrees with
+     * the plain translation (the probes that count the steps do not change what matches).
+     */
+    @FuzzTest(maxDuration = "2m")
+    void patternMatch(FuzzedDataProvider data) {
+        String key = data.consumeString(200);
+        String module = data.consumeRemainingAsString();
+        if (module.isEmpty()) {
+            return;
+        }
+        java.util.regex.Pattern metered;
+        java.util.regex.Pattern plain;
+        try {
+            metered = PythonRegex.suffixPattern(key);
+            plain = java.util.regex.Pattern.compile("(.*\\.)?(" + PythonRegex.translate(key) + ")$",
+                    java.util.regex.Pattern.UNICODE_CHARACTER_CLASS);
+        } catch (java.util.regex.PatternSyntaxException | StackOverflowError e) {
+            return; // refused with a message by AdapterConfig
+        }
+        boolean result;
+        try {
+            result = PythonRegex.lookingAt(metered, module, PATTERN_STEPS);
+        } catch (PythonRegex.TooManySteps | StackOverflowError e) {
+            return; // refused naming the key
+        }
+        // without the probes the same match reads fewer characters, so it ends within the same budget
+        assertEquals(result, PythonRegex.lookingAt(plain, module, PATTERN_STEPS), () -> "key " + key);
+    }
+
+    /** The budget AdapterConfig gives one match. */
+    private static final long PATTERN_STEPS = 1_000_000;
 
     /**
      * A real fixture checkpoint with up to eight byte-level mutations (set a byte, set eight, insert, delete,

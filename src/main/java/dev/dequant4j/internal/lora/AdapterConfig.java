@@ -217,7 +217,7 @@ public final class AdapterConfig {
         if (o.get(key) == null || o.get(key) == JsonNull.NULL) {
             return out;
         }
-        JsonObject m = o.getObject(key);
+        JsonObject m = patterns(o, key);
         for (String k : m.keys()) {
             if (!(m.get(k) instanceof JsonNumber n) || !n.isLong() || n.longValue() < 1
                     || n.longValue() > Integer.MAX_VALUE) {
@@ -228,12 +228,28 @@ public final class AdapterConfig {
         return out;
     }
 
+    /** Keys a {@code rank_pattern} or {@code alpha_pattern} may have; a real config has at most a few thousand. */
+    static final int MAX_PATTERN_KEYS = 65_536;
+
+    /**
+     * The pattern map {@code key}: each key becomes a compiled regular expression matched against every module, so
+     * their number is bounded before any is compiled.
+     */
+    private static JsonObject patterns(JsonObject o, String key) {
+        JsonObject m = o.getObject(key);
+        if (m.keys().size() > MAX_PATTERN_KEYS) {
+            throw new JsonException("field '" + key + "' has " + m.keys().size() + " keys, more than the "
+                    + MAX_PATTERN_KEYS + " dequant4j accepts");
+        }
+        return m;
+    }
+
     private static Map<String, Double> numberMap(JsonObject o, String key) {
         Map<String, Double> out = new LinkedHashMap<>();
         if (o.get(key) == null || o.get(key) == JsonNull.NULL) {
             return out;
         }
-        JsonObject m = o.getObject(key);
+        JsonObject m = patterns(o, key);
         for (String k : m.keys()) {
             if (!(m.get(k) instanceof JsonNumber n)) {
                 throw new JsonException("field '" + key + "' must map names to numbers ('" + k + "' does not)");
@@ -282,10 +298,10 @@ public final class AdapterConfig {
         int i = 0;
         for (String k : keys) {
             try {
-                if (patterns.get(i++).matcher(new BudgetedText(module, MATCH_STEPS)).lookingAt()) {
+                if (PythonRegex.lookingAt(patterns.get(i++), module, MATCH_STEPS)) {
                     return k;
                 }
-            } catch (BudgetedText.Exhausted e) {
+            } catch (PythonRegex.TooManySteps e) {
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, field + " key '" + Json.abbreviate(k, 100) + "' takes too many"
                         + " steps to match module '" + Json.abbreviate(module, 100) + "' (a pattern that backtracks"
                         + " exponentially?)");
@@ -297,50 +313,12 @@ public final class AdapterConfig {
         return null;
     }
 
-    /** Characters a pattern may examine to match one module name: far more than any sane pattern needs. */
-    static final long MATCH_STEPS = 10_000_000;
-
-    /** The module name as the regex engine sees it, counting every character it examines. */
-    private static final class BudgetedText implements CharSequence {
-        static final class Exhausted extends RuntimeException {
-            private static final long serialVersionUID = 1L;
-
-            Exhausted() {
-                super(null, null, false, false);
-            }
-        }
-
-        private final String text;
-        private long steps;
-
-        BudgetedText(String text, long steps) {
-            this.text = text;
-            this.steps = steps;
-        }
-
-        @Override
-        public char charAt(int index) {
-            if (--steps < 0) {
-                throw new Exhausted();
-            }
-            return text.charAt(index);
-        }
-
-        @Override
-        public int length() {
-            return text.length();
-        }
-
-        @Override
-        public CharSequence subSequence(int start, int end) {
-            return text.subSequence(start, end);
-        }
-
-        @Override
-        public String toString() {
-            return text;
-        }
-    }
+    /**
+     * Characters a metered pattern ({@link PythonRegex#suffixPattern}) may read to match one module name, which
+     * bounds its backtracking steps: far more than any sane pattern needs (a few thousand for a 100-character name),
+     * and spent in well under a second.
+     */
+    static final long MATCH_STEPS = 1_000_000;
 
     /** The r the config gives a module: the first matching {@code rank_pattern} entry, else {@code r}. */
     public int rFor(String module) {

@@ -33,9 +33,163 @@ public final class PythonRegex {
         return Pattern.compile(translate(python), Pattern.UNICODE_CHARACTER_CLASS);
     }
 
-    /** PEFT's {@code re.match(rf"(.*\.)?({key})$", moduleName)}: the key matches the module name or a dotted suffix. */
+    /**
+     * PEFT's {@code re.match(rf"(.*\.)?({key})$", moduleName)}: the key matches the module name or a dotted suffix.
+     * The pattern is {@linkplain #metered metered}: matched against a text that counts the characters it is asked
+     * for, the count bounds the backtracking steps.
+     */
     public static Pattern suffixPattern(String key) {
-        return Pattern.compile("(.*\\.)?(" + translate(key) + ")$", Pattern.UNICODE_CHARACTER_CLASS);
+        return Pattern.compile(metered("(.*\\.)?(" + translate(key) + ")$"), Pattern.UNICODE_CHARACTER_CLASS);
+    }
+
+    /**
+     * Zero-width, and always matches a non-empty text: it reads the character at the position (or, at the end, the
+     * one before it). Atomic, so it is never backtracked into.
+     */
+    /** Deepest nesting of groups in a pattern (PEFT's keys nest two or three). */
+    static final int MAX_GROUP_DEPTH = 100;
+
+    static final String PROBE = "(?>(?=[\\s\\S])|(?<=[\\s\\S])|)";
+
+    /**
+     * {@code java} with {@link #PROBE} at the start of every group and every alternative. Backtracking is made of
+     * entering alternatives and group iterations; with the probe each of these reads at least one character, even
+     * where the pattern itself reads none ({@code (|)(|)...(|)\Z} backtracks 2^n times without reading a character),
+     * so a budget of characters read is a budget of backtracking steps. The meaning is unchanged: the probe matches
+     * the empty string wherever it is tried on a non-empty text, and on the empty text through its last branch.
+     */
+    static String metered(String java) {
+        StringBuilder out = new StringBuilder(java.length() * 2);
+        int n = java.length();
+        int depth = 0;
+        for (int i = 0; i < n; ) {
+            char c = java.charAt(i);
+            if (c == '\\') {
+                out.append(java, i, Math.min(n, i + 2));
+                i += 2;
+            } else if (c == '[') {
+                int end = classEnd(java, i);
+                out.append(java, i, end);
+                i = end;
+            } else if (c == ')') {
+                depth--;
+                out.append(c);
+                i++;
+            } else if (c == '(') {
+                // java.util.regex compiles and matches groups recursively: bounded here, not by the stack's luck
+                if (++depth > MAX_GROUP_DEPTH) {
+                    throw new PatternSyntaxException("groups nested deeper than " + MAX_GROUP_DEPTH, java, i);
+                }
+                int body = groupBody(java, i);
+                out.append(java, i, body);
+                if (body > i + 1 && java.charAt(body - 1) == ')') {
+                    depth--;
+                    i = body; // an inline flag such as (?i): no body
+                    continue;
+                }
+                out.append(PROBE);
+                i = body;
+            } else if (c == '|') {
+                out.append('|').append(PROBE);
+                i++;
+            } else {
+                out.append(c);
+                i++;
+            }
+        }
+        return out.toString();
+    }
+
+    /** The index after the character class opening at {@code start} (translate leaves no nested class). */
+    private static int classEnd(String p, int start) {
+        int i = start + 1;
+        if (i < p.length() && p.charAt(i) == '^') {
+            i++;
+        }
+        if (i < p.length() && p.charAt(i) == ']') {
+            i++;
+        }
+        while (i < p.length() && p.charAt(i) != ']') {
+            i += p.charAt(i) == '\\' ? 2 : 1;
+        }
+        return Math.min(p.length(), i + 1);
+    }
+
+    /** The index where the body of the group opening at {@code start} begins (after {@code (}, {@code (?:}, ...). */
+    private static int groupBody(String p, int start) {
+        int i = start + 1;
+        if (i >= p.length() || p.charAt(i) != '?') {
+            return i;
+        }
+        i++;
+        if (p.startsWith("<=", i) || p.startsWith("<!", i)) {
+            return i + 2;
+        }
+        if (i < p.length() && p.charAt(i) == '<') {
+            int end = p.indexOf('>', i);
+            return end < 0 ? p.length() : end + 1;
+        }
+        if (i < p.length() && "=!>:".indexOf(p.charAt(i)) >= 0) {
+            return i + 1;
+        }
+        // inline flags: (?i) or (?i-s:...)
+        while (i < p.length() && (Character.isLetter(p.charAt(i)) || p.charAt(i) == '-')) {
+            i++;
+        }
+        return Math.min(p.length(), i + 1);
+    }
+
+    /** A match read more characters than its budget allowed. */
+    public static final class TooManySteps extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        TooManySteps() {
+            super(null, null, false, false);
+        }
+    }
+
+    /**
+     * {@code pattern.matcher(text).lookingAt()}, reading at most {@code steps} characters of {@code text}; for a
+     * {@link #suffixPattern} that bounds its backtracking steps.
+     *
+     * @throws TooManySteps when the budget runs out
+     */
+    public static boolean lookingAt(Pattern pattern, String text, long steps) {
+        return pattern.matcher(new BudgetedText(text, steps)).lookingAt();
+    }
+
+    /** The module name as the regex engine sees it, counting every character it examines. */
+    private static final class BudgetedText implements CharSequence {
+        private final String text;
+        private long steps;
+
+        BudgetedText(String text, long steps) {
+            this.text = text;
+            this.steps = steps;
+        }
+
+        @Override
+        public char charAt(int index) {
+            if (--steps < 0) {
+                throw new TooManySteps();
+            }
+            return text.charAt(index);
+        }
+
+        @Override
+        public int length() {
+            return text.length();
+        }
+
+        @Override
+        public CharSequence subSequence(int start, int end) {
+            return text.subSequence(start, end);
+        }
+
+        @Override
+        public String toString() {
+            return text;
+        }
     }
 
     /** Translates Python {@code re} syntax to {@code java.util.regex} syntax (see the class comment). */

@@ -4,6 +4,7 @@ import static dev.dequant4j.internal.lora.TestFiles.random;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
@@ -87,13 +88,31 @@ class HostileConfigTest {
                 + " module '" + module + "' (a pattern that backtracks exponentially?)", refusal(dir));
     }
 
-    /** java.util.regex compiles recursively and reports its own stack overflow as a syntax error. */
+    /**
+     * Forty empty alternations before {@code \\Z}: the pattern reads no character while its backtracking doubles per
+     * group, so a budget of characters read would never run out. The metered pattern reads one per alternative
+     * tried: refused, naming the key, within a second.
+     */
+    @Test
+    void backtrackingThatReadsNothingIsCutShortWithinASecond() throws IOException {
+        String key = "(|)".repeat(40) + "\\\\Z";
+        Path dir = adapter("model.layers.0.q", config(", \"rank_pattern\": {\"" + key + "\": 8}"));
+        long t0 = System.nanoTime();
+        String message = refusal(dir);
+        long millis = (System.nanoTime() - t0) / 1_000_000;
+        assertEquals(dir.resolve("adapter_config.json") + ": rank_pattern key '" + "(|)".repeat(33) + "(...' takes"
+                + " too many steps to match module 'model.layers.0.q' (a pattern that backtracks exponentially?)",
+                message);
+        assertTrue(millis < 1000, "refused after " + millis + " ms");
+    }
+
+    /** java.util.regex compiles and matches groups recursively: nesting is bounded before the stack is at risk. */
     @Test
     void patternNestedTenThousandDeep() throws IOException {
         String key = "(".repeat(10_000) + "q" + ")".repeat(10_000);
         Path dir = adapter("model.q", config(", \"alpha_pattern\": {\"" + key + "\": 8}"));
         assertEquals(dir.resolve("adapter_config.json") + ": alpha_pattern key '" + key.substring(0, 100) + "...' is"
-                + " not a regular expression dequant4j can compile: Stack overflow during pattern compilation",
+                + " not a regular expression dequant4j can compile: groups nested deeper than 100",
                 refusal(dir));
     }
 
