@@ -36,7 +36,7 @@ import java.util.Optional;
  */
 public final class Checkpoint implements AutoCloseable {
     /** Largest config.json we read. */
-    static final long MAX_CONFIG_BYTES = 64L << 20;
+    static final long MAX_CONFIG_BYTES = 16L << 20;
     private static final int CHUNK = 1 << 16;
 
     static {

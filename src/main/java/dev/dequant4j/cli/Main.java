@@ -26,6 +26,7 @@ public final class Main implements Runnable {
     }
 
     public static void main(String[] args) {
+        VectorRelaunch.watchParent();
         var relaunch = VectorRelaunch.command(args, VectorRelaunch.Jvm.current());
         if (relaunch.isPresent()) {
             try {
@@ -50,6 +51,9 @@ public final class Main implements Runnable {
         cl.setOut(out);
         cl.setErr(err);
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (outOfMemory(ex)) {
+                return outOfMemory(err);
+            }
             String message = forCli(oneLine(ex));
             err.println("error: " + message);
             if (debug) {
@@ -72,7 +76,33 @@ public final class Main implements Runnable {
             }
             return 2;
         });
-        return cl.execute(args);
+        try {
+            return cl.execute(args);
+        } catch (OutOfMemoryError e) {
+            return outOfMemory(err);
+        }
+    }
+
+    private static boolean outOfMemory(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof OutOfMemoryError) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * What is left of an {@link OutOfMemoryError} that no size check foresaw: one line saying how much heap there was
+     * and how to give more, instead of a trace. The output's temporary directory is removed as for any failure.
+     */
+    static int outOfMemory(PrintWriter err) {
+        long mib = Runtime.getRuntime().maxMemory() >> 20;
+        err.println("error: out of memory: the Java heap is " + mib + " MiB; give the JVM more with -Xmx, e.g."
+                + " java -Xmx" + Math.max(2, 2 * ((mib + 1023) / 1024)) + "g -jar dequant4j-cli.jar ... (or"
+                + " JAVA_TOOL_OPTIONS=-Xmx...)");
+        err.flush();
+        return 1;
     }
 
     /** The trace for --debug: its indentation kept, everything else through the sanitizer like all output. */

@@ -25,6 +25,8 @@ import java.util.concurrent.TimeUnit;
 final class VectorRelaunch {
     static final String MODULE = "jdk.incubator.vector";
     static final String PROPERTY = "dequant4j.relaunch";
+    /** Set on the second JVM: the pid of the first, which it watches. */
+    static final String PARENT_PROPERTY = "dequant4j.relaunch.parent";
     /** C2 for the kernels early; {@code quiet} keeps HotSpot from announcing the command on standard output. */
     static final List<String> EARLY_C2 = List.of("-XX:CompileCommand=quiet",
             "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01");
@@ -97,10 +99,13 @@ final class VectorRelaunch {
     /**
      * Runs {@code cmd} with this process's standard streams and returns its exit code. A signal that ends this JVM
      * (Ctrl-C reaches both processes; a {@code kill} only this one) is passed on, and the child gets time to remove
-     * its temporary output before this process exits.
+     * its temporary output before this process exits. A {@code kill -9} of this process cannot be passed on: the
+     * child watches this process itself ({@link #watchParent}).
      */
     static int run(List<String> cmd) throws IOException, InterruptedException {
-        ProcessBuilder pb = new ProcessBuilder(cmd).inheritIO();
+        List<String> watched = new ArrayList<>(cmd);
+        watched.add(1, "-D" + PARENT_PROPERTY + "=" + ProcessHandle.current().pid());
+        ProcessBuilder pb = new ProcessBuilder(watched).inheritIO();
         // Their options are among the JVM's input arguments, which the command repeats already.
         pb.environment().remove("JAVA_TOOL_OPTIONS");
         pb.environment().remove("JDK_JAVA_OPTIONS");
@@ -124,4 +129,30 @@ final class VectorRelaunch {
         }
         return code;
     }
+
+    /**
+     * In the second JVM: when the first one ends without stopping this one (a {@code kill -9}, an out-of-memory
+     * kill), exit as a signal would make it, so that the shutdown hooks cancel the export and remove its temporary
+     * directory, instead of finishing it for a user who has been told it stopped. Nothing is printed: the terminal
+     * may belong to someone else by then.
+     */
+    static void watchParent() {
+        String pid = System.getProperty(PARENT_PROPERTY);
+        if (pid == null) {
+            return;
+        }
+        Optional<ProcessHandle> parent;
+        try {
+            parent = ProcessHandle.of(Long.parseLong(pid));
+        } catch (NumberFormatException e) {
+            return;
+        }
+        if (parent.isEmpty() || !parent.get().isAlive()) {
+            System.exit(PARENT_GONE);
+        }
+        parent.get().onExit().thenRun(() -> System.exit(PARENT_GONE));
+    }
+
+    /** The exit code when the first JVM is gone: 128 + SIGKILL, as its own. */
+    static final int PARENT_GONE = 137;
 }

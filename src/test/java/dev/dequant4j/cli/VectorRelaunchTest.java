@@ -186,6 +186,37 @@ class VectorRelaunchTest {
         assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
     }
 
+    /**
+     * {@code kill -9} of the JVM the user started cannot be passed on to the restarted one, which must notice by
+     * itself, stop, and remove its temporary directory: nothing appears, nothing is left.
+     */
+    @Test
+    void aSigkillOfTheFirstJvmStopsTheExportAndLeavesNothing() throws Exception {
+        Path jar = cliJar();
+        Path model = dev.dequant4j.internal.export.SyntheticModel.write(tmp.resolve("m"), 48, 1024, 1024,
+                "{\"torch_dtype\": \"bfloat16\"}");
+        Path out = tmp.resolve("out");
+        Process parent = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-jar", jar.toString(), "export", model.toString(), "--out", out.toString(), "--dtype", "f32",
+                "--threads", "1", "--memory", "4MiB")
+                .redirectErrorStream(true).redirectOutput(tmp.resolve("parent.log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (System.nanoTime() < deadline && parent.isAlive() && temporaries().isEmpty()) {
+            Thread.sleep(20);
+        }
+        List<ProcessHandle> children = parent.children().toList();
+        assertEquals(1, children.size(), "the export runs in one restarted JVM");
+        assertTrue(parent.isAlive() && !temporaries().isEmpty(), Files.readString(tmp.resolve("parent.log")));
+        Process kill = new ProcessBuilder("kill", "-9", Long.toString(parent.pid())).inheritIO().start();
+        assertEquals(0, kill.waitFor());
+        assertTrue(parent.waitFor(60, TimeUnit.SECONDS));
+        assertEquals(137, parent.exitValue(), "killed by SIGKILL");
+        assertTrue(children.getFirst().onExit().get(60, TimeUnit.SECONDS) != null);
+        assertTrue(!children.getFirst().isAlive(), "the restarted JVM stops when the first is killed");
+        assertTrue(!Files.exists(out), "the target must not appear");
+        assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
+    }
+
     private List<Path> temporaries() throws IOException {
         try (Stream<Path> s = Files.list(tmp)) {
             return s.filter(p -> p.getFileName().toString().startsWith(".out.dequant4j-tmp-")).toList();

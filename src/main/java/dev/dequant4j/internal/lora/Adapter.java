@@ -31,7 +31,7 @@ import java.util.TreeSet;
 public final class Adapter implements AutoCloseable {
     public static final String CONFIG = "adapter_config.json";
     public static final String WEIGHTS = "adapter_model.safetensors";
-    static final long MAX_CONFIG_BYTES = 64L << 20;
+    static final long MAX_CONFIG_BYTES = 16L << 20;
 
     /**
      * A module with the stored tensors it needs. {@code a}/{@code b} are lora_A/lora_B (or the embedding pair),

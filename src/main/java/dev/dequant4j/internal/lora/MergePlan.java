@@ -403,6 +403,26 @@ public final class MergePlan {
             return out;
         }
 
+        /** Elements either LoRA matrix may always have, whatever the base weight's size (64 MiB in F32). */
+        static final long MAX_SMALL_PAYLOAD = 1L << 24;
+
+        /**
+         * The pair is read into memory to merge: a rank that makes either matrix larger than the base weight itself
+         * (and larger than {@link #MAX_SMALL_PAYLOAD} elements, so a small head may take a rank above its width) can
+         * add nothing a full-rank delta could not, and is refused before anything is allocated: an adapter claiming
+         * rank 22,000,000 in a sparse file would otherwise ask for gigabytes.
+         */
+        private void checkPayloadSize(Adapter.Entry e, String name, long[] base, long[] as, long[] bs) {
+            long limit = Math.max(MAX_SMALL_PAYLOAD, base[0] * base[1]);
+            long a = as[0] * as[1];
+            long b = bs[0] * bs[1];
+            if (Math.max(a, b) > limit) {
+                throw fail(e, "rank " + as[0] + " makes lora_A " + Arrays.toString(as) + " and lora_B "
+                        + Arrays.toString(bs) + " larger than base tensor '" + name + "' " + Arrays.toString(base)
+                        + " itself (at most " + limit + " elements each); refused");
+            }
+        }
+
         /** Checks shapes against tensor {@code name} (held by {@code t}); returns whether the delta is transposed. */
         private boolean check(Adapter.Entry e, String name, LogicalTensor t) {
             long[] s = shapes.of(name);
@@ -421,6 +441,7 @@ public final class MergePlan {
                                 + Arrays.toString(normal) + " (or its transpose for a Conv1D weight)"
                                 + " (is this adapter for another model?)");
                     }
+                    checkPayloadSize(e, name, s, as, bs);
                     yield fitsNormal && fitsFlipped ? adapter.config().fanInFanOut() : fitsFlipped;
                 }
                 case EMBEDDING -> {
@@ -433,6 +454,7 @@ public final class MergePlan {
                                 + Arrays.toString(bs) + " need an embedding of " + Arrays.toString(want)
                                 + resizeHint(s, want));
                     }
+                    checkPayloadSize(e, name, s, as, bs);
                     yield true;
                 }
                 case LORA_BIAS, MODULES_TO_SAVE, BIAS -> {
