@@ -28,9 +28,23 @@ public final class Internals {
     }
 
     private static volatile CheckpointAccess checkpointAccess;
+    private static final StackWalker WALKER = StackWalker.getInstance(StackWalker.Option.RETAIN_CLASS_REFERENCE);
 
+    /**
+     * Registers {@link Checkpoint}'s accessor, once. The module does not export this package; on the class path,
+     * where it is reachable, any other caller (or a second call) is refused, so an application cannot replace the
+     * accessor and break every export.
+     */
     public static void setCheckpointAccess(CheckpointAccess a) {
-        checkpointAccess = a;
+        if (WALKER.getCallerClass() != Checkpoint.class) {
+            throw new IllegalCallerException("only dev.dequant4j.Checkpoint registers its accessor");
+        }
+        synchronized (Internals.class) {
+            if (checkpointAccess != null) {
+                throw new IllegalStateException("the Checkpoint accessor is registered already");
+            }
+            checkpointAccess = java.util.Objects.requireNonNull(a);
+        }
     }
 
     public static CheckpointAccess checkpoint() {
