@@ -14,8 +14,7 @@ import java.util.Optional;
  * <p>Opening reads the config, maps the tensor file, validates its header and checks that the adapter is complete and
  * consistent on its own (A and B of every module agree on the rank, DoRA magnitudes are there when the config says
  * DoRA, trainable-token rows match their indices); it refuses adapters that cannot be merged into the original base
- * weights (PiSSA/OLoRA/CorDA/LoRA-GA initialisations that were not converted, {@code target_parameters}, adapter types
- * other than LoRA). Whether the adapter fits a given base checkpoint is checked when a merge is planned. No tensor
+ * weights (PiSSA/OLoRA/CorDA/LoRA-GA initialisations that were not converted, adapter types other than LoRA). Whether the adapter fits a given base checkpoint is checked when a merge is planned. No tensor
  * data is read until then. Closing releases the mapping; it is idempotent.
  */
 public final class LoraAdapter implements AutoCloseable {
@@ -33,6 +32,13 @@ public final class LoraAdapter implements AutoCloseable {
         LINEAR,
         /** LoRA on an embedding: {@code W + s * (B @ A)^T}; DoRA (over the vocabulary axis) if dora. */
         EMBEDDING,
+        /**
+         * LoRA on a fused 3-D expert parameter ({@code target_parameters}, PEFT's {@code ParamWrapper}), e.g.
+         * {@code mlp.experts.gate_up_proj}: {@code lora_A} is {@code [r * experts, in]}, {@code lora_B}
+         * {@code [out, r * experts]}, and each expert's weight gets its own {@code s * B_e @ A_e}; {@code r} is the
+         * rank per expert.
+         */
+        EXPERTS,
         /** {@code lora_bias}: {@code bias + s * lora_B.bias}. */
         LORA_BIAS,
         /** Trainable tokens: rows of an embedding replaced by the saved rows. */

@@ -57,7 +57,7 @@ final class AdapterInspect {
         Table t = new Table("TENSOR", "KIND", "R", "ALPHA", "SCALING", "DORA", "DTYPE");
         for (LoraAdapter.Module m : a.modules()) {
             boolean scaled = m.kind() == LoraAdapter.Kind.LINEAR || m.kind() == LoraAdapter.Kind.EMBEDDING
-                    || m.kind() == LoraAdapter.Kind.LORA_BIAS;
+                    || m.kind() == LoraAdapter.Kind.LORA_BIAS || m.kind() == LoraAdapter.Kind.EXPERTS;
             t.add(m.tensor(), m.kind().name(), scaled ? Integer.toString(m.r()) : "-",
                     scaled ? number(m.alpha()) : "-", scaled ? Float.toString(m.scaling()) : "-",
                     m.dora() ? "yes" : "-", m.dtype().name());

@@ -19,6 +19,7 @@ import java.util.Arrays;
 import java.util.Comparator;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -147,13 +148,22 @@ public final class Adapter implements AutoCloseable {
         }
     }
 
+    /**
+     * The 3-D expert parameters of transformers v5's MoE classes (Mixtral, Qwen2-MoE and the models that share their
+     * layout) that a {@code target_parameters} LoRA can adapt, in the order the classes register them.
+     */
+    static final List<String> FUSED_EXPERT_PARAMETERS = List.of("gate_up_proj", "down_proj");
+
+    /** The LoRA tensors of one module, or of one of the nested wrappers PEFT puts on it ({@code depth}). */
+    private record Slot(String module, int depth) {}
+
     /** Groups the keys of the tensor file into modules and checks each module on its own. */
     private static final class Builder {
         private final Path file;
         private final AdapterConfig config;
         private final TensorStore store;
         private final List<String> warnings;
-        private final Map<String, Map<Role, TensorStore.Ref>> lora = new LinkedHashMap<>();
+        private final Map<Slot, Map<Role, TensorStore.Ref>> lora = new LinkedHashMap<>();
         private final Map<String, TensorStore.Ref> full = new LinkedHashMap<>();
 
         Builder(Path file, AdapterConfig config, TensorStore store, List<String> warnings) {
@@ -188,8 +198,8 @@ public final class Adapter implements AutoCloseable {
                         }
                     }
                     default -> {
-                        TensorStore.Ref prev = lora.computeIfAbsent(k.module(), m -> new LinkedHashMap<>())
-                                .put(k.role(), ref);
+                        TensorStore.Ref prev = lora.computeIfAbsent(new Slot(k.module(), k.wrapperDepth()),
+                                m -> new LinkedHashMap<>()).put(k.role(), ref);
                         if (prev != null) {
                             throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, ref.name(), "duplicates '" + prev.name() + "'");
                         }
@@ -201,11 +211,147 @@ public final class Adapter implements AutoCloseable {
                         + "; save each adapter on its own and pass them in order");
             }
             List<Entry> out = new ArrayList<>();
-            lora.forEach((module, parts) -> out.addAll(module(module, parts)));
+            Map<Slot, String> parameters = parameters();
+            lora.forEach((slot, parts) -> out.addAll(parameters.containsKey(slot)
+                    ? List.of(parameter(slot.module(), parameters.get(slot), parts))
+                    : module(slot.module(), parts)));
             full.forEach((target, ref) -> out.add(replacement(target, ref)));
             out.sort(Comparator.comparing((Entry e) -> e.module().tensor(), NaturalOrder.INSTANCE)
                     .thenComparing(e -> e.module().kind()));
             return out;
+        }
+
+        /**
+         * The parameter that each LoRA slot reached through {@code target_parameters} adapts, for the slots that are
+         * PEFT {@code ParamWrapper}s (the others are modules, as {@code target_modules} wraps them). PEFT wraps the
+         * parameters of one module that a {@code target_parameters} entry names ({@code <module>.<p>} equal to the
+         * entry or ending with {@code .<entry>}) one inside the other, in the order the module registers them, so the
+         * innermost wrapper, with the most {@code .base_layer} parts in its keys, holds the first. The expert modules
+         * of transformers v5 register {@link #FUSED_EXPERT_PARAMETERS} in that order; any other case where the
+         * nesting cannot be read with certainty is refused. The merge plan then checks every guess against the
+         * base's shapes.
+         */
+        private Map<Slot, String> parameters() {
+            Map<String, List<Slot>> byModule = new LinkedHashMap<>();
+            lora.keySet().forEach(s -> byModule.computeIfAbsent(s.module(), m -> new ArrayList<>()).add(s));
+            Map<Slot, String> out = new LinkedHashMap<>();
+            byModule.forEach((module, slots) -> {
+                List<String> named = namedParameters(module);
+                int depths = slots.size();
+                TensorStore.Ref key = firstKey(slots.getFirst());
+                for (Slot s : slots) {
+                    if (s.depth() >= depths) {
+                        throw new Dequant4jException(file, firstKey(s).name(), "is nested " + s.depth() + " wrappers"
+                                + " deep (.base_layer) but module '" + module + "' has " + depths + " LoRA wrapper"
+                                + (depths == 1 ? "" : "s"));
+                    }
+                }
+                if (named.isEmpty()) {
+                    if (depths > 1) {
+                        throw new Dequant4jException(file, key.name(), "module '" + module + "' has " + depths
+                                + " nested LoRA wrappers (.base_layer), but target_parameters in " + CONFIG
+                                + " names no parameter of it");
+                    }
+                    return;
+                }
+                if (named.size() != depths) {
+                    throw new Dequant4jException(file, key.name(), "module '" + module + "' has " + depths
+                            + " LoRA wrapper" + (depths == 1 ? "" : "s") + " but target_parameters names "
+                            + named.size() + " of its parameters " + named + "; cannot tell which wrapper adapts"
+                            + " which");
+                }
+                for (Slot s : slots) {
+                    out.put(s, named.get(depths - 1 - s.depth()));
+                }
+            });
+            return out;
+        }
+
+        /**
+         * The parameters of {@code module} that {@code target_parameters} names, in the order PEFT nests them: the
+         * fused expert parameters on an {@code experts} module, a 2-D {@code weight} on any other.
+         */
+        private List<String> namedParameters(String module) {
+            boolean experts = module.equals("experts") || module.endsWith(".experts");
+            Set<String> found = new LinkedHashSet<>();
+            for (String t : config.targetParameters()) {
+                String p = t.substring(t.lastIndexOf('.') + 1);
+                String key = module + "." + p;
+                if (key.equals(t) || key.endsWith("." + t)) {
+                    found.add(p);
+                }
+            }
+            List<String> out = new ArrayList<>();
+            if (experts) {
+                FUSED_EXPERT_PARAMETERS.stream().filter(found::contains).forEach(out::add);
+                found.stream().filter(p -> !FUSED_EXPERT_PARAMETERS.contains(p)).findFirst().ifPresent(p -> {
+                    throw new Dequant4jException(file, CONFIG + ": target_parameters names parameter '" + p
+                            + "' of expert module '" + module + "'; dequant4j merges LoRA on the fused expert"
+                            + " parameters " + FUSED_EXPERT_PARAMETERS + " only");
+                });
+            } else if (found.contains("weight")) {
+                out.add("weight");
+            }
+            return out;
+        }
+
+        private static TensorStore.Ref firstKey(Map<Role, TensorStore.Ref> parts) {
+            return parts.values().iterator().next();
+        }
+
+        private TensorStore.Ref firstKey(Slot s) {
+            return firstKey(lora.get(s));
+        }
+
+        /**
+         * A {@code ParamWrapper} slot: PEFT's {@code ParamWrapper.update_layer} looks up r and alpha under the
+         * parameter's name ({@code <module>.<p>}), and gives a 3-D parameter of E experts a {@code lora_A} of
+         * {@code [r * E, in]} and a {@code lora_B} of {@code [out, r * E]}; a 2-D one is an ordinary linear LoRA.
+         */
+        private Entry parameter(String module, String p, Map<Role, TensorStore.Ref> parts) {
+            TensorStore.Ref a = parts.get(Role.LORA_A);
+            TensorStore.Ref b = parts.get(Role.LORA_B);
+            TensorStore.Ref any = firstKey(parts);
+            String name = module + "." + p;
+            if (config.useDora() || config.loraBias() || config.fanInFanOut()) {
+                throw new Dequant4jException(file, any.name(), "LoRA on parameter '" + name + "' (target_parameters)"
+                        + " with " + (config.useDora() ? "use_dora" : config.loraBias() ? "lora_bias"
+                        : "fan_in_fan_out") + " in " + CONFIG + ": PEFT's ParamWrapper refuses that combination");
+            }
+            for (Role r : parts.keySet()) {
+                if (r != Role.LORA_A && r != Role.LORA_B) {
+                    throw new Dequant4jException(file, parts.get(r).name(), "is not a lora_A/lora_B weight, but"
+                            + " parameter '" + name + "' is adapted through target_parameters (PEFT's ParamWrapper"
+                            + " has only lora_A and lora_B)");
+                }
+            }
+            if (a == null || b == null) {
+                throw new Dequant4jException(file, any.name(), "parameter '" + name + "' has "
+                        + (a != null ? "lora_A" : "lora_B") + " but no " + (a != null ? "lora_B" : "lora_A"));
+            }
+            checkFloat(a);
+            checkFloat(b);
+            long[] as = a.entry().shape();
+            long[] bs = b.entry().shape();
+            if (as.length != 2 || bs.length != 2 || as[0] != bs[1]) {
+                throw new Dequant4jException(file, b.name(), "lora_A " + Arrays.toString(as) + " and lora_B "
+                        + Arrays.toString(bs) + " do not make a LoRA pair (expected [n, in] and [out, n])");
+            }
+            boolean fused = FUSED_EXPERT_PARAMETERS.contains(p);
+            int r = config.rFor(name);
+            if (!fused && r != as[0]) {
+                warnings.add("parameter '" + name + "': the config gives r=" + r + " but the tensors have r=" + as[0]
+                        + "; the scaling uses r=" + as[0]);
+                r = (int) as[0];
+            }
+            if (fused && (as[0] % r != 0 || as[0] / r > Integer.MAX_VALUE)) {
+                throw new Dequant4jException(file, a.name(), "has " + as[0] + " rows, which is not r times a number"
+                        + " of experts for r=" + r + " (the config's r or rank_pattern for '" + name + "')");
+            }
+            double alpha = config.alphaFor(name);
+            float scaling = config.scaling(r, alpha);
+            return new Entry(new Module(module, name, fused ? Kind.EXPERTS : Kind.LINEAR, r, alpha, scaling, false,
+                    a.entry().dtype(), List.of(a.name(), b.name())), a, b, null, null, null);
         }
 
         private List<Entry> module(String module, Map<Role, TensorStore.Ref> p) {

@@ -41,6 +41,7 @@ public final class AdapterConfig {
     private final List<String> targetModules;
     private final String targetModulesRegex;
     private final List<String> modulesToSave;
+    private final List<String> targetParameters;
     private final Map<String, List<Long>> trainableTokens;
     private final List<Long> trainableTokensList;
     private final Map<String, Integer> rankPattern;
@@ -83,6 +84,7 @@ public final class AdapterConfig {
             this.targetModulesRegex = null;
         }
         this.modulesToSave = strings(o, "modules_to_save");
+        this.targetParameters = strings(o, "target_parameters");
         this.rankPattern = Collections.unmodifiableMap(intMap(o, "rank_pattern"));
         this.alphaPattern = Collections.unmodifiableMap(numberMap(o, "alpha_pattern"));
         this.rankPatterns = compileAll("rank_pattern", rankPattern.keySet());
@@ -129,10 +131,6 @@ public final class AdapterConfig {
         if (init.equals("loftq")) {
             warnings.add("init_lora_weights is \"loftq\": LoftQ replaces the base weights at initialisation; merge it"
                     + " into the base it was trained with (the LoftQ-quantized model), not the original weights");
-        }
-        if (o.get("target_parameters") instanceof JsonArray a && a.size() > 0) {
-            throw refuse("target_parameters is set: LoRA on raw parameters (e.g. MoE experts, PEFT's ParamWrapper) is"
-                    + " not supported");
         }
         if (present(o, "alora_invocation_tokens")) {
             throw refuse("alora_invocation_tokens is set: an activated LoRA (aLoRA) applies only after its invocation"
@@ -385,6 +383,14 @@ public final class AdapterConfig {
 
     public List<String> modulesToSave() {
         return modulesToSave;
+    }
+
+    /**
+     * {@code target_parameters}: the parameters PEFT wrapped directly ({@code ParamWrapper}), as names or name
+     * suffixes ({@code gate_up_proj}, {@code mlp.gate.weight}); empty when absent.
+     */
+    public List<String> targetParameters() {
+        return targetParameters;
     }
 
     /** {@code trainable_token_indices} in its dict form (module name suffix to indices); empty otherwise. */

@@ -15,8 +15,12 @@ import java.util.regex.Pattern;
  *               tensor it replaces (e.g. {@code model.norm.weight}); {@code .base_layer} and the
  *               {@code modules_to_save.<adapter>} wrapper part are removed
  * @param adapterName the adapter name still in the key, or null (the normal case)
+ * @param wrapperDepth for lora_A/lora_B keys, how many {@code .base_layer} parts stood right before the LoRA part:
+ *                     PEFT nests one {@code ParamWrapper} per parameter targeted on the same module
+ *                     ({@code target_parameters}), so {@code experts.base_layer.lora_A} belongs to the inner wrapper
+ *                     and {@code experts.lora_A} to the outer one; 0 for every other key
  */
-public record AdapterKey(String key, Role role, String module, String adapterName) {
+public record AdapterKey(String key, Role role, String module, String adapterName, int wrapperDepth) {
     /** The kinds of adapter tensors. */
     public enum Role {
         /** {@code lora_A.weight} {@code [r, in]}. */
@@ -58,7 +62,7 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
         String k = key.startsWith(PREFIX) ? key.substring(PREFIX.length()) : key;
         if ((velora && k.matches(".*\\.lora_velora_embed(\\.[^.]+)?"))
                 || (monteclora && k.contains(".lora_monteclora_sampler."))) {
-            return new AdapterKey(key, Role.IGNORED, k, null);
+            return new AdapterKey(key, Role.IGNORED, k, null, 0);
         }
         Matcher m = LINEAR.matcher(k);
         if (m.matches()) {
@@ -67,12 +71,12 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
                 return null;
             }
             Role role = m.group(2).equals("A") ? Role.LORA_A : bias ? Role.LORA_B_BIAS : Role.LORA_B;
-            return new AdapterKey(key, role, stripBaseLayer(m.group(1)), m.group(3));
+            return new AdapterKey(key, role, stripBaseLayer(m.group(1)), m.group(3), trailingBaseLayers(m.group(1)));
         }
         m = EMBEDDING.matcher(k);
         if (m.matches()) {
             return new AdapterKey(key, m.group(2).equals("A") ? Role.EMBEDDING_A : Role.EMBEDDING_B,
-                    stripBaseLayer(m.group(1)), m.group(3));
+                    stripBaseLayer(m.group(1)), m.group(3), 0);
         }
         m = MAGNITUDE_KEY.matcher(k);
         if (m.matches()) {
@@ -84,17 +88,25 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
             if (rest.length > 1) {
                 return null;
             }
-            return new AdapterKey(key, Role.MAGNITUDE, stripBaseLayer(m.group(1)), rest.length == 1 ? rest[0] : null);
+            return new AdapterKey(key, Role.MAGNITUDE, stripBaseLayer(m.group(1)), rest.length == 1 ? rest[0] : null, 0);
         }
         m = TOKENS_KEY.matcher(k);
         if (m.matches()) {
-            return new AdapterKey(key, Role.TOKENS, stripBaseLayer(m.group(1)), m.group(2));
+            return new AdapterKey(key, Role.TOKENS, stripBaseLayer(m.group(1)), m.group(2), 0);
         }
         if (LORA_PART.matcher(k).matches()) {
             return null;
         }
         String target = stripBaseLayer(MODULES_TO_SAVE.matcher(k).replaceFirst("."));
-        return new AdapterKey(key, Role.FULL, target, null);
+        return new AdapterKey(key, Role.FULL, target, null, 0);
+    }
+
+    private static int trailingBaseLayers(String module) {
+        int n = 0;
+        for (String s = module; s.endsWith(".base_layer"); s = s.substring(0, s.length() - ".base_layer".length())) {
+            n++;
+        }
+        return n;
     }
 
     private static String stripBaseLayer(String s) {

@@ -94,13 +94,36 @@ public final class MergePlan {
      */
     public record Target(int adapter, String adapterLabel, String baseTensor, LoraAdapter.Module module) {}
 
-    private record Step(Target target, Adapter.Entry entry, boolean transposed, boolean aliased) {}
+    private record Step(Target target, Adapter.Entry entry, boolean transposed, boolean aliased, ExpertSlice slice) {}
+
+    /**
+     * The part of a fused expert parameter's LoRA that one per-expert base tensor takes: expert {@code expert} of
+     * {@code experts}, output rows {@code [outStart, outStart + rows)} of the fused parameter (the gate or the up
+     * half of {@code gate_up_proj}, or all of {@code down_proj}).
+     */
+    private record ExpertSlice(int expert, int experts, long outStart, long rows) {}
+
+    /**
+     * The per-expert tensor names that transformers v5 splits its fused expert parameters into when it saves a
+     * checkpoint, and fuses again on load ({@code conversion_mapping.py}): {@code gate_up_proj[e]} is
+     * {@code cat(gate, up)} along the output rows, {@code down_proj[e]} is {@code down}, none transposed.
+     */
+    private record ExpertLayout(String gate, String up, String down) {}
+
+    private static final List<ExpertLayout> EXPERT_LAYOUTS = List.of(
+            new ExpertLayout("w1", "w3", "w2"),
+            new ExpertLayout("gate_proj", "up_proj", "down_proj"));
 
     private static final String[][] RENAMES = {
         {"model.language_model.", "language_model.model."},
         {"model.vision_tower.", "vision_tower."},
         {"model.multi_modal_projector.", "multi_modal_projector."},
         {"lm_head.", "language_model.lm_head."},
+    };
+
+    /** Module renames inside a name that transformers v5 applies on load: Mixtral's block_sparse_moe became mlp. */
+    private static final String[][] INFIX_RENAMES = {
+        {".mlp.", ".block_sparse_moe."},
     };
 
     private final Map<String, List<Step>> steps;
@@ -185,7 +208,7 @@ public final class MergePlan {
     private static int phase(Kind k) {
         return switch (k) {
             case MODULES_TO_SAVE, BIAS -> 0;
-            case LINEAR, EMBEDDING -> 1;
+            case LINEAR, EMBEDDING, EXPERTS -> 1;
             case LORA_BIAS -> 2;
             case TRAINABLE_TOKENS -> 3;
         };
@@ -278,6 +301,7 @@ public final class MergePlan {
             case MODULES_TO_SAVE, BIAS -> new MergeOp.Replace(label, new RefValues(e.values()));
             case LORA_BIAS -> new MergeOp.AddScaled(label, floats(e.values()), m.scaling());
             case TRAINABLE_TOKENS -> new MergeOp.ReplaceRows(label, e.tokenIndices(), floats(e.values()));
+            case EXPERTS -> expertLora(s, label);
             case LINEAR, EMBEDDING -> {
                 float[] a = floats(e.a());
                 float[] b = floats(e.b());
@@ -291,6 +315,39 @@ public final class MergePlan {
                         : new MergeOp.Lora(label, left, right, m.r(), m.scaling());
             }
         };
+    }
+
+    /**
+     * One expert's share of a {@code ParamWrapper} LoRA, as PEFT's {@code ParamWrapper.get_delta_weight} computes it:
+     * {@code A.reshape(E, r, in)[e]} (rows {@code e*r .. e*r+r-1} of {@code lora_A}) and
+     * {@code B.reshape(out, r, E)[:, :, e]} (columns {@code k*E + e} of {@code lora_B}: the experts are interleaved
+     * in B but not in A), restricted to the slice's output rows.
+     */
+    private static MergeOp expertLora(Step s, String label) {
+        Adapter.Entry e = s.entry();
+        ExpertSlice x = s.slice();
+        int r = e.module().r();
+        long in = e.a().entry().shape()[1];
+        long cols = e.b().entry().shape()[1];
+        float[] right = new float[checkedSize(e.a(), r * in)];
+        new PlainTensor(e.a()).readF32((long) x.expert() * r * in, right, 0, right.length);
+        float[] rowsOfB = new float[checkedSize(e.b(), x.rows() * cols)];
+        new PlainTensor(e.b()).readF32(x.outStart() * cols, rowsOfB, 0, rowsOfB.length);
+        float[] left = new float[(int) (x.rows() * r)];
+        for (int i = 0; i < x.rows(); i++) {
+            for (int k = 0; k < r; k++) {
+                left[i * r + k] = rowsOfB[(int) (i * cols + (long) k * x.experts() + x.expert())];
+            }
+        }
+        return new MergeOp.Lora(label, left, right, r, e.module().scaling());
+    }
+
+    private static int checkedSize(TensorStore.Ref ref, long n) {
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new Dequant4jException(ref.path(), ref.name(), n + " elements per expert are too many for one LoRA"
+                    + " factor");
+        }
+        return (int) n;
     }
 
     /** Row-major {@code rows x cols} to its transpose. */
@@ -366,6 +423,10 @@ public final class MergePlan {
             // Replacements first, as they will be applied: one that resizes a tensor changes what later steps fit.
             inOrder.sort(Comparator.comparingInt(e -> phase(e.module().kind())));
             for (Adapter.Entry e : inOrder) {
+                if (e.module().kind() == Kind.EXPERTS) {
+                    out.addAll(experts(e));
+                    continue;
+                }
                 String name = e.module().tensor();
                 String found = resolve(name);
                 boolean aliased = false;
@@ -398,7 +459,7 @@ public final class MergePlan {
                     throw fail(e, "base tensor '" + found + "' has dtype " + t.dtype() + ", not a float type");
                 }
                 boolean transposed = check(e, found, t);
-                out.add(new Step(new Target(index, label, found, e.module()), e, transposed, aliased));
+                out.add(new Step(new Target(index, label, found, e.module()), e, transposed, aliased, null));
             }
             return out;
         }
@@ -468,6 +529,7 @@ public final class MergePlan {
                     }
                     yield false;
                 }
+                case EXPERTS -> throw new IllegalStateException("expert LoRA is mapped per expert, not here");
                 case TRAINABLE_TOKENS -> {
                     long[] ds = e.values().entry().shape();
                     if (s.length != 2 || s[1] != ds[1]) {
@@ -496,6 +558,11 @@ public final class MergePlan {
                 return name;
             }
             Set<String> found = new LinkedHashSet<>();
+            for (String renamed : infixRenamed(name)) {
+                if (logical.containsKey(renamed)) {
+                    found.add(renamed);
+                }
+            }
             for (String[] pair : RENAMES) {
                 for (int dir = 0; dir < 2; dir++) {
                     String from = pair[dir];
@@ -506,6 +573,116 @@ public final class MergePlan {
                 }
             }
             return found.size() == 1 ? found.iterator().next() : null;
+        }
+
+        /** {@code name} with each of {@link #INFIX_RENAMES} applied, either way (none if it has no such part). */
+        private static List<String> infixRenamed(String name) {
+            List<String> out = new ArrayList<>();
+            for (String[] pair : INFIX_RENAMES) {
+                for (int dir = 0; dir < 2; dir++) {
+                    if (name.contains(pair[dir])) {
+                        out.add(name.replace(pair[dir], pair[1 - dir]));
+                    }
+                }
+            }
+            return out;
+        }
+
+        /**
+         * Maps a LoRA on a fused expert parameter onto the per-expert tensors the base stores (see
+         * {@link ExpertLayout}): every expert's tensor gets its slice, and the number of experts, the input width
+         * and the output rows must all agree with the adapter's factors.
+         */
+        private List<Step> experts(Adapter.Entry e) {
+            LoraAdapter.Module m = e.module();
+            String param = m.tensor().substring(m.module().length() + 1);
+            String fused = resolve(m.tensor());
+            if (fused != null) {
+                throw fail(e, "targets the fused expert parameter '" + m.tensor() + "', which " + base.path()
+                        + " stores fused as '" + fused + "'; dequant4j merges target_parameters LoRA into checkpoints"
+                        + " that store the experts one by one (as transformers 5 saves Mixtral and Qwen2-MoE)");
+            }
+            boolean gateUp = param.equals("gate_up_proj");
+            List<String> prefixes = new ArrayList<>(List.of(m.module()));
+            prefixes.addAll(infixRenamed(m.module()));
+            String prefix = null;
+            ExpertLayout layout = null;
+            for (String p : prefixes) {
+                for (ExpertLayout l : EXPERT_LAYOUTS) {
+                    if (logical.containsKey(expertTensor(p, 0, gateUp ? l.gate() : l.down()))) {
+                        if (prefix != null) {
+                            throw fail(e, "fits the per-expert tensors under both '" + prefix + "' and '" + p
+                                    + "' in " + base.path());
+                        }
+                        prefix = p;
+                        layout = l;
+                    }
+                }
+            }
+            if (prefix == null) {
+                throw fail(e, "targets expert parameter '" + m.tensor() + "' but " + base.path() + " has no"
+                        + " per-expert tensors '" + m.module() + ".0.{w1,w3,w2|gate_proj,up_proj,down_proj}.weight'"
+                        + hint(m.module() + ".0.x.weight") + " (is this adapter for another model?)");
+            }
+            long[] as = e.a().entry().shape();
+            long[] bs = e.b().entry().shape();
+            long experts = as[0] / m.r();
+            int inBase = 0;
+            while (logical.containsKey(expertTensor(prefix, inBase, gateUp ? layout.gate() : layout.down()))) {
+                inBase++;
+            }
+            if (experts != inBase) {
+                throw fail(e, "lora_A " + Arrays.toString(as) + " holds r=" + m.r() + " for " + experts + " experts,"
+                        + " but " + base.path() + " has " + inBase + " experts under '" + prefix + "'");
+            }
+            List<Step> out = new ArrayList<>();
+            for (int i = 0; i < inBase; i++) {
+                if (gateUp) {
+                    String g = expertTensor(prefix, i, layout.gate());
+                    String u = expertTensor(prefix, i, layout.up());
+                    long[] gs = expertShape(e, g);
+                    long[] us = expertShape(e, u);
+                    if (!Arrays.equals(gs, us) || gs[1] != as[1] || 2 * gs[0] != bs[0]) {
+                        throw fail(e, "does not fit expert " + i + ": lora_A " + Arrays.toString(as) + " and lora_B "
+                                + Arrays.toString(bs) + " make gate_up_proj deltas of [" + bs[0] + ", " + as[1]
+                                + "] per expert, but '" + g + "' is " + Arrays.toString(gs) + " and '" + u + "' is "
+                                + Arrays.toString(us));
+                    }
+                    out.add(expertStep(e, g, new ExpertSlice(i, inBase, 0, gs[0])));
+                    out.add(expertStep(e, u, new ExpertSlice(i, inBase, gs[0], us[0])));
+                } else {
+                    String d = expertTensor(prefix, i, layout.down());
+                    long[] ds = expertShape(e, d);
+                    if (ds[0] != bs[0] || ds[1] != as[1]) {
+                        throw fail(e, "does not fit expert " + i + ": lora_A " + Arrays.toString(as) + " and lora_B "
+                                + Arrays.toString(bs) + " make down_proj deltas of [" + bs[0] + ", " + as[1]
+                                + "] per expert, but '" + d + "' is " + Arrays.toString(ds));
+                    }
+                    out.add(expertStep(e, d, new ExpertSlice(i, inBase, 0, ds[0])));
+                }
+            }
+            return out;
+        }
+
+        private static String expertTensor(String prefix, int expert, String name) {
+            return prefix + "." + expert + "." + name + ".weight";
+        }
+
+        private long[] expertShape(Adapter.Entry e, String tensor) {
+            LogicalTensor t = logical.get(tensor);
+            if (t == null || !t.isFloat()) {
+                throw fail(e, t == null ? "needs base tensor '" + tensor + "', which " + base.path() + " lacks"
+                        : "base tensor '" + tensor + "' has dtype " + t.dtype() + ", not a float type");
+            }
+            long[] s = shapes.of(tensor);
+            if (s.length != 2) {
+                throw fail(e, "base tensor '" + tensor + "' is " + Arrays.toString(s) + ", not a 2-D expert weight");
+            }
+            return s;
+        }
+
+        private Step expertStep(Adapter.Entry e, String tensor, ExpertSlice slice) {
+            return new Step(new Target(index, label, tensor, e.module()), e, false, false, slice);
         }
 
         private static boolean isLmHead(String tensor) {

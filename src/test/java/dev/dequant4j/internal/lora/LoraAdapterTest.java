@@ -258,7 +258,6 @@ class LoraAdapterTest {
         assertRefused(c -> c.put("init_lora_weights", new JsonString("olora")), "residual");
         assertRefused(c -> c.put("init_lora_weights", new JsonString("corda")), "residual");
         assertRefused(c -> c.put("init_lora_weights", new JsonString("lora_ga")), "residual");
-        assertRefused(c -> c.put("target_parameters", Json.parse("[\"experts.gate_up_proj\"]")), "target_parameters");
         assertRefused(c -> c.put("peft_type", new JsonString("LOHA")), "peft_type is \"LOHA\"");
         assertRefused(c -> c.put("alora_invocation_tokens", Json.parse("[1, 2]")), "aLoRA");
         assertRefused(c -> c.put("layer_replication", Json.parse("[[0, 2], [1, 2]]")), "duplicated layers");
