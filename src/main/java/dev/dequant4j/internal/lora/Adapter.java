@@ -241,21 +241,21 @@ public final class Adapter implements AutoCloseable {
                 TensorStore.Ref key = firstKey(slots.getFirst());
                 for (Slot s : slots) {
                     if (s.depth() >= depths) {
-                        throw new Dequant4jException(file, firstKey(s).name(), "is nested " + s.depth() + " wrappers"
+                        throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, firstKey(s).name(), "is nested " + s.depth() + " wrappers"
                                 + " deep (.base_layer) but module '" + module + "' has " + depths + " LoRA wrapper"
                                 + (depths == 1 ? "" : "s"));
                     }
                 }
                 if (named.isEmpty()) {
                     if (depths > 1) {
-                        throw new Dequant4jException(file, key.name(), "module '" + module + "' has " + depths
+                        throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, key.name(), "module '" + module + "' has " + depths
                                 + " nested LoRA wrappers (.base_layer), but target_parameters in " + CONFIG
                                 + " names no parameter of it");
                     }
                     return;
                 }
                 if (named.size() != depths) {
-                    throw new Dequant4jException(file, key.name(), "module '" + module + "' has " + depths
+                    throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, key.name(), "module '" + module + "' has " + depths
                             + " LoRA wrapper" + (depths == 1 ? "" : "s") + " but target_parameters names "
                             + named.size() + " of its parameters " + named + "; cannot tell which wrapper adapts"
                             + " which");
@@ -285,7 +285,7 @@ public final class Adapter implements AutoCloseable {
             if (experts) {
                 FUSED_EXPERT_PARAMETERS.stream().filter(found::contains).forEach(out::add);
                 found.stream().filter(p -> !FUSED_EXPERT_PARAMETERS.contains(p)).findFirst().ifPresent(p -> {
-                    throw new Dequant4jException(file, CONFIG + ": target_parameters names parameter '" + p
+                    throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, CONFIG + ": target_parameters names parameter '" + p
                             + "' of expert module '" + module + "'; dequant4j merges LoRA on the fused expert"
                             + " parameters " + FUSED_EXPERT_PARAMETERS + " only");
                 });
@@ -314,19 +314,19 @@ public final class Adapter implements AutoCloseable {
             TensorStore.Ref any = firstKey(parts);
             String name = module + "." + p;
             if (config.useDora() || config.loraBias() || config.fanInFanOut()) {
-                throw new Dequant4jException(file, any.name(), "LoRA on parameter '" + name + "' (target_parameters)"
+                throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, any.name(), "LoRA on parameter '" + name + "' (target_parameters)"
                         + " with " + (config.useDora() ? "use_dora" : config.loraBias() ? "lora_bias"
                         : "fan_in_fan_out") + " in " + CONFIG + ": PEFT's ParamWrapper refuses that combination");
             }
             for (Role r : parts.keySet()) {
                 if (r != Role.LORA_A && r != Role.LORA_B) {
-                    throw new Dequant4jException(file, parts.get(r).name(), "is not a lora_A/lora_B weight, but"
+                    throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, parts.get(r).name(), "is not a lora_A/lora_B weight, but"
                             + " parameter '" + name + "' is adapted through target_parameters (PEFT's ParamWrapper"
                             + " has only lora_A and lora_B)");
                 }
             }
             if (a == null || b == null) {
-                throw new Dequant4jException(file, any.name(), "parameter '" + name + "' has "
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, any.name(), "parameter '" + name + "' has "
                         + (a != null ? "lora_A" : "lora_B") + " but no " + (a != null ? "lora_B" : "lora_A"));
             }
             checkFloat(a);
@@ -334,7 +334,7 @@ public final class Adapter implements AutoCloseable {
             long[] as = a.entry().shape();
             long[] bs = b.entry().shape();
             if (as.length != 2 || bs.length != 2 || as[0] != bs[1]) {
-                throw new Dequant4jException(file, b.name(), "lora_A " + Arrays.toString(as) + " and lora_B "
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, b.name(), "lora_A " + Arrays.toString(as) + " and lora_B "
                         + Arrays.toString(bs) + " do not make a LoRA pair (expected [n, in] and [out, n])");
             }
             boolean fused = FUSED_EXPERT_PARAMETERS.contains(p);
@@ -345,7 +345,7 @@ public final class Adapter implements AutoCloseable {
                 r = (int) as[0];
             }
             if (fused && (as[0] % r != 0 || as[0] / r > Integer.MAX_VALUE)) {
-                throw new Dequant4jException(file, a.name(), "has " + as[0] + " rows, which is not r times a number"
+                throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, a.name(), "has " + as[0] + " rows, which is not r times a number"
                         + " of experts for r=" + r + " (the config's r or rank_pattern for '" + name + "')");
             }
             double alpha = config.alphaFor(name);

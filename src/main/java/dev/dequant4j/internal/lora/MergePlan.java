@@ -344,7 +344,7 @@ public final class MergePlan {
 
     private static int checkedSize(TensorStore.Ref ref, long n) {
         if (n > Integer.MAX_VALUE - 8) {
-            throw new Dequant4jException(ref.path(), ref.name(), n + " elements per expert are too many for one LoRA"
+            throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, ref.path(), ref.name(), n + " elements per expert are too many for one LoRA"
                     + " factor");
         }
         return (int) n;
