@@ -48,16 +48,7 @@ public final class GgufFile implements AutoCloseable {
     private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
     /** One tensor as the file describes it; {@code ne} is in ggml's order, innermost (row) dimension first. */
-    public record Tensor(String name, long[] ne, GgmlType type, long offset, long byteSize) {
-        /** Number of elements. */
-        public long elements() {
-            long n = 1;
-            for (long d : ne) {
-                n *= d;
-            }
-            return n;
-        }
-    }
+    public record Tensor(String name, long[] ne, GgmlType type, long offset, long byteSize) {}
 
     private final Path path;
     private final Arena arena;
@@ -143,15 +134,16 @@ public final class GgufFile implements AutoCloseable {
         int alignment = alignment(r, metadata);
         Map<String, Tensor> tensors = LinkedHashMap.newLinkedHashMap((int) tensorCount);
         long expected = 0;
+        Tensor last = null;
         for (long i = 0; i < tensorCount; i++) {
-            Tensor t = readTensorInfo(r, expected);
-            if (tensors.putIfAbsent(t.name(), t) != null) {
-                throw r.fail("tensor '" + t.name() + "' appears twice");
+            last = readTensorInfo(r, expected);
+            if (tensors.putIfAbsent(last.name(), last) != null) {
+                throw r.fail("tensor '" + last.name() + "' appears twice");
             }
-            expected = t.offset() + pad(t.byteSize(), alignment);
+            expected = last.offset() + pad(last.byteSize(), alignment);
         }
         long dataOffset = pad(r.pos, alignment);
-        checkEnd(r, tensors, dataOffset, expected);
+        checkEnd(r, last, dataOffset, expected);
         return new GgufFile(path, arena, map, version, alignment, dataOffset, metadata,
                 Collections.unmodifiableMap(tensors));
     }
@@ -184,7 +176,7 @@ public final class GgufFile implements AutoCloseable {
             throw r.fail("general.alignment is " + v.type() + ", not UINT32");
         }
         long a = (Long) v.value();
-        if (a == 0 || Long.bitCount(a) != 1 || a > 1 << 30) {
+        if (!validAlignment(a)) {
             throw r.fail("general.alignment " + a + " is not a power of two up to 2^30");
         }
         return (int) a;
@@ -227,16 +219,15 @@ public final class GgufFile implements AutoCloseable {
         return new Tensor(name, ne, type, offset, bytes);
     }
 
-    /** The data ends with the last tensor or within its padding; a cut inside the final padding is accepted. */
-    private static void checkEnd(Reader r, Map<String, Tensor> tensors, long dataOffset, long paddedEnd) {
+    /**
+     * The data ends with the {@code last} tensor or within its padding; a cut inside the final padding is accepted.
+     * Without tensors the file ends after the tensor infos or within the padding up to the data offset.
+     */
+    private static void checkEnd(Reader r, Tensor last, long dataOffset, long paddedEnd) {
         long size = r.map.byteSize();
         long min = r.pos;
         long max = dataOffset;
-        if (!tensors.isEmpty()) {
-            Tensor last = null;
-            for (Tensor t : tensors.values()) {
-                last = t;
-            }
+        if (last != null) {
             if (dataOffset > Long.MAX_VALUE - paddedEnd) {
                 throw r.fail("tensor data does not fit 64 bits");
             }
@@ -249,6 +240,11 @@ public final class GgufFile implements AutoCloseable {
         if (size > max) {
             throw r.fail((size - max) + " bytes follow the last tensor's data");
         }
+    }
+
+    /** ggml and gguf-py accept a non-zero power of two; 2^30 keeps the padding within an int. */
+    static boolean validAlignment(long a) {
+        return a > 0 && Long.bitCount(a) == 1 && a <= 1 << 30;
     }
 
     static long pad(long n, long alignment) {

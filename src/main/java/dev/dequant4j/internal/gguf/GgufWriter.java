@@ -82,7 +82,7 @@ public final class GgufWriter {
             return GgufFile.DEFAULT_ALIGNMENT;
         }
         long a = v.type() == GgufType.UINT32 ? ((Number) v.value()).longValue() : -1;
-        if (a <= 0 || Long.bitCount(a) != 1 || a > 1 << 30) {
+        if (!GgufFile.validAlignment(a)) {
             throw new IllegalArgumentException("general.alignment must be a UINT32 power of two, is " + v.value());
         }
         return (int) a;
