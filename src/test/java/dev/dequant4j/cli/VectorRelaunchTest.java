@@ -163,25 +163,13 @@ class VectorRelaunchTest {
 
     @Test
     void stoppingTheFirstJvmStopsTheExportAndLeavesNothing() throws Exception {
-        Path jar = cliJar();
-        Path model = dev.dequant4j.internal.export.SyntheticModel.write(tmp.resolve("m"), 48, 1024, 1024,
-                "{\"torch_dtype\": \"bfloat16\"}");
         Path out = tmp.resolve("out");
-        Process parent = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-jar", jar.toString(), "export", model.toString(), "--out", out.toString(), "--dtype", "f32",
-                "--threads", "1", "--memory", "4MiB")
-                .redirectErrorStream(true).redirectOutput(tmp.resolve("parent.log").toFile()).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (System.nanoTime() < deadline && parent.isAlive() && temporaries().isEmpty()) {
-            Thread.sleep(20);
-        }
-        List<ProcessHandle> children = parent.children().toList();
-        assertEquals(1, children.size(), "the export runs in one restarted JVM");
-        assertTrue(parent.isAlive() && !temporaries().isEmpty(), Files.readString(tmp.resolve("parent.log")));
+        Process parent = startSlowExport(out);
+        ProcessHandle child = restartedJvmOnceWriting(parent);
         parent.destroy();
         assertTrue(parent.waitFor(60, TimeUnit.SECONDS));
-        assertTrue(children.getFirst().onExit().get(60, TimeUnit.SECONDS) != null);
-        assertTrue(!children.getFirst().isAlive(), "the restarted JVM stops with the first");
+        assertTrue(child.onExit().get(60, TimeUnit.SECONDS) != null);
+        assertTrue(!child.isAlive(), "the restarted JVM stops with the first");
         assertTrue(!Files.exists(out), "the target must not appear");
         assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
     }
@@ -192,14 +180,31 @@ class VectorRelaunchTest {
      */
     @Test
     void aSigkillOfTheFirstJvmStopsTheExportAndLeavesNothing() throws Exception {
-        Path jar = cliJar();
+        Path out = tmp.resolve("out");
+        Process parent = startSlowExport(out);
+        ProcessHandle child = restartedJvmOnceWriting(parent);
+        Process kill = new ProcessBuilder("kill", "-9", Long.toString(parent.pid())).inheritIO().start();
+        assertEquals(0, kill.waitFor());
+        assertTrue(parent.waitFor(60, TimeUnit.SECONDS));
+        assertEquals(137, parent.exitValue(), "killed by SIGKILL");
+        assertTrue(child.onExit().get(60, TimeUnit.SECONDS) != null);
+        assertTrue(!child.isAlive(), "the restarted JVM stops when the first is killed");
+        assertTrue(!Files.exists(out), "the target must not appear");
+        assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
+    }
+
+    /** {@code java -jar} of a slow export (4 MiB budget, one thread) into {@code out}, its output in parent.log. */
+    private Process startSlowExport(Path out) throws Exception {
         Path model = dev.dequant4j.internal.export.SyntheticModel.write(tmp.resolve("m"), 48, 1024, 1024,
                 "{\"torch_dtype\": \"bfloat16\"}");
-        Path out = tmp.resolve("out");
-        Process parent = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-jar", jar.toString(), "export", model.toString(), "--out", out.toString(), "--dtype", "f32",
+        return new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-jar", cliJar().toString(), "export", model.toString(), "--out", out.toString(), "--dtype", "f32",
                 "--threads", "1", "--memory", "4MiB")
                 .redirectErrorStream(true).redirectOutput(tmp.resolve("parent.log").toFile()).start();
+    }
+
+    /** Waits until the export's temporary directory exists; returns the one restarted JVM doing the work. */
+    private ProcessHandle restartedJvmOnceWriting(Process parent) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (System.nanoTime() < deadline && parent.isAlive() && temporaries().isEmpty()) {
             Thread.sleep(20);
@@ -207,14 +212,7 @@ class VectorRelaunchTest {
         List<ProcessHandle> children = parent.children().toList();
         assertEquals(1, children.size(), "the export runs in one restarted JVM");
         assertTrue(parent.isAlive() && !temporaries().isEmpty(), Files.readString(tmp.resolve("parent.log")));
-        Process kill = new ProcessBuilder("kill", "-9", Long.toString(parent.pid())).inheritIO().start();
-        assertEquals(0, kill.waitFor());
-        assertTrue(parent.waitFor(60, TimeUnit.SECONDS));
-        assertEquals(137, parent.exitValue(), "killed by SIGKILL");
-        assertTrue(children.getFirst().onExit().get(60, TimeUnit.SECONDS) != null);
-        assertTrue(!children.getFirst().isAlive(), "the restarted JVM stops when the first is killed");
-        assertTrue(!Files.exists(out), "the target must not appear");
-        assertEquals(List.of(), temporaries(), "the restarted JVM removed its temporary directory");
+        return children.getFirst();
     }
 
     private List<Path> temporaries() throws IOException {
