@@ -118,7 +118,8 @@ public record JsonObject(Map<String, JsonValue> members) implements JsonValue {
         return new JsonException("field '" + key + "' must be " + expected + ", not " + describe(actual));
     }
 
-    static String describe(JsonValue v) {
+    /** A value as an error message names it: its type, and a short quote of a string or number. */
+    public static String describe(JsonValue v) {
         return switch (v) {
             case JsonString s -> "the string \"" + Json.abbreviate(s.value(), 40) + "\"";
             case JsonNumber n -> "the number " + Json.abbreviate(n.text(), 40);

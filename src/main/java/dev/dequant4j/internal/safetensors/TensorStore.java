@@ -225,28 +225,11 @@ public final class TensorStore implements AutoCloseable {
                 files.add(f);
                 byShard.put(shard, f);
             }
+            checkAgreement(index, byShard);
             Map<String, Ref> refs = new LinkedHashMap<>();
             for (Map.Entry<String, String> e : index.weightMap().entrySet()) {
                 SafetensorsFile f = byShard.get(e.getValue());
-                TensorEntry entry = f.get(e.getKey());
-                if (entry == null) {
-                    throw new Dequant4jException(Kind.CORRUPT_INPUT, indexFile, e.getKey(),
-                            "listed in the index under " + e.getValue() + ", but that shard does not contain it");
-                }
-                refs.put(e.getKey(), new Ref(f, entry));
-            }
-            for (Map.Entry<String, SafetensorsFile> s : byShard.entrySet()) {
-                for (TensorEntry entry : s.getValue().tensors().values()) {
-                    String mapped = index.weightMap().get(entry.name());
-                    if (mapped == null) {
-                        throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
-                                "is in this shard but not in " + ShardIndex.FILE_NAME);
-                    }
-                    if (!mapped.equals(s.getKey())) {
-                        throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
-                                "is in this shard but the index maps it to " + mapped);
-                    }
-                }
+                refs.put(e.getKey(), new Ref(f, f.get(e.getKey())));
             }
             return new TensorStore(arena, Collections.unmodifiableList(files), Collections.unmodifiableMap(refs),
                     index);
@@ -256,6 +239,32 @@ public final class TensorStore implements AutoCloseable {
             }
             arena.close();
             throw e;
+        }
+    }
+
+    /**
+     * Checks that an index and the headers of its shards ({@code byShard}, by shard name) agree: every tensor of the
+     * index is in its shard, and every tensor of a shard is in the index and mapped to that shard.
+     */
+    public static void checkAgreement(ShardIndex index, Map<String, SafetensorsFile> byShard) {
+        for (Map.Entry<String, String> e : index.weightMap().entrySet()) {
+            if (byShard.get(e.getValue()).get(e.getKey()) == null) {
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, index.file(), e.getKey(),
+                        "listed in the index under " + e.getValue() + ", but that shard does not contain it");
+            }
+        }
+        for (Map.Entry<String, SafetensorsFile> s : byShard.entrySet()) {
+            for (TensorEntry entry : s.getValue().tensors().values()) {
+                String mapped = index.weightMap().get(entry.name());
+                if (mapped == null) {
+                    throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
+                            "is in this shard but not in " + ShardIndex.FILE_NAME);
+                }
+                if (!mapped.equals(s.getKey())) {
+                    throw new Dequant4jException(Kind.CORRUPT_INPUT, s.getValue().path(), entry.name(),
+                            "is in this shard but the index maps it to " + mapped);
+                }
+            }
         }
     }
 
