@@ -1,0 +1,102 @@
+package dev.dequant4j.internal.gguf;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import java.lang.foreign.ValueLayout;
+import java.net.URISyntaxException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+
+/**
+ * GgmlQuantize against files written by llama.cpp's own tools (fixtures/gguf/README.md): the F32 GGUF's tensors,
+ * quantized here, must equal the quantized file's tensors byte for byte.
+ */
+class GgmlQuantizeTest {
+    static Path fixture(String name) {
+        try {
+            return Path.of(GgmlQuantizeTest.class.getResource("/fixtures/gguf/" + name).toURI());
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    static float[] floats(GgufFile f, GgufFile.Tensor t) {
+        return f.data(t).toArray(ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN));
+    }
+
+    static byte[] quantize(GgmlType type, float[] src, long[] ne) {
+        int cols = Math.toIntExact(ne[0]);
+        int rows = src.length / cols;
+        ByteBuffer out = ByteBuffer.allocate(Math.toIntExact(rows * GgmlQuantize.rowSize(type, cols)));
+        GgmlQuantize.quantize(type, src, 0, rows, cols, out);
+        assertEquals(0, out.remaining());
+        return out.array();
+    }
+
+    /** Tensors of {@code quantized} in {@code type}, quantized here from the same tensor of {@code f32}. */
+    static int assertSameBytes(String f32, String quantized, GgmlType type) {
+        int compared = 0;
+        try (GgufFile ref = GgufFile.open(fixture(f32)); GgufFile q = GgufFile.open(fixture(quantized))) {
+            for (GgufFile.Tensor t : q.tensors().values()) {
+                if (t.type() != type) {
+                    continue;
+                }
+                GgufFile.Tensor src = ref.tensors().get(t.name());
+                assertEquals(GgmlType.F32, src.type(), t.name());
+                assertArrayEquals(t.ne(), src.ne(), t.name());
+                byte[] ours = quantize(type, floats(ref, src), src.ne());
+                assertArrayEquals(q.data(t).toArray(ValueLayout.JAVA_BYTE), ours, t.name());
+                compared++;
+            }
+        }
+        return compared;
+    }
+
+    @Test
+    void q8_0EqualsConvertHfToGguf() {
+        int n = assertSameBytes("llama-bpe/llama-lora-f32.gguf", "llama-bpe/llama-lora-q8_0.gguf", GgmlType.Q8_0);
+        assertEquals(16, n, "Q8_0 tensors compared");
+    }
+
+    @Test
+    void rowSizeIsBlocksTimesTypeSize() {
+        assertEquals(34L * 4, GgmlQuantize.rowSize(GgmlType.Q8_0, 128));
+        assertEquals(144L * 14, GgmlQuantize.rowSize(GgmlType.Q4_K, 3584));
+        assertEquals(210, GgmlQuantize.rowSize(GgmlType.Q6_K, 256));
+        assertThrows(IllegalArgumentException.class, () -> GgmlQuantize.rowSize(GgmlType.Q4_K, 4608 + 32));
+    }
+
+    @Test
+    void refusesPartialBlocksShortSourcesAndShortBuffers() {
+        float[] x = new float[512];
+        ByteBuffer big = ByteBuffer.allocate(4096);
+        assertThrows(IllegalArgumentException.class, () -> GgmlQuantize.quantize(GgmlType.Q5_K, x, 0, 1, 288, big));
+        assertThrows(IllegalArgumentException.class, () -> GgmlQuantize.quantize(GgmlType.Q8_0, x, 32, 4, 128, big));
+        assertThrows(IllegalArgumentException.class,
+                () -> GgmlQuantize.quantize(GgmlType.Q6_K, x, 0, 2, 256, ByteBuffer.allocate(419)));
+        assertThrows(IllegalArgumentException.class, () -> GgmlQuantize.quantize(GgmlType.IQ2_XS, x, 0, 2, 256, big));
+        assertEquals(0, big.position());
+    }
+
+    @Test
+    void writesLittleEndianWhateverTheBufferOrderAndAdvancesThePosition() {
+        float[] x = new float[64];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (i - 20) * 0.37f;
+        }
+        ByteBuffer le = ByteBuffer.allocate(100).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer be = ByteBuffer.allocate(100).order(ByteOrder.BIG_ENDIAN);
+        le.position(3);
+        be.position(3);
+        GgmlQuantize.quantize(GgmlType.Q8_0, x, 0, 2, 32, le);
+        GgmlQuantize.quantize(GgmlType.Q8_0, x, 0, 2, 32, be);
+        assertEquals(3 + 68, le.position());
+        assertArrayEquals(le.array(), be.array());
+        // block 0: amax = 20 * 0.37, d = amax / 127 stored as f16
+        assertEquals(Float.floatToFloat16(20 * 0.37f / 127), le.getShort(3));
+    }
+}
