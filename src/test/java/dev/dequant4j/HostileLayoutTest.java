@@ -271,7 +271,7 @@ class HostileLayoutTest {
     void anEmptyOutIsAUsageError(String out) {
         Run r = cli("export", MODEL.toString(), "--out", out, "--overwrite");
         assertEquals(2, r.exit(), r.err());
-        assertTrue(r.err().startsWith("error: --out must name a directory"), r.err());
+        assertTrue(r.err().startsWith("error: Invalid value for option '--out': must name a directory"), r.err());
     }
 
     @Test

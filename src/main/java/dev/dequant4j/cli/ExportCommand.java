@@ -9,7 +9,6 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Printable;
-import dev.dequant4j.internal.export.Sizes;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
@@ -36,31 +35,33 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     @Parameters(paramLabel = "MODEL", description = "The model directory (or .safetensors file) to export.")
     Path model;
 
-    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output directory (must not exist).")
+    @Option(names = "--out", required = true, paramLabel = "DIR", converter = Converters.OutputDirectory.class,
+            description = "Output directory (must not exist).")
     Path out;
 
     @Option(names = "--adapter", paramLabel = "DIR",
             description = "A PEFT LoRA adapter directory to merge; repeat to apply several, in order.")
     List<Path> adapters = new ArrayList<>();
 
-    @Option(names = "--dtype", paramLabel = "f16|bf16|f32",
+    @Option(names = "--dtype", paramLabel = "f16|bf16|f32", converter = Converters.OutputDType.class,
             description = "Output dtype (default: the model's own, from config.json).")
-    String dtype;
+    DType dtype;
 
     @Option(names = "--backend", paramLabel = "auto|cpu|cuda", defaultValue = "auto",
             description = "Where to compute (default: ${DEFAULT-VALUE}).")
-    String backend;
+    Backend backend;
 
-    @Option(names = "--threads", paramLabel = "N", description = "Worker threads (default: all processors).")
-    int threads;
+    @Option(names = "--threads", paramLabel = "N", converter = Converters.Positive.class,
+            description = "Worker threads (default: all processors).")
+    Integer threads;
 
-    @Option(names = "--max-shard-size", paramLabel = "SIZE", defaultValue = "5GB",
+    @Option(names = "--max-shard-size", paramLabel = "SIZE", defaultValue = "5GB", converter = Converters.Size.class,
             description = "Largest shard, e.g. 300MB, 5GB (10^9), 2GiB (default: ${DEFAULT-VALUE}).")
-    String maxShardSize;
+    long maxShardSize;
 
-    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "512MiB",
+    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "512MiB", converter = Converters.Size.class,
             description = "Working-buffer budget (default: ${DEFAULT-VALUE}).")
-    String memory;
+    long memory;
 
     @Option(names = "--base16", paramLabel = "DIR",
             description = "Merge into the original 16-bit checkpoint instead of the dequantized weights.")
@@ -70,10 +71,11 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     boolean overwrite;
 
     @Option(names = "--tied-embeddings", paramLabel = "as-trained|merge-and-unload", defaultValue = "as-trained",
+            converter = Converters.Tied.class,
             description = "An adapter on the embedding or lm_head of a model that ties them: the model as trained"
                     + " (untied where it changed one side; default), or as PEFT's merge_and_unload (every delta"
                     + " added to the shared tensor).")
-    String tiedEmbeddings;
+    TiedEmbeddings tiedEmbeddings;
 
     @Option(names = "--allow-non-finite", description = "Write NaN/infinite values instead of failing.")
     boolean allowNonFinite;
@@ -99,17 +101,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
-        if (this.out.toString().isBlank()) {
-            // an empty path would mean the working directory, which --overwrite would then replace
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--out must name a directory");
-        }
-        DType d = dtype == null ? null : parseDtype(dtype);
-        Backend b = parseBackend(backend);
-        long shard = Sizes.parse(maxShardSize);
-        long mem = Sizes.parse(memory);
-        if (threads < 0) {
-            throw new IllegalArgumentException("--threads must be positive");
-        }
+        Backend b = backend;
         if (verbose) {
             err.println("backend " + b.name().toLowerCase(Locale.ROOT) + ": " + b.describe());
         }
@@ -117,8 +109,8 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         List<LoraAdapter> opened = new ArrayList<>();
         try (Checkpoint base = Checkpoint.open(model);
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
-            Export e = Export.of(base).backend(b).maxShardBytes(shard).memoryBudget(mem).overwrite(overwrite)
-                    .allowNonFinite(allowNonFinite).tiedEmbeddings(parseTiedEmbeddings(tiedEmbeddings));
+            Export e = Export.of(base).backend(b).maxShardBytes(maxShardSize).memoryBudget(memory)
+                    .overwrite(overwrite).allowNonFinite(allowNonFinite).tiedEmbeddings(tiedEmbeddings);
             if (!quiet) {
                 e.progress(new ProgressPrinter(Printable.raw(err), terminal));
             }
@@ -130,10 +122,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
                     err.println("warning: " + adapter.directory() + ": " + w);
                 }
             }
-            if (d != null) {
-                e.dtype(d);
+            if (dtype != null) {
+                e.dtype(dtype);
             }
-            if (threads > 0) {
+            if (threads != null) {
                 e.threads(threads);
             }
             if (original != null) {
@@ -155,33 +147,6 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         }
         out.flush();
         return 0;
-    }
-
-    static DType parseDtype(String s) {
-        return switch (s.toLowerCase(Locale.ROOT)) {
-            case "f16", "fp16", "float16" -> DType.F16;
-            case "bf16", "bfloat16" -> DType.BF16;
-            case "f32", "fp32", "float32" -> DType.F32;
-            default -> throw new IllegalArgumentException("--dtype must be f16, bf16 or f32, not '" + s + "'");
-        };
-    }
-
-    static TiedEmbeddings parseTiedEmbeddings(String s) {
-        return switch (s.toLowerCase(Locale.ROOT)) {
-            case "as-trained" -> TiedEmbeddings.AS_TRAINED;
-            case "merge-and-unload" -> TiedEmbeddings.MERGE_AND_UNLOAD;
-            default -> throw new IllegalArgumentException("--tied-embeddings must be as-trained or merge-and-unload,"
-                    + " not '" + s + "'");
-        };
-    }
-
-    static Backend parseBackend(String s) {
-        return switch (s.toLowerCase(Locale.ROOT)) {
-            case "auto" -> Backend.AUTO;
-            case "cpu" -> Backend.CPU;
-            case "cuda" -> Backend.CUDA;
-            default -> throw new IllegalArgumentException("--backend must be auto, cpu or cuda, not '" + s + "'");
-        };
     }
 
     /** The summary; the backend's reason (which may explain why CUDA is not usable) only where CUDA was involved. */

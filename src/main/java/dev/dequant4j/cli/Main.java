@@ -3,14 +3,16 @@ package dev.dequant4j.cli;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.internal.Printable;
 import java.io.PrintWriter;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * The dequant4j command line. Exit codes: 0 success, 1 bad input or a failed run, whatever its
- * {@link Dequant4jException.Kind} (one line on stderr starting with {@code error:}; with {@code --json} also a JSON
- * error object on stdout, {@link CliJson}), 2 usage error. {@code --debug} adds the stack trace.
+ * The dequant4j command line. A failure is one line on stderr starting with {@code error:} (with {@code --json} also
+ * a JSON error object on stdout, {@link CliJson}) and an exit code that says what kind of failure it was
+ * ({@link #exitCode}, listed in {@code --help}). {@code --debug} adds the stack trace.
  */
 @Command(name = "dequant4j", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "Reads bitsandbytes-quantized checkpoints and LoRA adapters; exports plain FP16/BF16/F32 models.",
@@ -25,6 +27,80 @@ public final class Main implements Runnable {
                 "a command is required: inspect, export or verify");
     }
 
+    /** Exit codes, as {@code --help} and the README list them. */
+    static final int OK = 0;
+    static final int BAD_INPUT = 1;
+    static final int USAGE = 2;
+    static final int OUTPUT_EXISTS = 3;
+    static final int BACKEND = 4;
+    static final int OUT_OF_MEMORY = 5;
+    static final int INTERNAL = 6;
+    static final int CANCELLED = 130;
+
+    /** {@code --help}'s list of exit codes: picocli's "code:description" entries. */
+    private static final Map<String, String> EXIT_CODES = exitCodeHelp();
+
+    private static Map<String, String> exitCodeHelp() {
+        Map<String, String> m = new LinkedHashMap<>();
+        m.put(OK + "", "Success.");
+        m.put(BAD_INPUT + "", "Bad input or a failed run: a corrupt, unsupported or missing file, an adapter that"
+                + " does not fit, a non-finite value, a failed read or write; verify found a problem.");
+        m.put(USAGE + "", "Usage error: an unknown option, a missing or bad value.");
+        m.put(OUTPUT_EXISTS + "", "The output exists (use --overwrite to replace it).");
+        m.put(BACKEND + "", "The compute backend is not usable or failed (--backend cuda).");
+        m.put(OUT_OF_MEMORY + "", "Out of memory (give the JVM more with -Xmx).");
+        m.put(INTERNAL + "", "Internal error (a bug: please report it with the --debug output).");
+        m.put(CANCELLED + "", "Cancelled or interrupted (Ctrl-C).");
+        return java.util.Collections.unmodifiableMap(m);
+    }
+
+    /** The exit code of a run that failed with {@code kind}. */
+    static int exitCode(Dequant4jException.Kind kind) {
+        return switch (kind) {
+            case CORRUPT_INPUT, UNSUPPORTED_INPUT, ADAPTER_MISMATCH, NON_FINITE, IO, INVALID_REQUEST -> BAD_INPUT;
+            case OUTPUT_EXISTS -> OUTPUT_EXISTS;
+            case BACKEND -> BACKEND;
+            case CANCELLED -> CANCELLED;
+        };
+    }
+
+    /** The exit code of a run that failed with {@code e}, which the command did not catch. */
+    static int exitCode(Throwable e) {
+        if (outOfMemory(e)) {
+            return OUT_OF_MEMORY;
+        }
+        if (e instanceof Dequant4jException d) {
+            return exitCode(d.kind());
+        }
+        return e instanceof IllegalArgumentException ? USAGE : INTERNAL;
+    }
+
+    /** The command line with its converters' settings and the exit codes in every command's help. */
+    static CommandLine commandLine() {
+        CommandLine cl = new CommandLine(new Main()).setCaseInsensitiveEnumValuesAllowed(true);
+        java.util.List<CommandLine> all = new java.util.ArrayList<>(cl.getSubcommands().values());
+        all.add(cl);
+        for (CommandLine c : all) {
+            c.getCommandSpec().usageMessage().exitCodeListHeading("%nExit codes:%n").exitCodeList(EXIT_CODES);
+        }
+        return cl;
+    }
+
+    /**
+     * Whether {@code args} are an export that will compute tensors, the only run worth a JVM with the Vector API
+     * ({@link VectorRelaunch}): help, version and usage errors are answered by this JVM.
+     */
+    static boolean computesAnExport(String[] args) {
+        CommandLine.ParseResult parsed;
+        try {
+            parsed = commandLine().parseArgs(args);
+        } catch (CommandLine.ParameterException e) {
+            return false;
+        }
+        return !helpRequested(parsed) && parsed.subcommand() != null
+                && parsed.subcommand().commandSpec().userObject() instanceof ExportCommand;
+    }
+
     public static void main(String[] args) {
         VectorRelaunch.watchParent();
         var relaunch = VectorRelaunch.command(args, VectorRelaunch.Jvm.current());
@@ -34,7 +110,7 @@ public final class Main implements Runnable {
             } catch (java.io.IOException e) {
                 // The JVM could not be started again: export here, with the scalar kernels.
             } catch (InterruptedException e) {
-                System.exit(130);
+                System.exit(CANCELLED);
             }
         }
         System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
@@ -47,9 +123,17 @@ public final class Main implements Runnable {
         PrintWriter err = Printable.writer(rawErr);
         boolean debug = java.util.Arrays.asList(args).contains("--debug");
         configureLogging(debug || java.util.Arrays.asList(args).contains("--verbose"));
-        CommandLine cl = new CommandLine(new Main());
+        CommandLine cl = commandLine();
         cl.setOut(out);
         cl.setErr(err);
+        CommandLine.IExecutionStrategy runLast = new CommandLine.RunLast();
+        cl.setExecutionStrategy(parsed -> {
+            if (helpRequested(parsed)) {
+                // help and version are our own text, with its line breaks: not through the sanitizer
+                cl.setOut(Printable.raw(out));
+            }
+            return runLast.execute(parsed);
+        });
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             if (outOfMemory(ex)) {
                 return outOfMemory(err);
@@ -63,7 +147,7 @@ public final class Main implements Runnable {
             if (cmd.getCommand() instanceof CliJson.Output o && o.json()) {
                 CliJson.printError(out, ex, message);
             }
-            return ex instanceof IllegalArgumentException && !(ex instanceof Dequant4jException) ? 2 : 1;
+            return exitCode(ex);
         });
         cl.setParameterExceptionHandler((ex, a) -> {
             err.println("error: " + ex.getMessage());
@@ -74,13 +158,22 @@ public final class Main implements Runnable {
             if (java.util.Arrays.asList(a).contains("--json")) {
                 CliJson.printError(out, "usage", null, null, oneLine(ex));
             }
-            return 2;
+            return USAGE;
         });
         try {
             return cl.execute(args);
         } catch (OutOfMemoryError e) {
             return outOfMemory(err);
         }
+    }
+
+    private static boolean helpRequested(CommandLine.ParseResult parsed) {
+        for (CommandLine.ParseResult p = parsed; p != null; p = p.subcommand()) {
+            if (p.isUsageHelpRequested() || p.isVersionHelpRequested()) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static boolean outOfMemory(Throwable e) {
@@ -102,7 +195,7 @@ public final class Main implements Runnable {
                 + " java -Xmx" + Math.max(2, 2 * ((mib + 1023) / 1024)) + "g -jar dequant4j-cli.jar ... (or"
                 + " JAVA_TOOL_OPTIONS=-Xmx...)");
         err.flush();
-        return 1;
+        return OUT_OF_MEMORY;
     }
 
     /** The trace for --debug: its indentation kept, everything else through the sanitizer like all output. */

@@ -1,6 +1,11 @@
 package dev.dequant4j.cli;
 
+import java.io.FileDescriptor;
+import java.io.FileOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
 import java.lang.module.ModuleFinder;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -13,9 +18,13 @@ import java.util.concurrent.TimeUnit;
  * Restarts {@code java -jar dequant4j-cli.jar export ...} with {@code --add-modules jdk.incubator.vector}.
  *
  * <p>An executable jar's manifest cannot add a module, so a plain {@code java -jar} would run the scalar kernels,
- * 3 to 10 times slower than the Vector API ones. Only {@code export} is worth a second JVM start, and only when the
- * process was started from the jar itself: a caller that built its own command line (tests, scripts, IDEs) chose its
- * flags. {@code -Ddequant4j.relaunch=false} turns it off.
+ * 3 to 10 times slower than the Vector API ones. Only an {@code export} that will run is worth a second JVM start
+ * (its help and usage errors are answered by the first: {@link Main#computesAnExport}), and only when the process
+ * was started from the jar itself: a caller that built its own command line (tests, scripts, IDEs, the
+ * {@code bin/dequant4j} launcher) chose its flags. {@code -Ddequant4j.relaunch=false} turns it off.
+ *
+ * <p>The second JVM announces the module on stderr ({@value #INCUBATOR_WARNING}) before any of our code runs; the
+ * first drops exactly that line, and passes everything else through unchanged ({@link #copyStderr}).
  *
  * <p>On HotSpot the second JVM also compiles the CPU kernels with C2 after a hundredth of the usual invocations:
  * until then the Vector API runs through its Java fallback code, which C2 would otherwise compile too. That took
@@ -30,6 +39,9 @@ final class VectorRelaunch {
     /** C2 for the kernels early; {@code quiet} keeps HotSpot from announcing the command on standard output. */
     static final List<String> EARLY_C2 = List.of("-XX:CompileCommand=quiet",
             "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01");
+
+    /** What the JVM prints first when it resolves the module: the one line the first JVM does not pass on. */
+    static final String INCUBATOR_WARNING = "WARNING: Using incubator modules: " + MODULE;
 
     private VectorRelaunch() {}
 
@@ -60,11 +72,12 @@ final class VectorRelaunch {
 
     /** The command that restarts this CLI with the Vector API, or empty when it should run as it is. */
     static Optional<List<String>> command(String[] args, Jvm jvm) {
-        if (!"export".equals(subcommand(args)) || jvm.moduleLoaded() || !jvm.moduleInImage()
+        if (jvm.moduleLoaded() || !jvm.moduleInImage()
                 || "false".equals(jvm.relaunchProperty()) || jvm.inputArguments() == null
                 || jvm.codeSource() == null || !jvm.codeSource().toString().endsWith(".jar")
                 || !Files.isRegularFile(jvm.codeSource()) || jvm.classPath() == null
-                || !Path.of(jvm.classPath()).toAbsolutePath().equals(jvm.codeSource().toAbsolutePath())) {
+                || !Path.of(jvm.classPath()).toAbsolutePath().equals(jvm.codeSource().toAbsolutePath())
+                || !Main.computesAnExport(args)) {
             return Optional.empty();
         }
         List<String> cmd = new ArrayList<>();
@@ -86,16 +99,6 @@ final class VectorRelaunch {
         return Optional.of(cmd);
     }
 
-    /** The first argument that is not an option of the top-level command ({@code --debug}, help, version). */
-    private static String subcommand(String[] args) {
-        for (String a : args) {
-            if (!a.startsWith("-")) {
-                return a;
-            }
-        }
-        return null;
-    }
-
     /**
      * Runs {@code cmd} with this process's standard streams and returns its exit code. A signal that ends this JVM
      * (Ctrl-C reaches both processes; a {@code kill} only this one) is passed on, and the child gets time to remove
@@ -105,29 +108,66 @@ final class VectorRelaunch {
     static int run(List<String> cmd) throws IOException, InterruptedException {
         List<String> watched = new ArrayList<>(cmd);
         watched.add(1, "-D" + PARENT_PROPERTY + "=" + ProcessHandle.current().pid());
-        ProcessBuilder pb = new ProcessBuilder(watched).inheritIO();
+        ProcessBuilder pb = new ProcessBuilder(watched).inheritIO().redirectError(ProcessBuilder.Redirect.PIPE);
         // Their options are among the JVM's input arguments, which the command repeats already.
         pb.environment().remove("JAVA_TOOL_OPTIONS");
         pb.environment().remove("JDK_JAVA_OPTIONS");
         Process child = pb.start();
+        Thread stderr = Thread.ofPlatform().daemon().name("dequant4j-relaunch-stderr").start(() ->
+                copyStderr(child.getErrorStream(), new FileOutputStream(FileDescriptor.err)));
         Thread forward = new Thread(() -> {
-            if (child.isAlive()) {
-                child.destroy();
-                try {
+            try {
+                if (child.isAlive()) {
+                    child.destroy();
                     child.waitFor(60, TimeUnit.SECONDS);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
                 }
+                // the child's last words (why it stopped) before this JVM exits
+                stderr.join(TimeUnit.SECONDS.toMillis(5));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
             }
         }, "dequant4j-relaunch-stop");
         Runtime.getRuntime().addShutdownHook(forward);
         int code = child.waitFor();
+        stderr.join();
         try {
             Runtime.getRuntime().removeShutdownHook(forward);
         } catch (IllegalStateException shuttingDown) {
             // The hook is running or about to: it finds the child gone and returns.
         }
         return code;
+    }
+
+    /**
+     * Copies the second JVM's stderr to {@code to} as it comes (a progress line ends in a carriage return, not a line
+     * break), except its first line if that is {@link #INCUBATOR_WARNING}: the JVM prints it before our code runs,
+     * so it is first or not there (the JVM's own {@code Picked up ...} lines cannot precede it: the environment
+     * variables that cause them are not passed on).
+     */
+    static void copyStderr(InputStream from, OutputStream to) {
+        try (from) {
+            byte[] warning = (INCUBATOR_WARNING + System.lineSeparator()).getBytes(StandardCharsets.US_ASCII);
+            int matched = 0;
+            int b = 0;
+            while (matched < warning.length && (b = from.read()) == warning[matched]) {
+                matched++;
+            }
+            if (matched < warning.length) {
+                // not the warning: what was held back, then everything as it comes
+                to.write(warning, 0, matched);
+                if (b >= 0) {
+                    to.write(b);
+                }
+                to.flush();
+            }
+            byte[] buf = new byte[8192];
+            for (int n; (n = from.read(buf)) >= 0; ) {
+                to.write(buf, 0, n);
+                to.flush();
+            }
+        } catch (IOException e) {
+            // This process's stderr is closed: nothing can be shown, the child's exit code still is passed on.
+        }
     }
 
     /**

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.dequant4j.Backend;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonBoolean;
@@ -17,6 +19,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -70,7 +73,7 @@ class ExportCommandTest {
         Files.createDirectories(tmp.resolve("exists"));
         InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", tmp.resolve("exists").toString(),
                 "--json");
-        assertEquals(1, r.code());
+        assertEquals(Main.OUTPUT_EXISTS, r.code());
         JsonObject o = Json.parseObject(r.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
         assertEquals(List.of("schema_version", "error"), List.copyOf(o.keys()));
         JsonObject e = o.getObject("error");
@@ -124,22 +127,48 @@ class ExportCommandTest {
     }
 
     @Test
-    void usageErrorsExitTwoAndBadInputOne() throws Exception {
+    void usageErrorsExitTwoBadInputOneAndAnExistingOutputThree() throws Exception {
         InspectCommandTest.Run bad = InspectCommandTest.run("export", model(), "--out", tmp.resolve("o").toString(),
                 "--dtype", "f8");
         assertEquals(2, bad.code());
-        assertEquals("error: --dtype must be f16, bf16 or f32, not 'f8'", bad.err().strip());
+        assertEquals("error: Invalid value for option '--dtype': f16, bf16 or f32, not 'f8'", bad.errLines().get(0));
 
         Files.createDirectories(tmp.resolve("exists"));
         InspectCommandTest.Run exists = InspectCommandTest.run("export", model(), "--out",
                 tmp.resolve("exists").toString());
-        assertEquals(1, exists.code());
+        assertEquals(3, exists.code());
         assertEquals("error: " + tmp.resolve("exists") + ": output already exists (use --overwrite to replace it)",
                 exists.err().strip());
 
         InspectCommandTest.Run missing = InspectCommandTest.run("export", model());
         assertEquals(2, missing.code());
         assertTrue(missing.err().startsWith("error: Missing required option: '--out=DIR'"), missing.err());
+
+        InspectCommandTest.Run absent = InspectCommandTest.run("export", tmp.resolve("absent").toString(), "--out",
+                tmp.resolve("o").toString());
+        assertEquals(1, absent.code(), "a missing input is bad input, though its kind is IO: " + absent.err());
+        Path corrupt = Files.write(tmp.resolve("corrupt.safetensors"), new byte[] {1, 2, 3});
+        assertEquals(1, InspectCommandTest.run("export", corrupt.toString(), "--out", tmp.resolve("o").toString())
+                .code());
+    }
+
+    /** The table that --help and the README document, kind by kind. */
+    @Test
+    void everyKindOfFailureHasItsDocumentedExitCode() {
+        java.util.Map<Dequant4jException.Kind, Integer> documented = new java.util.EnumMap<>(Map.of(
+                Kind.CORRUPT_INPUT, 1, Kind.UNSUPPORTED_INPUT, 1, Kind.ADAPTER_MISMATCH, 1, Kind.NON_FINITE, 1,
+                Kind.IO, 1, Kind.INVALID_REQUEST, 1, Kind.OUTPUT_EXISTS, 3, Kind.BACKEND, 4, Kind.CANCELLED, 130));
+        assertEquals(java.util.EnumSet.allOf(Kind.class), documented.keySet(), "every kind is in the table");
+        documented.forEach((kind, code) -> assertEquals(code, Main.exitCode(kind), kind.name()));
+        documented.forEach((kind, code) -> assertEquals(code, Main.exitCode(new Dequant4jException(kind, "x")),
+                kind.name()));
+        assertEquals(5, Main.exitCode(new IllegalStateException("wrapped", new OutOfMemoryError())));
+        assertEquals(2, Main.exitCode(new IllegalArgumentException("a bad option value")));
+        assertEquals(6, Main.exitCode(new NullPointerException()), "a bug is neither bad input nor usage");
+        String help = InspectCommandTest.run("export", "--help").out();
+        for (int code : new int[] {0, 1, 2, 3, 4, 5, 6, 130}) {
+            assertTrue(help.lines().anyMatch(l -> l.matches(" +" + code + " +[A-Z].*")), code + " in --help: " + help);
+        }
     }
 
     @Test
@@ -147,7 +176,7 @@ class ExportCommandTest {
         Assumptions.assumeFalse(Backend.CUDA.isAvailable(), "a usable GPU is present");
         InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", tmp.resolve("o").toString(),
                 "--backend", "cuda");
-        assertEquals(1, r.code());
+        assertEquals(Main.BACKEND, r.code());
         assertEquals(1, r.err().strip().lines().count(), r.err());
         assertTrue(r.err().startsWith("error: --backend cuda is not usable: "), r.err());
         assertFalse(Files.exists(tmp.resolve("o")));

@@ -222,6 +222,8 @@ class InspectCommandTest {
         Run help = run("inspect", "--help");
         assertEquals(0, help.code());
         assertTrue(help.out().startsWith("Usage: dequant4j inspect"), help.out());
+        assertFalse(help.out().contains("?"), "help keeps its line breaks: " + help.out());
+        assertTrue(help.out().lines().anyMatch(l -> l.matches(" +3 +The output exists.*")), help.out());
         Run top = run("--help");
         assertEquals(0, top.code());
         assertTrue(top.out().contains("inspect"), top.out());

@@ -46,7 +46,7 @@ class VectorRelaunchTest {
                 "-XX:CompileCommand=quiet",
                 "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01",
                 "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m", "--out", "o")), cmd);
-        List<String> openJ9 = VectorRelaunch.command(new String[] {"export", "m"}, new VectorRelaunch.Jvm(false,
+        List<String> openJ9 = VectorRelaunch.command(new String[] {"export", "m", "--out", "o"}, new VectorRelaunch.Jvm(false,
                 true, null, jar, jar.toString(), Path.of("/opt/jdk"), List.of(), false)).orElseThrow();
         assertTrue(openJ9.stream().noneMatch(a -> a.startsWith("-XX:CompileCommand")), "HotSpot flags on HotSpot only");
     }
@@ -73,6 +73,79 @@ class VectorRelaunchTest {
                 jvm(tmp, false, true, null, tmp.toString())), "classes from a directory, as in tests and IDEs");
         assertEquals(Optional.empty(), VectorRelaunch.command(export, new VectorRelaunch.Jvm(false, true, null,
                 jar, cp, Path.of("/opt/jdk"), null, true)), "the JVM's flags are unknown");
+    }
+
+    @Test
+    void helpVersionAndUsageErrorsNeedNoSecondJvm() throws IOException {
+        Path jar = fakeJar();
+        VectorRelaunch.Jvm j = jvm(jar, false, true, null, jar.toString());
+        for (String[] args : List.of(new String[] {"export", "--help"}, new String[] {"export", "-h", "m", "--out", "o"},
+                new String[] {"export", "--version"}, new String[] {"--version"}, new String[] {"--help", "export"},
+                new String[] {"export", "m"}, new String[] {"export", "m", "--out", "o", "--bogus"},
+                new String[] {"export", "m", "--out", "o", "--dtype", "f8"},
+                new String[] {"export", "m", "--out", "o", "--threads", "0"},
+                new String[] {"export", "m", "--out", "o", "--memory", "lots"},
+                new String[] {"export", "m", "--out", " "}, new String[] {"export", "m", "n", "--out", "o"})) {
+            assertEquals(Optional.empty(), VectorRelaunch.command(args, j), String.join(" ", args));
+        }
+        assertTrue(VectorRelaunch.command(new String[] {"export", "m", "--out", "o", "--dtype", "BF16", "--backend",
+                "CPU"}, j).isPresent(), "a valid export does restart");
+    }
+
+    /**
+     * What {@code java -jar} prints and how many JVMs it took: each JVM started writes its own log file, named
+     * after its pid ({@code -Xlog}, which the restart repeats as it repeats every JVM flag), so the count does not
+     * depend on timing.
+     */
+    private Result runCountingJvms(Path jar, int jvms, String... args) throws Exception {
+        Path logs = Files.createTempDirectory(tmp, "jvms");
+        List<String> cmd = new java.util.ArrayList<>(List.of("-Xlog:gc:file=" + logs.resolve("jvm-%p.log"), "-jar",
+                jar.toString()));
+        cmd.addAll(List.of(args));
+        Result r = runJar(jar, cmd.toArray(String[]::new));
+        try (Stream<Path> s = Files.list(logs)) {
+            assertEquals(jvms, s.count(), String.join(" ", args) + ": " + r.output());
+        }
+        return r;
+    }
+
+    @Test
+    void helpAndUsageErrorsAreAnsweredByTheFirstJvmAndAnExportByASecondWithoutItsWarning() throws Exception {
+        Path jar = cliJar();
+        String model = Fixtures.checkpoint("llama-h64-nf4-dq").toString();
+        String out = tmp.resolve("out").toString();
+        Result help = runCountingJvms(jar, 1, "export", "--help");
+        assertEquals(0, help.code());
+        assertTrue(help.output().startsWith("Usage: dequant4j export"), help.output());
+        assertEquals(0, runCountingJvms(jar, 1, "--version").code());
+        assertEquals(2, runCountingJvms(jar, 1, "export", model, "--out", out, "--bogus").code());
+        assertEquals(2, runCountingJvms(jar, 1, "export", model).code());
+        Result badValue = runCountingJvms(jar, 1, "export", model, "--out", out, "--dtype", "f8");
+        assertEquals(2, badValue.code());
+        assertTrue(badValue.output().startsWith("error: Invalid value for option '--dtype'"), badValue.output());
+
+        Result ok = runCountingJvms(jar, 2, "export", model, "--out", out, "--backend", "cpu");
+        assertEquals(0, ok.code(), ok.output());
+        assertTrue(ok.output().lines().anyMatch(l -> l.startsWith("exported 21 tensors")), ok.output());
+        assertTrue(ok.output().lines().noneMatch(l -> l.contains("WARNING")), "no JVM warning line: " + ok.output());
+    }
+
+    @Test
+    void theIncubatorWarningIsDroppedAndEverythingElsePassesAsItCame() {
+        String w = VectorRelaunch.INCUBATOR_WARNING + System.lineSeparator();
+        assertEquals("progress\r50%\rerror: x\n", copied(w + "progress\r50%\rerror: x\n"));
+        assertEquals("", copied(w));
+        assertEquals("WARNING: Using incubator modules: jdk.incubator.vector, jdk.incubator.other\n",
+                copied("WARNING: Using incubator modules: jdk.incubator.vector, jdk.incubator.other\n"),
+                "only the exact line");
+        assertEquals("error: x\n" + w, copied("error: x\n" + w), "only as the first line");
+        assertEquals("WARNING: Using", copied("WARNING: Using"), "a prefix at the end is kept");
+    }
+
+    private static String copied(String stderr) {
+        java.io.ByteArrayOutputStream to = new java.io.ByteArrayOutputStream();
+        VectorRelaunch.copyStderr(new java.io.ByteArrayInputStream(stderr.getBytes(StandardCharsets.UTF_8)), to);
+        return to.toString(StandardCharsets.UTF_8);
     }
 
     /** An executable jar of the compiled CLI and picocli, like the shaded one that {@code mvn package} builds. */
