@@ -1,0 +1,635 @@
+package dev.dequant4j.internal.gguf;
+
+import static dev.dequant4j.internal.gguf.TokenizerFiles.integer;
+import static dev.dequant4j.internal.gguf.TokenizerFiles.str;
+import static dev.dequant4j.internal.gguf.TokenizerFiles.truthy;
+
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNull;
+import dev.dequant4j.internal.json.JsonNumber;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonValue;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The {@code tokenizer.*} metadata llama.cpp's {@code convert_hf_to_gguf.py} (81ff7ab) writes for a model directory,
+ * computed as its code computes it: {@code set_vocab} of the architecture's model class ({@code LlamaModel} for llama
+ * and mistral, {@code Qwen2Model}/{@code Qwen3Model}, {@code Gemma2Model}, {@code Gemma3Model}, {@code Phi3MiniModel}),
+ * {@code _set_vocab_gpt2} with {@code get_vocab_base} for a byte-level BPE tokenizer.json, {@code _set_vocab_sentencepiece}
+ * with {@code _create_vocab_sentencepiece} for a tokenizer.model, and gguf-py's {@code SpecialVocab} ({@link SpecialVocab}).
+ * Where the converter asks transformers (the added tokens' flags, the vocabulary) the answer is derived from the files
+ * and every case where that derivation could differ from transformers' is refused. The one deliberate difference: the
+ * converter names a BPE pre-tokenizer by hashing the token ids of a test string, so it refuses any vocabulary it has
+ * not seen; here the name is decided from the pre-tokenizer's own configuration (the split regex llama.cpp implements
+ * under that name), and any other configuration is refused.
+ */
+public final class GgufTokenizer {
+    private static final String TJ = "tokenizer.json";
+    private static final String TC = "tokenizer_config.json";
+    private static final String SPM = "tokenizer.model";
+
+    /** Token types ({@code gguf.TokenType}). */
+    private static final int NORMAL = 1;
+    private static final int CONTROL = 3;
+    private static final int USER_DEFINED = 4;
+    private static final int UNUSED = 5;
+
+    /** The largest tokenizer.model read (Gemma 3's is 4.7 MB). */
+    private static final long MAX_SPM_BYTES = 64L << 20;
+
+    /** Split regexes of byte-level BPE tokenizers, as tokenizer.json spells them, and llama.cpp's name for each. */
+    private static final Map<String, String> SPLIT_REGEXES = Map.of(
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                    + "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "llama-bpe",
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                    + "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "qwen2");
+
+    private final GgufMetadata kv;
+    private final int size;
+
+    private GgufTokenizer(GgufMetadata kv, int size) {
+        this.kv = kv;
+        this.size = size;
+    }
+
+    /** Tokens after padding to {@code vocab_size}. */
+    public int size() {
+        return size;
+    }
+
+    /** Appends every {@code tokenizer.*} key, in the converter's order and with its GGUF types. */
+    public void writeTo(GgufMetadata md) {
+        kv.entries().forEach(md::put);
+    }
+
+    /**
+     * Reads the tokenizer of a model directory.
+     *
+     * @param files the directory's regular files by name
+     * @param arch the GGUF architecture name
+     * @param vocabSize config.json's {@code vocab_size}, which the converter pads the vocabulary to
+     * @param config config.json
+     */
+    public static GgufTokenizer read(Map<String, Path> files, String arch, long vocabSize, JsonObject config) {
+        TokenizerFiles f = new TokenizerFiles(files);
+        if (vocabSize < 0 || vocabSize > GgufFile.MAX_STRINGS) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "config.json: vocab_size " + vocabSize
+                    + " is not 0.." + GgufFile.MAX_STRINGS);
+        }
+        GgufMetadata md = new GgufMetadata();
+        Vocab v = switch (arch) {
+            case "llama", "mistral" -> llama(f, md, vocabSize, config);
+            case "qwen2", "qwen3" -> f.has(SPM) ? sentencepiece(f, md, vocabSize, config) : gpt2(f, md, vocabSize, config);
+            case "gemma2" -> {
+                if (!f.has(SPM)) {
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "gemma2 needs tokenizer.model");
+                }
+                Vocab s = sentencepiece(f, md, vocabSize, config);
+                md.putBool("tokenizer.ggml.add_space_prefix", false);
+                yield s;
+            }
+            case "gemma3" -> {
+                if (!f.has(SPM)) {
+                    yield gpt2(f, md, vocabSize, config);
+                }
+                Vocab s = sentencepiece(f, md, vocabSize, config);
+                md.putBool("tokenizer.ggml.add_space_prefix", false);
+                yield s;
+            }
+            case "phi3" -> phi3(f, md, vocabSize, config);
+            default -> throw new Dequant4jException(Kind.UNSUPPORTED_INPUT,
+                    "no tokenizer conversion for the architecture " + arch);
+        };
+        return new GgufTokenizer(md, v.size);
+    }
+
+    /** What a set_vocab produced: the number of tokens. */
+    private record Vocab(int size) {}
+
+    /** {@code LlamaModel.set_vocab} (llama and mistral: transformers' MistralForCausalLM converts as llama). */
+    private static Vocab llama(TokenizerFiles f, GgufMetadata md, long vocabSize, JsonObject config) {
+        if (f.has("tekken.json") && !f.has(TJ)) {
+            throw f.unsupported("tekken.json", "Mistral's tekken tokenizer is not supported");
+        }
+        JsonObject tc = f.json(TC);
+        if (tc != null) {
+            JsonValue aps = tc.get("add_prefix_space");
+            if (aps != null && aps != JsonNull.NULL) {
+                if (!(aps instanceof JsonBoolean b)) {
+                    throw f.corrupt(TC, "add_prefix_space must be a boolean");
+                }
+                md.putBool("tokenizer.ggml.add_space_prefix", b.value());
+            }
+            if ("HybridDNATokenizer".equals(str(tc.get("tokenizer_class")))) {
+                throw f.unsupported(TC, "HybridDNATokenizer is not supported");
+            }
+        }
+        Vocab v;
+        if (f.has(SPM)) {
+            v = sentencepiece(f, md, vocabSize, config);
+        } else if (isLlamaHf(f)) {
+            throw f.unsupported(TJ, "a SentencePiece-style BPE tokenizer.json (byte_fallback) without tokenizer.model "
+                    + "is not supported");
+        } else {
+            v = gpt2(f, md, vocabSize, config);
+        }
+        if (vocabSize == 32016) {
+            // CodeLlama: the infill tokens; gguf-py has a writer only for eot of these four.
+            SpecialVocab sv = new SpecialVocab(f, config, false, List.of("prefix", "suffix", "middle", "eot"), null);
+            sv.setSpecialToken("prefix", JsonNumber.of(32007), "config.json");
+            sv.setSpecialToken("suffix", JsonNumber.of(32008), "config.json");
+            sv.setSpecialToken("middle", JsonNumber.of(32009), "config.json");
+            sv.setSpecialToken("eot", JsonNumber.of(32010), "config.json");
+            sv.addTo(md);
+        }
+        if (vocabSize == 49152) {
+            // The converter's rule for Granite's small models, applied to any llama with this vocabulary size.
+            md.putBool("tokenizer.ggml.add_bos_token", false);
+        }
+        return v;
+    }
+
+    /** {@code LlamaHfVocab}'s test: it takes a byte-fallback BPE whose decoder is a Sequence. */
+    private static boolean isLlamaHf(TokenizerFiles f) {
+        JsonObject tj = f.json(TJ);
+        if (tj == null) {
+            return false;
+        }
+        JsonValue model = tj.get("model");
+        String type = str(f.get(TJ, model, "type"));
+        JsonValue ignoreMerges = f.get(TJ, model, "ignore_merges");
+        JsonValue byteFallback = f.get(TJ, model, "byte_fallback");
+        boolean isLlama3 = "BPE".equals(type) && truthy(ignoreMerges) && !(byteFallback == null || truthy(byteFallback));
+        if (isLlama3 || !"BPE".equals(type) || !truthy(byteFallback)) {
+            return false;
+        }
+        JsonValue decoder = tj.get("decoder");
+        return decoder instanceof JsonObject d && "Sequence".equals(str(d.get("type")));
+    }
+
+    /** {@code Phi3MiniModel.set_vocab}. */
+    private static Vocab phi3(TokenizerFiles f, GgufMetadata md, long vocabSize, JsonObject config) {
+        JsonObject tc = f.json(TC);
+        if (tc != null) {
+            JsonValue cls = tc.get("tokenizer_class");
+            if (cls == null) {
+                throw f.unsupported(TC, "has no tokenizer_class (the converter needs it for phi3)");
+            }
+            if ("GPT2Tokenizer".equals(str(cls))) {
+                return gpt2(f, md, vocabSize, config);
+            }
+        }
+        if (!f.has(SPM)) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "phi3 needs tokenizer.model");
+        }
+        SentencePieceModel sp = SentencePieceModel.parse(f.path(SPM), f.bytes(SPM, MAX_SPM_BYTES));
+        int n = vocabSize == 0 ? sp.pieces().size() : (int) vocabSize;
+        SpmVocab v = new SpmVocab(n);
+        if (sp.pieces().size() > n) {
+            throw f.unsupported(SPM, "has " + sp.pieces().size() + " pieces, more than config.json's vocab_size " + n
+                    + " (the converter fails on that for phi3)");
+        }
+        v.fill(sp, n);
+        if (f.has("added_tokens.json")) {
+            JsonObject added = f.json("added_tokens.json");
+            for (String key : added.keys()) {
+                long id = tokenId(f, "added_tokens.json", added.get(key), key);
+                if (id < n) {
+                    v.set((int) id, key, -1000f, USER_DEFINED);
+                }
+            }
+        }
+        if (tc != null) {
+            JsonObject decoder = decoderOf(f, tc);
+            for (String key : decoder.keys()) {
+                int id = inRange(f, TC, decimalId(f, key), n, "added_tokens_decoder id " + key);
+                JsonValue data = decoder.get(key);
+                String content = content(f, TC, data, "added_tokens_decoder[" + key + "]");
+                v.set(id, content, -1000f, truthy(f.get(TC, data, "special")) ? CONTROL : USER_DEFINED);
+            }
+        }
+        JsonObject tj = f.json(TJ);
+        if (tj != null && tj.get("added_tokens") != null) {
+            for (JsonValue data : f.list(TJ, tj.get("added_tokens"), "added_tokens").values()) {
+                JsonValue idv = f.get(TJ, data, "id");
+                int id = inRange(f, TJ, tokenId(f, TJ, idv, "added token"), n, "added token id");
+                String content = content(f, TJ, data, "added token " + id);
+                v.set(id, content, -1000f, truthy(f.get(TJ, data, "special")) ? CONTROL : USER_DEFINED);
+            }
+        }
+        return v.write(f, md, config);
+    }
+
+    private static int inRange(TokenizerFiles f, String file, long id, int n, String what) {
+        if (id >= n) {
+            throw f.unsupported(file, what + " is " + id + ", past config.json's vocab_size " + n
+                    + " (the converter fails on that for phi3)");
+        }
+        return (int) id;
+    }
+
+    /** {@code _set_vocab_sentencepiece} with {@code _create_vocab_sentencepiece}. */
+    private static Vocab sentencepiece(TokenizerFiles f, GgufMetadata md, long vocabSize, JsonObject config) {
+        SentencePieceModel sp = SentencePieceModel.parse(f.path(SPM), f.bytes(SPM, MAX_SPM_BYTES));
+        int n = vocabSize == 0 ? sp.pieces().size() : (int) vocabSize;
+        SpmVocab v = new SpmVocab(n);
+        // Pieces past vocab_size are dropped, as the converter drops them (with a warning).
+        v.fill(sp, Math.min(n, sp.pieces().size()));
+        if (f.has("added_tokens.json")) {
+            JsonObject added = f.json("added_tokens.json");
+            for (String key : added.keys()) {
+                long id = tokenId(f, "added_tokens.json", added.get(key), key);
+                if (id < n) {
+                    v.set((int) id, key, -1000f, USER_DEFINED);
+                }
+            }
+        }
+        JsonObject tc = f.json(TC);
+        if (tc != null) {
+            JsonObject decoder = decoderOf(f, tc);
+            for (String key : decoder.keys()) {
+                long id = decimalId(f, key);
+                JsonValue data = decoder.get(key);
+                String token = content(f, TC, data, "added_tokens_decoder[" + key + "]");
+                if (id >= n) {
+                    continue;
+                }
+                if (truthy(f.get(TC, data, "special")) || looksSpecial(token)) {
+                    v.set((int) id, token, -1000f, CONTROL);
+                } else {
+                    v.set((int) id, token.replace('\u2581', ' '), -1000f, USER_DEFINED);
+                }
+            }
+        }
+        return v.write(f, md, config);
+    }
+
+    private static JsonObject decoderOf(TokenizerFiles f, JsonObject tc) {
+        JsonValue d = tc.get("added_tokens_decoder");
+        if (d == null || d == JsonNull.NULL) {
+            return JsonObject.empty();
+        }
+        if (!(d instanceof JsonObject o)) {
+            throw f.corrupt(TC, "added_tokens_decoder must be an object");
+        }
+        return o;
+    }
+
+    /** An {@code added_tokens_decoder} key, as {@code int(key)} reads it (refusing the negative ids Python would wrap). */
+    private static long decimalId(TokenizerFiles f, String key) {
+        if (!key.matches("[0-9]{1,9}")) {
+            throw f.corrupt(TC, "added_tokens_decoder key '" + key + "' is not a token id");
+        }
+        return Long.parseLong(key);
+    }
+
+    private static long tokenId(TokenizerFiles f, String file, JsonValue v, String what) {
+        Long id = integer(v);
+        if (id == null || id < 0) {
+            throw f.corrupt(file, what + ": token id must be a non-negative integer");
+        }
+        return id;
+    }
+
+    private static String content(TokenizerFiles f, String file, JsonValue data, String what) {
+        String s = str(f.get(file, data, "content"));
+        if (s == null) {
+            throw f.corrupt(file, what + " has no string content");
+        }
+        return s;
+    }
+
+    /** The token arrays of the SentencePiece paths. */
+    private static final class SpmVocab {
+        final String[] tokens;
+        final float[] scores;
+        final int[] types;
+
+        SpmVocab(int n) {
+            tokens = new String[n];
+            scores = new float[n];
+            types = new int[n];
+            for (int i = 0; i < n; i++) {
+                tokens[i] = "[PAD" + i + "]";
+            }
+            Arrays.fill(scores, -10000f);
+            Arrays.fill(types, UNUSED);
+        }
+
+        void fill(SentencePieceModel sp, int count) {
+            for (int id = 0; id < count; id++) {
+                SentencePieceModel.Piece p = sp.pieces().get(id);
+                // USER_DEFINED pieces stay NORMAL: the converter asks IsUnknown/IsControl/IsUnused/IsByte only.
+                int t = switch (p.type()) {
+                    case SentencePieceModel.UNKNOWN, SentencePieceModel.CONTROL, SentencePieceModel.UNUSED,
+                         SentencePieceModel.BYTE -> p.type();
+                    default -> NORMAL;
+                };
+                set(id, p.piece(), p.score(), t);
+            }
+        }
+
+        void set(int id, String token, float score, int type) {
+            tokens[id] = token;
+            scores[id] = score;
+            types[id] = type;
+        }
+
+        Vocab write(TokenizerFiles f, GgufMetadata md, JsonObject config) {
+            md.putString("tokenizer.ggml.model", "llama");
+            md.putString("tokenizer.ggml.pre", "default");
+            putTokens(md, List.of(tokens));
+            md.putFloat32Array("tokenizer.ggml.scores", scores);
+            md.putInt32Array("tokenizer.ggml.token_type", types);
+            new SpecialVocab(f, config, false, SpecialVocab.DEFAULT_TYPES, (long) tokens.length).addTo(md);
+            return new Vocab(tokens.length);
+        }
+    }
+
+    private static void putTokens(GgufMetadata md, List<String> tokens) {
+        if (!tokens.isEmpty()) {
+            md.putStringArray("tokenizer.ggml.tokens", tokens);
+        }
+    }
+
+    /** {@code TextModel.does_token_look_special}. */
+    static boolean looksSpecial(String t) {
+        return t.equals("<pad>") || t.equals("<mask>") || t.equals("<2mass>") || t.equals("[@BOS@]")
+                || (t.startsWith("<|") && t.endsWith("|>"))
+                || (t.startsWith("<\uFF5C") && t.endsWith("\uFF5C>"))
+                || (t.startsWith("<unused") && t.endsWith(">"));
+    }
+
+    /** {@code _set_vocab_gpt2} with {@code get_vocab_base}. */
+    private static Vocab gpt2(TokenizerFiles f, GgufMetadata md, long vocabSize, JsonObject config) {
+        JsonObject tj = f.json(TJ);
+        if (tj == null) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "no tokenizer.json or tokenizer.model in the model "
+                    + "directory (a slow vocab.json/merges.txt tokenizer is not supported)");
+        }
+        JsonValue model = tj.get("model");
+        String type = model == null ? null : str(f.get(TJ, model, "type"));
+        if (!"BPE".equals(type)) {
+            throw f.unsupported(TJ, "model type " + type + " is not supported (only byte-level BPE)");
+        }
+        if (truthy(f.get(TJ, model, "byte_fallback")) || truthy(f.get(TJ, model, "continuing_subword_prefix"))
+                || truthy(f.get(TJ, model, "end_of_word_suffix"))) {
+            throw f.unsupported(TJ, "a BPE with byte_fallback, continuing_subword_prefix or end_of_word_suffix is not "
+                    + "a byte-level BPE llama.cpp reads as gpt2");
+        }
+        String pre = preTokenizer(f, tj);
+        Map<Long, String> byId = new HashMap<>();
+        Map<String, Long> byToken = new HashMap<>();
+        JsonValue vocabV = f.get(TJ, model, "vocab");
+        if (!(vocabV instanceof JsonObject vocab)) {
+            throw f.corrupt(TJ, "model.vocab must be an object");
+        }
+        for (String tok : vocab.keys()) {
+            long id = tokenId(f, TJ, vocab.get(tok), "model.vocab['" + tok + "']");
+            if (byId.putIfAbsent(id, tok) != null) {
+                throw f.corrupt(TJ, "token id " + id + " is in model.vocab twice");
+            }
+            byToken.put(tok, id);
+        }
+        Map<Long, Boolean> addedSpecial = addedTokens(f, tj, byId, byToken);
+        markNamedSpecials(f, byToken, addedSpecial);
+        checkAddedTokensDecoder(f, addedSpecial, byId);
+        checkAddedTokensJson(f, byToken);
+
+        long maxId = byId.keySet().stream().mapToLong(Long::longValue).max().orElse(-1);
+        if (maxId >= vocabSize) {
+            throw f.corrupt(TJ, "token id " + maxId + " is not under config.json's vocab_size " + vocabSize);
+        }
+        int n = (int) vocabSize;
+        List<String> tokens = new ArrayList<>(n);
+        int[] types = new int[n];
+        for (int i = 0; i < n; i++) {
+            String token = byId.get((long) i);
+            if (token == null) {
+                tokens.add("[PAD" + i + "]");
+                types[i] = UNUSED;
+            } else if (addedSpecial.containsKey((long) i)) {
+                // A non-normalized added token is encoded and decoded back by the converter; for a BPE tokenizer
+                // transformers 5 decodes an added token to its content, so it stays as it is.
+                if (addedSpecial.get((long) i) || looksSpecial(token)) {
+                    types[i] = CONTROL;
+                } else {
+                    token = token.replace('\u2581', ' ');
+                    types[i] = USER_DEFINED;
+                }
+                tokens.add(token);
+            } else {
+                types[i] = NORMAL;
+                tokens.add(token);
+            }
+        }
+        md.putString("tokenizer.ggml.model", "gpt2");
+        md.putString("tokenizer.ggml.pre", pre);
+        putTokens(md, tokens);
+        if (n > 0) {
+            md.putInt32Array("tokenizer.ggml.token_type", types);
+        }
+        SpecialVocab sv = new SpecialVocab(f, config, true, SpecialVocab.DEFAULT_TYPES, null);
+        sv.ids.forEach((typ, id) -> {
+            if (id >= n) {
+                throw new Dequant4jException(Kind.CORRUPT_INPUT, typ + " token id " + id
+                        + " (tokenizer_config.json/config.json) is not under the vocabulary size " + n);
+            }
+        });
+        sv.addTo(md);
+        return new Vocab(n);
+    }
+
+    /** tokenizer.json's added tokens: id to its {@code special} flag; each joins the vocabulary. */
+    private static Map<Long, Boolean> addedTokens(TokenizerFiles f, JsonObject tj, Map<Long, String> byId,
+                                                  Map<String, Long> byToken) {
+        Map<Long, Boolean> special = new HashMap<>();
+        JsonValue list = tj.get("added_tokens");
+        if (list == null) {
+            return special;
+        }
+        for (JsonValue at : f.list(TJ, list, "added_tokens").values()) {
+            long id = tokenId(f, TJ, f.get(TJ, at, "id"), "added token");
+            String content = content(f, TJ, at, "added token " + id);
+            String had = byId.putIfAbsent(id, content);
+            Long hadId = byToken.putIfAbsent(content, id);
+            if ((had != null && !had.equals(content)) || (hadId != null && hadId != id)) {
+                throw f.corrupt(TJ, "added token " + id + " '" + content + "' clashes with the vocabulary");
+            }
+            JsonValue sp = f.get(TJ, at, "special");
+            if (sp != null && !(sp instanceof JsonBoolean)) {
+                throw f.corrupt(TJ, "added token " + id + ": special must be a boolean");
+            }
+            if (special.put(id, truthy(sp)) != null) {
+                throw f.corrupt(TJ, "added token id " + id + " is listed twice");
+            }
+        }
+        return special;
+    }
+
+    /**
+     * transformers marks the tokens tokenizer_config.json and special_tokens_map.json name (bos_token ...
+     * mask_token, extra_special_tokens) as special added tokens, and adds any it does not find, which would change the
+     * vocabulary: that is refused, as is an additional_special_tokens entry that is not already a special added token.
+     */
+    private static void markNamedSpecials(TokenizerFiles f, Map<String, Long> byToken, Map<Long, Boolean> added) {
+        for (String file : List.of(TC, "special_tokens_map.json")) {
+            JsonObject o = f.json(file);
+            if (o == null) {
+                continue;
+            }
+            for (String typ : SpecialVocab.DEFAULT_TYPES) {
+                String name = namedToken(f, file, o.get(typ + "_token"));
+                if (name != null) {
+                    added.put(need(f, file, byToken, name), true);
+                }
+            }
+            for (String key : List.of("extra_special_tokens", "additional_special_tokens")) {
+                JsonValue v = o.get(key);
+                if (v == null || v == JsonNull.NULL) {
+                    continue;
+                }
+                List<JsonValue> entries = v instanceof JsonObject m ? List.copyOf(m.members().values())
+                        : f.list(file, v, key).values();
+                for (JsonValue e : entries) {
+                    String name = namedToken(f, file, e);
+                    if (name == null) {
+                        continue;
+                    }
+                    long id = need(f, file, byToken, name);
+                    if (key.equals("extra_special_tokens")) {
+                        added.put(id, true);
+                    } else if (!Boolean.TRUE.equals(added.get(id))) {
+                        throw f.unsupported(file, key + " names '" + name + "', which is not a special added token "
+                                + "of tokenizer.json");
+                    }
+                }
+            }
+        }
+    }
+
+    private static String namedToken(TokenizerFiles f, String file, JsonValue v) {
+        if (v == null || v == JsonNull.NULL) {
+            return null;
+        }
+        String s = str(v);
+        if (s == null && v instanceof JsonObject o) {
+            s = str(o.get("content"));
+        }
+        if (s == null) {
+            throw f.corrupt(file, "a special token entry is neither a string nor an object with a content string");
+        }
+        return s.isEmpty() ? null : s;
+    }
+
+    private static long need(TokenizerFiles f, String file, Map<String, Long> byToken, String name) {
+        Long id = byToken.get(name);
+        if (id == null) {
+            throw f.unsupported(file, "names the special token '" + name + "', which tokenizer.json does not have "
+                    + "(transformers would add it to the vocabulary)");
+        }
+        return id;
+    }
+
+    /** tokenizer_config.json's added_tokens_decoder must say what tokenizer.json says. */
+    private static void checkAddedTokensDecoder(TokenizerFiles f, Map<Long, Boolean> added, Map<Long, String> byId) {
+        JsonObject tc = f.json(TC);
+        if (tc == null) {
+            return;
+        }
+        JsonObject decoder = decoderOf(f, tc);
+        for (String key : decoder.keys()) {
+            long id = decimalId(f, key);
+            JsonValue data = decoder.get(key);
+            String content = content(f, TC, data, "added_tokens_decoder[" + key + "]");
+            boolean special = truthy(f.get(TC, data, "special"));
+            if (!content.equals(byId.get(id)) || !added.containsKey(id) || added.get(id) != special) {
+                throw f.unsupported(TC, "added_tokens_decoder[" + key + "] '" + content + "' (special " + special
+                        + ") differs from tokenizer.json's added tokens");
+            }
+        }
+    }
+
+    private static void checkAddedTokensJson(TokenizerFiles f, Map<String, Long> byToken) {
+        JsonObject added = f.json("added_tokens.json");
+        if (added == null) {
+            return;
+        }
+        for (String key : added.keys()) {
+            long id = tokenId(f, "added_tokens.json", added.get(key), key);
+            if (!Long.valueOf(id).equals(byToken.get(key))) {
+                throw f.unsupported("added_tokens.json", "'" + key + "' -> " + id + " is not in tokenizer.json");
+            }
+        }
+    }
+
+    /**
+     * llama.cpp's pre-tokenizer name from tokenizer.json's own normalizer/pre_tokenizer/decoder: a byte-level BPE
+     * that splits with the regex llama.cpp implements under that name (llama-vocab.cpp), or GPT-2's own ByteLevel.
+     */
+    static String preTokenizer(TokenizerFiles f, JsonObject tj) {
+        String normalizer = layoutType(f, tj.get("normalizer"));
+        String decoder = layoutType(f, tj.get("decoder"));
+        if (!"ByteLevel".equals(decoder)) {
+            throw f.unsupported(TJ, "decoder " + decoder + " is not ByteLevel; not a byte-level BPE llama.cpp reads");
+        }
+        JsonValue pt = tj.get("pre_tokenizer");
+        String ptType = layoutType(f, pt);
+        String name = null;
+        if ("ByteLevel".equals(ptType) && isByteLevel(pt, true) && normalizer == null) {
+            name = "gpt-2";
+        } else if ("Sequence".equals(ptType)) {
+            JsonValue list = f.get(TJ, pt, "pretokenizers");
+            List<JsonValue> steps = list == null ? List.of() : f.list(TJ, list, "pre_tokenizer.pretokenizers").values();
+            if (steps.size() == 2 && isByteLevel(steps.get(1), false)
+                    && steps.getFirst() instanceof JsonObject split && "Split".equals(str(split.get("type")))
+                    && "Isolated".equals(str(split.get("behavior"))) && split.get("invert") == JsonBoolean.FALSE
+                    && split.get("pattern") instanceof JsonObject p && p.size() == 1) {
+                String regex = str(p.get("Regex"));
+                String n = regex == null ? null : SPLIT_REGEXES.get(regex);
+                if ("llama-bpe".equals(n) && normalizer == null
+                        || "qwen2".equals(n) && (normalizer == null || normalizer.equals("NFC"))) {
+                    name = n;
+                }
+            }
+        }
+        if (name == null) {
+            throw f.unsupported(TJ, "unknown BPE pre-tokenizer (normalizer " + normalizer + ", pre_tokenizer "
+                    + describe(pt) + "); known: the Llama 3 and Qwen2 split regexes with ByteLevel, GPT-2's ByteLevel");
+        }
+        return name;
+    }
+
+    private static boolean isByteLevel(JsonValue v, boolean useRegex) {
+        return v instanceof JsonObject o && "ByteLevel".equals(str(o.get("type")))
+                && o.get("add_prefix_space") == JsonBoolean.FALSE
+                && (o.get("use_regex") == null ? useRegex : o.get("use_regex") == JsonBoolean.of(useRegex));
+    }
+
+    private static String layoutType(TokenizerFiles f, JsonValue v) {
+        if (v == null || v == JsonNull.NULL) {
+            return null;
+        }
+        String t = str(f.get(TJ, v, "type"));
+        if (t == null) {
+            throw f.corrupt(TJ, "a normalizer, pre_tokenizer or decoder has no type");
+        }
+        return t;
+    }
+
+    private static String describe(JsonValue pt) {
+        if (pt == null || pt == JsonNull.NULL) {
+            return "null";
+        }
+        String s = Json.write(pt, Json.Style.COMPACT);
+        return Json.abbreviate(s, 160);
+    }
+}
