@@ -8,9 +8,18 @@ import dev.dequant4j.internal.cuda.CudaBackend;
  * otherwise, and {@link #describe()} says why.
  */
 public enum Backend {
-    AUTO, CPU, CUDA;
+    /** CUDA when a usable GPU and the natives are there, else the CPU. */
+    AUTO,
+    /** The CPU: the Vector API kernels when {@code jdk.incubator.vector} is resolved, else the scalar ones. */
+    CPU,
+    /** The GPU; an export asked for it fails with {@link Dequant4jException.Kind#BACKEND} where it is not usable. */
+    CUDA;
 
-    /** Whether this backend can run here (AUTO and CPU always can). */
+    /**
+     * Whether this backend can run here.
+     *
+     * @return true for AUTO and CPU, and for CUDA when a usable GPU and the natives are there
+     */
     public boolean isAvailable() {
         return this != CUDA || CudaBackend.probe().usable();
     }
@@ -18,6 +27,8 @@ public enum Backend {
     /**
      * What this backend would use here, or why it cannot run: the CPU kernels in use, the GPU, or the reason CUDA is
      * not usable (natives not built, no driver, no device, driver too old, ...), with its cause chain.
+     *
+     * @return one line for a log or a user
      */
     public String describe() {
         return switch (this) {

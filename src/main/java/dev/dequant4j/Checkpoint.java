@@ -92,6 +92,9 @@ public final class Checkpoint implements AutoCloseable {
     /**
      * Opens a model directory or a single {@code .safetensors} file.
      *
+     * @param path a directory with {@code config.json} and its safetensors file or shards, or one
+     *             {@code .safetensors} file
+     * @return the open checkpoint; close it to release the mapped files
      * @throws Dequant4jException naming the file (and tensor) for anything that is not a valid checkpoint
      */
     public static Checkpoint open(Path path) {
@@ -174,17 +177,17 @@ public final class Checkpoint implements AutoCloseable {
                 t.blocksize(), t.doubleQuant(), t.components());
     }
 
-    /** The path this checkpoint was opened from. */
+    /** {@return the path this checkpoint was opened from} */
     public Path path() {
         return path;
     }
 
-    /** The model directory (for a single file, the directory that holds it). */
+    /** {@return the model directory (for a single file, the directory that holds it)} */
     public Path directory() {
         return directory;
     }
 
-    /** The safetensors files, in index order. */
+    /** {@return the safetensors files, in index order} */
     public List<Path> files() {
         List<Path> out = new ArrayList<>();
         for (SafetensorsFile f : store.files()) {
@@ -193,12 +196,18 @@ public final class Checkpoint implements AutoCloseable {
         return Collections.unmodifiableList(out);
     }
 
-    /** Logical tensors in natural name order ("layers.2" before "layers.10"). */
+    /** {@return the logical tensors in natural name order ("layers.2" before "layers.10")} */
     public List<TensorInfo> tensors() {
         return infos;
     }
 
-    /** The logical tensor with this name. */
+    /**
+     * The logical tensor with this name.
+     *
+     * @param name the tensor's name, as {@link #tensors()} lists it
+     * @return its description
+     * @throws Dequant4jException of kind {@link Dequant4jException.Kind#INVALID_REQUEST} if there is none
+     */
     public TensorInfo tensor(String name) {
         LogicalTensor t = logical.get(name);
         if (t == null) {
@@ -207,7 +216,12 @@ public final class Checkpoint implements AutoCloseable {
         return info(t);
     }
 
-    /** The logical tensor with this name, if there is one. */
+    /**
+     * The logical tensor with this name, if there is one.
+     *
+     * @param name the tensor's name
+     * @return its description, or empty
+     */
     public Optional<TensorInfo> find(String name) {
         LogicalTensor t = logical.get(name);
         return t == null ? Optional.empty() : Optional.of(info(t));
@@ -224,7 +238,7 @@ public final class Checkpoint implements AutoCloseable {
         return "";
     }
 
-    /** Every tensor exactly as stored, including bitsandbytes component keys, in index and header order. */
+    /** {@return every tensor exactly as stored, including bitsandbytes component keys, in index and header order} */
     public List<StoredTensor> storedTensors() {
         List<StoredTensor> out = new ArrayList<>();
         for (TensorStore.Ref r : store.refs().values()) {
@@ -234,13 +248,23 @@ public final class Checkpoint implements AutoCloseable {
         return Collections.unmodifiableList(out);
     }
 
-    /** config.json as plain Java values in file order (String, Boolean, Long, BigInteger, Double, List, Map, null). */
+    /**
+     * {@return config.json as plain Java values in file order (String, Boolean, Long, BigInteger, Double, List, Map,
+     * null), or empty when the checkpoint has none}
+     */
     @SuppressWarnings("unchecked")
     public Optional<Map<String, Object>> config() {
         return config == null ? Optional.empty() : Optional.of((Map<String, Object>) config.toJava());
     }
 
-    /** A float tensor (dequantized if quantized) as float32. */
+    /**
+     * A float tensor (dequantized if quantized) as float32.
+     *
+     * @param name the logical tensor's name
+     * @return its elements, flattened in row-major order
+     * @throws Dequant4jException of kind {@link Dequant4jException.Kind#INVALID_REQUEST} if there is no such float
+     *                            tensor or it has more elements than an array holds
+     */
     public float[] readFloats(String name) {
         LogicalTensor t = floatTensor(name);
         long n = t.numel();
@@ -253,7 +277,16 @@ public final class Checkpoint implements AutoCloseable {
         return out;
     }
 
-    /** Elements {@code [offset, offset + count)} of the flattened tensor as float32. */
+    /**
+     * Elements {@code [offset, offset + count)} of the flattened tensor as float32.
+     *
+     * @param name the logical tensor's name
+     * @param offset the first element to read, in the flattened tensor
+     * @param dst where to put them
+     * @param dstOff the index in {@code dst} of the first element
+     * @param count how many elements to read
+     * @throws IndexOutOfBoundsException if the range is not inside the tensor or {@code dst}
+     */
     public void readFloats(String name, long offset, float[] dst, int dstOff, int count) {
         LogicalTensor t = floatTensor(name);
         // Written so that no sum can overflow: offset and dstOff may be anything.
@@ -264,7 +297,12 @@ public final class Checkpoint implements AutoCloseable {
         t.readF32(offset, dst, dstOff, count);
     }
 
-    /** The whole tensor as float32 in native byte order into {@code dst} (at least {@code numel * 4} bytes). */
+    /**
+     * The whole tensor as float32 in native byte order.
+     *
+     * @param name the logical tensor's name
+     * @param dst where to put it, at least {@code numel * 4} bytes
+     */
     public void readFloats(String name, MemorySegment dst) {
         read(name, DType.F32, dst);
     }
@@ -272,6 +310,11 @@ public final class Checkpoint implements AutoCloseable {
     /**
      * The whole tensor into {@code dst} in {@code dtype} (F32, F16 or BF16, native byte order), each value rounded
      * once, to nearest even, from its float32 value.
+     *
+     * @param name the logical tensor's name
+     * @param dtype F32, F16 or BF16
+     * @param dst where to put it, at least {@code numel} times the dtype's size
+     * @throws IllegalArgumentException if {@code dtype} is not an output type or {@code dst} is too small
      */
     public void read(String name, DType dtype, MemorySegment dst) {
         if (!dtype.isOutputType()) {
@@ -292,12 +335,22 @@ public final class Checkpoint implements AutoCloseable {
         }
     }
 
-    /** The raw bytes of a stored tensor (any dtype, including bitsandbytes components). */
+    /**
+     * The raw bytes of a stored tensor (any dtype, including bitsandbytes components).
+     *
+     * @param storedName the key in the safetensors header, as {@link #storedTensors()} lists it
+     * @return a copy of its bytes
+     */
     public byte[] readBytes(String storedName) {
         return ref(storedName).bytes();
     }
 
-    /** A read-only, zero-copy view of a stored tensor's bytes, valid until this checkpoint is closed. */
+    /**
+     * A zero-copy view of a stored tensor's bytes.
+     *
+     * @param storedName the key in the safetensors header, as {@link #storedTensors()} lists it
+     * @return a read-only segment, valid until this checkpoint is closed
+     */
     public MemorySegment rawData(String storedName) {
         return ref(storedName).data().asReadOnly();
     }

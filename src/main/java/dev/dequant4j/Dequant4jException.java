@@ -33,9 +33,12 @@ public class Dequant4jException extends RuntimeException {
         INVALID_REQUEST
     }
 
+    /** What went wrong. */
     private final Kind kind;
     private final transient Path file;
+    /** The tensor the problem is about, or null. */
     private final String tensor;
+    /** The message without the file and tensor. */
     private final String detail;
 
     /**

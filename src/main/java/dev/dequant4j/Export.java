@@ -40,13 +40,22 @@ public final class Export {
         this.base = base;
     }
 
+    /**
+     * Starts describing an export of {@code base}; nothing runs until {@link #to(Path)}.
+     *
+     * @param base the checkpoint to export; it must stay open until {@link #to(Path)} returns
+     * @return a new export with the defaults: no adapter, the model's dtype, {@link Backend#AUTO}, 5 GB shards
+     */
     public static Export of(Checkpoint base) {
         return new Export(java.util.Objects.requireNonNull(base, "base"));
     }
 
     /**
      * Merges a LoRA adapter (PEFT semantics, in float32, rounded once at the end). Several adapters apply in the
-     * order they are added. The adapter must stay open until {@link #to} returns.
+     * order they are added.
+     *
+     * @param adapter the adapter; it must stay open until {@link #to(Path)} returns
+     * @return this export
      */
     public Export adapter(LoraAdapter adapter) {
         adapters.add(java.util.Objects.requireNonNull(adapter, "adapter"));
@@ -55,14 +64,24 @@ public final class Export {
 
     /**
      * Takes the weights from the original 16-bit checkpoint instead of dequantizing the base (as Unsloth's
-     * {@code merged_16bit} does). It must have the same tensor names and shapes as the base.
+     * {@code merged_16bit} does).
+     *
+     * @param original the 16-bit checkpoint, with the same tensor names and shapes as the base; {@code null} to
+     *                 dequantize the base (the default)
+     * @return this export
      */
     public Export base16(Checkpoint original) {
         this.base16 = original;
         return this;
     }
 
-    /** F16, BF16 or F32; by default the model's own dtype (config.json), else the quant states' dtype. */
+    /**
+     * The dtype of the written floating-point tensors.
+     *
+     * @param dtype F16, BF16 or F32; by default the model's own dtype (config.json), else the quant states' dtype
+     * @return this export
+     * @throws IllegalArgumentException for any other dtype
+     */
     public Export dtype(DType dtype) {
         if (!dtype.isOutputType()) {
             throw new IllegalArgumentException("output dtype must be F16, BF16 or F32, not " + dtype);
@@ -71,12 +90,26 @@ public final class Export {
         return this;
     }
 
+    /**
+     * Where the dequantization and merges run.
+     *
+     * @param backend {@link Backend#AUTO} (the default) for CUDA where it is usable, else the CPU;
+     *                {@link Backend#CUDA} fails the export with {@link Dequant4jException.Kind#BACKEND} where it is
+     *                not
+     * @return this export
+     */
     public Export backend(Backend backend) {
         this.backend = java.util.Objects.requireNonNull(backend);
         return this;
     }
 
-    /** Largest shard file (tensor bytes), as transformers' {@code max_shard_size}; default 5 GB (5 * 10^9). */
+    /**
+     * The largest shard, counted in tensor bytes, as transformers' {@code max_shard_size}.
+     *
+     * @param bytes the limit; default 5 GB (5 * 10^9); a tensor larger than it gets a shard of its own
+     * @return this export
+     * @throws IllegalArgumentException if {@code bytes} is not positive
+     */
     public Export maxShardBytes(long bytes) {
         if (bytes <= 0) {
             throw new IllegalArgumentException("maxShardBytes must be positive");
@@ -85,7 +118,13 @@ public final class Export {
         return this;
     }
 
-    /** Worker threads; by default the number of processors. */
+    /**
+     * The number of worker threads.
+     *
+     * @param threads the count; by default the number of processors
+     * @return this export
+     * @throws IllegalArgumentException if {@code threads} is not positive
+     */
     public Export threads(int threads) {
         if (threads <= 0) {
             throw new IllegalArgumentException("threads must be positive");
@@ -94,7 +133,13 @@ public final class Export {
         return this;
     }
 
-    /** Bytes of working buffers the export may hold at once (default 512 MiB); the mapped input is not counted. */
+    /**
+     * The working memory the export may hold at once; the mapped input is not counted.
+     *
+     * @param bytes the budget in bytes; default 512 MiB
+     * @return this export
+     * @throws IllegalArgumentException if {@code bytes} is not positive
+     */
     public Export memoryBudget(long bytes) {
         if (bytes <= 0) {
             throw new IllegalArgumentException("memoryBudget must be positive");
@@ -103,18 +148,36 @@ public final class Export {
         return this;
     }
 
+    /**
+     * Reports progress, and lets the caller cancel.
+     *
+     * @param listener called from worker threads; default {@link ProgressListener#NONE}
+     * @return this export
+     */
     public Export progress(ProgressListener listener) {
         this.progress = java.util.Objects.requireNonNull(listener);
         return this;
     }
 
-    /** Replace an existing output directory (default: refuse). */
+    /**
+     * Whether an existing output directory is replaced.
+     *
+     * @param overwrite true to replace it; by default the export fails with
+     *                  {@link Dequant4jException.Kind#OUTPUT_EXISTS}
+     * @return this export
+     */
     public Export overwrite(boolean overwrite) {
         this.overwrite = overwrite;
         return this;
     }
 
-    /** Write NaN/infinite values instead of failing on them (default: fail, naming the tensor). */
+    /**
+     * Whether NaN, infinite and out-of-range values are written.
+     *
+     * @param allow true to write them; by default the export fails with {@link Dequant4jException.Kind#NON_FINITE},
+     *              naming the tensor
+     * @return this export
+     */
     public Export allowNonFinite(boolean allow) {
         this.allowNonFinite = allow;
         return this;
@@ -123,13 +186,23 @@ public final class Export {
     /**
      * What an adapter on the embedding or output layer of a model that ties them becomes: by default
      * {@link TiedEmbeddings#AS_TRAINED}, the model the adapter trained (untied where it changed one side).
+     *
+     * @param tied the policy
+     * @return this export
      */
     public Export tiedEmbeddings(TiedEmbeddings tied) {
         this.tiedEmbeddings = java.util.Objects.requireNonNull(tied, "tied");
         return this;
     }
 
-    /** Runs the export into directory {@code out}. */
+    /**
+     * Runs the export.
+     *
+     * @param out the output directory; it is created, or replaced with {@link #overwrite(boolean)}
+     * @return what was written
+     * @throws Dequant4jException for bad input, an existing output, a failed write or a cancellation; nothing is
+     *                            left at {@code out} then
+     */
     public ExportResult to(Path out) {
         return Exporter.run(new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend,
                 maxShardBytes, threads, memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings));

@@ -62,6 +62,7 @@ public final class LoraAdapter implements AutoCloseable {
      */
     public record Module(String module, String tensor, Kind kind, int r, double alpha, float scaling, boolean dora,
                          DType dtype, List<String> keys) {
+        /** Copies {@code keys}, so that the record stays immutable. */
         public Module {
             keys = List.copyOf(keys);
         }
@@ -76,6 +77,8 @@ public final class LoraAdapter implements AutoCloseable {
     /**
      * Opens an adapter directory.
      *
+     * @param dir a PEFT adapter directory ({@code adapter_config.json} and {@code adapter_model.safetensors})
+     * @return the open adapter; close it to release the mapped file
      * @throws Dequant4jException naming the file (and tensor) for anything missing, malformed, inconsistent or
      *                            not mergeable
      */
@@ -83,79 +86,82 @@ public final class LoraAdapter implements AutoCloseable {
         return new LoraAdapter(Adapter.open(dir));
     }
 
-    /** The adapter directory. */
+    /** {@return the adapter directory} */
     public Path directory() {
         return impl.directory();
     }
 
-    /** The directory's name, used to label the adapter in messages and manifests. */
+    /** {@return the directory's name, used to label the adapter in messages and manifests} */
     public String name() {
         return impl.name();
     }
 
-    /** The config's default rank {@code r} (a module's actual rank comes from its tensors). */
+    /** {@return the config's default rank {@code r} (a module's actual rank comes from its tensors)} */
     public int r() {
         return impl.config().r();
     }
 
-    /** The config's default {@code lora_alpha}. */
+    /** {@return the config's default {@code lora_alpha}} */
     public double alpha() {
         return impl.config().alpha();
     }
 
-    /** The scaling of a module with the default r and alpha: {@code alpha / r}, or {@code alpha / sqrt(r)}. */
+    /** {@return the scaling of a module with the default r and alpha: {@code alpha / r}, or {@code alpha / sqrt(r)}} */
     public float scaling() {
         return impl.config().scaling(r(), alpha());
     }
 
+    /** {@return the config's {@code use_rslora}: scaling {@code alpha / sqrt(r)} instead of {@code alpha / r}} */
     public boolean useRslora() {
         return impl.config().useRslora();
     }
 
+    /** {@return the config's {@code use_dora}: weight-decomposed LoRA, with magnitude vectors} */
     public boolean useDora() {
         return impl.config().useDora();
     }
 
+    /** {@return the config's {@code fan_in_fan_out}: the base layers store their weights as {@code [in, out]}} */
     public boolean fanInFanOut() {
         return impl.config().fanInFanOut();
     }
 
-    /** {@code rank_pattern} in file order (the first matching key wins). */
+    /** {@return {@code rank_pattern} in file order (the first matching key wins)} */
     public Map<String, Integer> rankPattern() {
         return impl.config().rankPattern();
     }
 
-    /** {@code alpha_pattern} in file order (the first matching key wins). */
+    /** {@return {@code alpha_pattern} in file order (the first matching key wins)} */
     public Map<String, Double> alphaPattern() {
         return impl.config().alphaPattern();
     }
 
-    /** {@code target_modules} when it is a list (empty when it is a regex or absent). */
+    /** {@return {@code target_modules} when it is a list (empty when it is a regex or absent)} */
     public List<String> targetModules() {
         return impl.config().targetModules();
     }
 
-    /** {@code target_modules} when it is a regular expression (Unsloth writes these). */
+    /** {@return {@code target_modules} when it is a regular expression (Unsloth writes these)} */
     public Optional<String> targetModulesRegex() {
         return Optional.ofNullable(impl.config().targetModulesRegex());
     }
 
-    /** {@code base_model_name_or_path}, if the config has one. */
+    /** {@return {@code base_model_name_or_path}, if the config has one} */
     public Optional<String> baseModel() {
         return Optional.ofNullable(impl.config().baseModel());
     }
 
-    /** {@code peft_version}, if the config has one. */
+    /** {@return {@code peft_version}, if the config has one} */
     public Optional<String> peftVersion() {
         return Optional.ofNullable(impl.config().peftVersion());
     }
 
-    /** The modules, ordered by base tensor name, then replacements before deltas before token rows. */
+    /** {@return the modules, ordered by base tensor name, then replacements before deltas before token rows} */
     public List<Module> modules() {
         return impl.modules();
     }
 
-    /** Things worth telling the user that do not stop a merge (e.g. a config r that disagrees with the tensors). */
+    /** {@return things worth telling the user that do not stop a merge (e.g. a config r that disagrees with the tensors)} */
     public List<String> warnings() {
         return impl.warnings();
     }

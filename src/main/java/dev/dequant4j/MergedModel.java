@@ -41,6 +41,9 @@ public final class MergedModel implements AutoCloseable {
     /**
      * Maps the adapters, applied in the order given, onto the base.
      *
+     * @param base the checkpoint; it must stay open while this model is used
+     * @param adapters the adapters, applied in this order; they must stay open while this model is used
+     * @return the merged view; nothing is read until a tensor is
      * @throws Dequant4jException naming the adapter file and key, for anything that does not fit the base
      */
     public static MergedModel of(Checkpoint base, List<LoraAdapter> adapters) {
@@ -51,6 +54,10 @@ public final class MergedModel implements AutoCloseable {
      * Maps the adapters, applied in the order given, onto the base, with {@code tied} deciding what an adapter on
      * a tied embedding or output layer becomes.
      *
+     * @param base the checkpoint; it must stay open while this model is used
+     * @param adapters the adapters, applied in this order; they must stay open while this model is used
+     * @param tied what an adapter on one side of a tied pair becomes
+     * @return the merged view; nothing is read until a tensor is
      * @throws Dequant4jException naming the adapter file and key, for anything that does not fit the base
      */
     public static MergedModel of(Checkpoint base, List<LoraAdapter> adapters, TiedEmbeddings tied) {
@@ -61,25 +68,44 @@ public final class MergedModel implements AutoCloseable {
     /**
      * The tensor names after merging: the base's logical tensors, in its order, then any output layer that an
      * adapter trained separately from the embedding it was tied to (written as its own tensor).
+     *
+     * @return the names, in output order
      */
     public List<String> tensorNames() {
         checkOpen();
         return tensors.names();
     }
 
-    /** The shape after merging: the base's, or a resized vocabulary matrix's new one. */
+    /**
+     * The shape after merging: the base's, or a resized vocabulary matrix's new one.
+     *
+     * @param name a name from {@link #tensorNames()}
+     * @return a copy of the shape
+     */
     public long[] shape(String name) {
         checkOpen();
         return tensors.shape(name);
     }
 
-    /** True if an adapter changes this tensor. */
+    /**
+     * Whether an adapter changes this tensor.
+     *
+     * @param name a name from {@link #tensorNames()}
+     * @return true if an adapter changes it
+     */
     public boolean isMerged(String name) {
         checkOpen();
         return tensors.changed(name);
     }
 
-    /** A float tensor, dequantized and merged, as float32. */
+    /**
+     * A float tensor, dequantized and merged, as float32.
+     *
+     * @param name a name from {@link #tensorNames()}
+     * @return its elements, flattened in row-major order
+     * @throws Dequant4jException of kind {@link Dequant4jException.Kind#INVALID_REQUEST} if there is no such float
+     *                            tensor or it has more elements than an array holds
+     */
     public float[] readFloats(String name) {
         checkOpen();
         long n = numel(name);
@@ -95,6 +121,11 @@ public final class MergedModel implements AutoCloseable {
     /**
      * The whole tensor into {@code dst} in {@code dtype} (F32, F16 or BF16, native byte order), each value rounded
      * once, to nearest even, from its merged float32 value.
+     *
+     * @param name a name from {@link #tensorNames()}
+     * @param dtype F32, F16 or BF16
+     * @param dst where to put it, at least {@code numel} times the dtype's size
+     * @throws IllegalArgumentException if {@code dtype} is not an output type or {@code dst} is too small
      */
     public void read(String name, DType dtype, MemorySegment dst) {
         checkOpen();

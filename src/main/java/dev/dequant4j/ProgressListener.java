@@ -5,22 +5,46 @@ package dev.dequant4j;
  * thread-safe and quick. Returning true from {@link #isCancelled()} stops the export: nothing is left at the target.
  */
 public interface ProgressListener {
-    /** Before the first byte is written: the number of output tensors and of bytes to write. */
+    /**
+     * Called once, before the first byte is written.
+     *
+     * @param tensors the number of output tensors
+     * @param bytes the number of bytes of the safetensors files to write, headers included
+     */
     default void onStart(int tensors, long bytes) {}
 
-    /** A tensor was completely written ({@code index} counts completed tensors from 1; bytes written so far). */
+    /**
+     * A tensor was completely written.
+     *
+     * @param name the tensor's output name
+     * @param index the number of tensors completed so far, counting this one (from 1)
+     * @param bytesDone the tensor bytes written so far
+     */
     default void onTensor(String name, int index, long bytesDone) {}
 
-    /** Bytes written so far (called after each written chunk that does not complete a tensor). */
+    /**
+     * Called after each written chunk that does not complete a tensor.
+     *
+     * @param bytesDone the tensor bytes written so far
+     */
     default void onBytes(long bytesDone) {}
 
-    /** Checked between chunks; true cancels the export. */
+    /**
+     * Checked between chunks.
+     *
+     * @return true to cancel the export
+     */
     default boolean isCancelled() {
         return false;
     }
 
-    /** After the output directory is complete and in place. */
+    /**
+     * Called after the output directory is complete and in place.
+     *
+     * @param result what was written
+     */
     default void onDone(ExportResult result) {}
 
+    /** A listener that ignores everything and never cancels. */
     ProgressListener NONE = new ProgressListener() {};
 }

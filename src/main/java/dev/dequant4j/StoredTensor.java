@@ -21,28 +21,32 @@ public final class StoredTensor {
         this.fileOffset = fileOffset;
     }
 
+    /** {@return the key in the safetensors header} */
     public String name() {
         return name;
     }
 
+    /** {@return the stored dtype} */
     public DType dtype() {
         return dtype;
     }
 
+    /** {@return a copy of the stored shape} */
     public long[] shape() {
         return shape.clone();
     }
 
+    /** {@return the number of bytes stored} */
     public long byteSize() {
         return byteSize;
     }
 
-    /** The safetensors file that holds it. */
+    /** {@return the safetensors file that holds it} */
     public Path file() {
         return file;
     }
 
-    /** Absolute offset of its first byte in {@link #file()}. */
+    /** {@return the absolute offset of its first byte in {@link #file()}} */
     public long fileOffset() {
         return fileOffset;
     }

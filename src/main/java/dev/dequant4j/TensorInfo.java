@@ -32,24 +32,27 @@ public final class TensorInfo {
         this.components = List.copyOf(components);
     }
 
+    /** {@return the logical name, without bitsandbytes' component suffixes} */
     public String name() {
         return name;
     }
 
-    /** PLAIN, NF4, FP4 or INT8. */
+    /** {@return how it is stored: PLAIN, NF4, FP4 or INT8} */
     public QuantKind kind() {
         return kind;
     }
 
+    /** {@return true unless the kind is PLAIN} */
     public boolean isQuantized() {
         return kind != QuantKind.PLAIN;
     }
 
-    /** The logical shape, e.g. {@code [out_features, in_features]} for a quantized linear weight. */
+    /** {@return a copy of the logical shape, e.g. {@code [out_features, in_features]} for a quantized linear weight} */
     public long[] shape() {
         return shape.clone();
     }
 
+    /** {@return the number of elements of the logical shape} */
     public long numel() {
         return TensorEntry.numel(shape);
     }
@@ -58,37 +61,39 @@ public final class TensorInfo {
      * The dtype the values represent: the stored dtype of a plain tensor; for a 4-bit weight the quant state's
      * {@code dtype} (the weight's dtype before quantization, and bitsandbytes' dequantization output); F32 for an
      * int8 weight (the output of bitsandbytes' {@code int8_vectorwise_dequant}).
+     *
+     * @return the dtype a float read converts from
      */
     public DType dtype() {
         return dtype;
     }
 
-    /** The dtype of the stored main tensor: U8 (or the quant_storage dtype) for 4-bit, I8 for int8. */
+    /** {@return the dtype of the stored main tensor: U8 (or the quant_storage dtype) for 4-bit, I8 for int8} */
     public DType storedDtype() {
         return storedDtype;
     }
 
-    /** Bytes of all stored components. */
+    /** {@return the bytes of all stored components} */
     public long storedBytes() {
         return storedBytes;
     }
 
-    /** The 4-bit blocksize, 0 for other kinds. */
+    /** {@return the 4-bit blocksize, 0 for other kinds} */
     public int blocksize() {
         return blocksize;
     }
 
-    /** True for a 4-bit weight whose absmax is itself quantized (bitsandbytes' double quantization). */
+    /** {@return true for a 4-bit weight whose absmax is itself quantized (bitsandbytes' double quantization)} */
     public boolean doubleQuant() {
         return doubleQuant;
     }
 
-    /** The stored keys that make up this tensor, the main one first. */
+    /** {@return the stored keys that make up this tensor, the main one first} */
     public List<String> components() {
         return components;
     }
 
-    /** True when the tensor can be read as float32 (quantized weights and float plain tensors). */
+    /** {@return true when the tensor can be read as float32 (quantized weights and float plain tensors)} */
     public boolean isFloat() {
         return isQuantized() || dtype == DType.F32 || dtype == DType.F16 || dtype == DType.BF16 || dtype == DType.F64;
     }

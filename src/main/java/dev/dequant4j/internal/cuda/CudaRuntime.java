@@ -20,7 +20,7 @@ final class CudaRuntime {
 
     static final String DEVICE_PROPERTY = "dequant4j.cuda.device";
     static final String PLATFORM = "linux-x86_64";
-    /** Our JNI library as a class path resource; absent when the jar was built without {@code -Pcuda}. */
+    /** Our JNI library as a class path resource; absent unless the natives jar (or a CLI jar built with them) is there. */
     static final String NATIVES = "dev/dequant4j/internal/cuda/" + PLATFORM + "/libjnidequant4j_cuda.so";
     private static final class Loaded {
         static final String FAILURE = load();
@@ -38,8 +38,9 @@ final class CudaRuntime {
             return "dequant4j's CUDA natives exist for " + PLATFORM + " only, not " + os + "-" + arch;
         }
         if (CudaRuntime.class.getClassLoader().getResource(NATIVES) == null) {
-            return "dequant4j's CUDA natives are not in this build (no " + NATIVES + " on the class path: build with "
-                    + "mvn -Pcuda, or add the dequant4j " + PLATFORM + " jar)";
+            return "dequant4j's CUDA natives are not in this build (no " + NATIVES + " on the class or module "
+                    + "path): add the dependency dev.dequant4j:dequant4j-platform, or the dequant4j " + PLATFORM
+                    + " jar and the JavaCPP CUDA presets";
         }
         if (!onClassPath("org.bytedeco.javacpp.Loader")) {
             return "JavaCPP (org.bytedeco:javacpp:1.5.13 and its " + PLATFORM + " jar) is not on the class path";
