@@ -150,6 +150,10 @@ class VectorRelaunchTest {
 
     /** An executable jar of the compiled CLI and picocli, like the shaded one that {@code mvn package} builds. */
     private Path cliJar() throws Exception {
+        return cliJar(tmp.resolve("cli.jar"));
+    }
+
+    static Path cliJar(Path jar) throws Exception {
         Path classes = Path.of(Main.class.getProtectionDomain().getCodeSource().getLocation().toURI());
         Path picocli = Stream.of(System.getProperty("java.class.path").split(java.io.File.pathSeparator))
                 .map(Path::of).filter(p -> p.getFileName().toString().startsWith("picocli")).findFirst()
@@ -158,7 +162,6 @@ class VectorRelaunchTest {
         mf.getMainAttributes().put(Attributes.Name.MANIFEST_VERSION, "1.0");
         mf.getMainAttributes().put(Attributes.Name.MAIN_CLASS, Main.class.getName());
         mf.getMainAttributes().putValue("Enable-Native-Access", "ALL-UNNAMED");
-        Path jar = tmp.resolve("cli.jar");
         try (JarOutputStream out = new JarOutputStream(Files.newOutputStream(jar), mf);
              Stream<Path> files = Files.walk(classes);
              JarFile pico = new JarFile(picocli.toFile())) {
