@@ -124,7 +124,7 @@ public final class GgmlQuantize {
         float id = d != 0f ? 1.0f / d : 0.0f;
         putShort(y, yb, fp32ToFp16(d));
         for (int j = 0; j < 32; j++) {
-            y[yb + 2 + j] = (byte) (int) roundf(x[xb + j] * id);
+            y[yb + 2 + j] = (byte) cvtt(roundf(x[xb + j] * id));
         }
     }
 
@@ -142,8 +142,8 @@ public final class GgmlQuantize {
         float id = d != 0f ? 1.0f / d : 0.0f;
         putShort(y, yb, fp32ToFp16(d));
         for (int j = 0; j < 16; j++) {
-            int xi0 = Math.min(15, (byte) (int) (x[xb + j] * id + 8.5f));
-            int xi1 = Math.min(15, (byte) (int) (x[xb + 16 + j] * id + 8.5f));
+            int xi0 = Math.min(15, (byte) cvtt(x[xb + j] * id + 8.5f));
+            int xi1 = Math.min(15, (byte) cvtt(x[xb + 16 + j] * id + 8.5f));
             y[yb + 2 + j] = (byte) (xi0 | xi1 << 4);
         }
     }
@@ -165,8 +165,8 @@ public final class GgmlQuantize {
         putShort(y, yb, fp32ToFp16(d));
         putShort(y, yb + 2, fp32ToFp16(min));
         for (int j = 0; j < 16; j++) {
-            int xi0 = Math.min(15, (byte) (int) ((x[xb + j] - min) * id + 0.5f));
-            int xi1 = Math.min(15, (byte) (int) ((x[xb + 16 + j] - min) * id + 0.5f));
+            int xi0 = Math.min(15, (byte) cvtt((x[xb + j] - min) * id + 0.5f));
+            int xi1 = Math.min(15, (byte) cvtt((x[xb + 16 + j] - min) * id + 0.5f));
             y[yb + 4 + j] = (byte) (xi0 | xi1 << 4);
         }
     }
@@ -186,8 +186,8 @@ public final class GgmlQuantize {
         putShort(y, yb, fp32ToFp16(d));
         int qh = 0;
         for (int j = 0; j < 16; j++) {
-            int xi0 = Math.min(31, (byte) (int) (x[xb + j] * id + 16.5f)) & 0xFF;
-            int xi1 = Math.min(31, (byte) (int) (x[xb + 16 + j] * id + 16.5f)) & 0xFF;
+            int xi0 = Math.min(31, (byte) cvtt(x[xb + j] * id + 16.5f)) & 0xFF;
+            int xi1 = Math.min(31, (byte) cvtt(x[xb + 16 + j] * id + 16.5f)) & 0xFF;
             y[yb + 6 + j] = (byte) ((xi0 & 0x0F) | (xi1 & 0x0F) << 4);
             qh |= ((xi0 & 0x10) >>> 4) << j;
             qh |= ((xi1 & 0x10) >>> 4) << (j + 16);
@@ -213,8 +213,8 @@ public final class GgmlQuantize {
         putShort(y, yb + 2, fp32ToFp16(min));
         int qh = 0;
         for (int j = 0; j < 16; j++) {
-            int xi0 = (int) ((x[xb + j] - min) * id + 0.5f) & 0xFF;
-            int xi1 = (int) ((x[xb + 16 + j] - min) * id + 0.5f) & 0xFF;
+            int xi0 = cvtt((x[xb + j] - min) * id + 0.5f) & 0xFF;
+            int xi1 = cvtt((x[xb + 16 + j] - min) * id + 0.5f) & 0xFF;
             y[yb + 8 + j] = (byte) ((xi0 & 0x0F) | (xi1 & 0x0F) << 4);
             qh |= ((xi0 & 0x10) >>> 4) << j;
             qh |= ((xi1 & 0x10) >>> 4) << (j + 16);
@@ -406,6 +406,15 @@ public final class GgmlQuantize {
     static int nearestInt(float f) {
         float val = f + 12582912.f;
         return (Float.floatToRawIntBits(val) & 0x007fffff) - 0x00400000;
+    }
+
+    /**
+     * C's float to integer conversion as x86-64 does it ({@code cvttss2si}): truncation, and the "integer
+     * indefinite" 0x80000000 for NaN and values out of int range. ggml reaches those (a row of fp32 subnormals makes
+     * {@code 1/d} infinite) and stores the low byte, 0; Java's saturating cast would store -1.
+     */
+    static int cvtt(float f) {
+        return f >= -0x1p31f && f < 0x1p31f ? (int) f : Integer.MIN_VALUE;
     }
 
     /** C's {@code roundf}: half away from zero. */

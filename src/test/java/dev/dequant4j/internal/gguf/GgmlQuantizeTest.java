@@ -4,12 +4,17 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+import java.io.IOException;
 import java.lang.foreign.ValueLayout;
 import java.net.URISyntaxException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * GgmlQuantize against files written by llama.cpp's own tools (fixtures/gguf/README.md): the F32 GGUF's tensors,
@@ -60,6 +65,26 @@ class GgmlQuantizeTest {
     void q8_0EqualsConvertHfToGguf() {
         int n = assertSameBytes("llama-bpe/llama-lora-f32.gguf", "llama-bpe/llama-lora-q8_0.gguf", GgmlType.Q8_0);
         assertEquals(16, n, "Q8_0 tensors compared");
+    }
+
+    /** Edge rows (zeros, -0.0, constants, an outlier, subnormals, overflow to inf, ties) against ggml's own bytes. */
+    @ParameterizedTest
+    @ValueSource(strings = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K", "f16"})
+    void edgeRowsEqualGgml(String name) throws IOException {
+        GgmlType type = GgmlType.valueOf(name.toUpperCase(java.util.Locale.ROOT));
+        java.nio.FloatBuffer fb = ByteBuffer.wrap(Files.readAllBytes(fixture("quant/edge-rows.f32")))
+                .order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+        float[] x = new float[fb.remaining()];
+        fb.get(x);
+        byte[] expected = Files.readAllBytes(fixture("quant/edge-rows." + name));
+        int rowSize = (int) GgmlQuantize.rowSize(type, 256);
+        int rows = x.length / 256;
+        assertEquals(rows * rowSize, expected.length);
+        for (int r = 0; r < rows; r++) {
+            float[] row = Arrays.copyOfRange(x, r * 256, r * 256 + 256);
+            assertArrayEquals(Arrays.copyOfRange(expected, r * rowSize, (r + 1) * rowSize),
+                    quantize(type, row, new long[] {256, 1}), name + " row " + r);
+        }
     }
 
     @Test
