@@ -6,7 +6,6 @@ import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.safetensors.TensorEntry;
 import dev.dequant4j.internal.safetensors.TensorStore;
-import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -71,14 +70,23 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
     /** The float32 scales of blocks {@code [firstBlock, firstBlock + count)}. */
     public float[] absmax(long firstBlock, int count) {
         float[] out = new float[count];
+        absmax(firstBlock, count, out, Scratch.get());
+        return out;
+    }
+
+    /** Writes the float32 scales of blocks {@code [firstBlock, firstBlock + count)} into {@code out[0, count)}. */
+    private void absmax(long firstBlock, int count, float[] out, Scratch scratch) {
         if (state.nested()) {
-            byte[] codes = new byte[count];
+            byte[] codes = scratch.codes(count);
             absmax.copyBytes(firstBlock, codes, 0, count);
             // The kernel indexes the nested scales from the 256-block of firstBlock, so it gets them from there.
             int nestedFirst = (int) (firstBlock / QuantState.NESTED_BLOCKSIZE);
             int nestedEnd = (int) ((firstBlock + count - 1) / QuantState.NESTED_BLOCKSIZE) + 1;
-            float[] nested = nestedFirst == 0 ? nestedAbsmax
-                    : Arrays.copyOfRange(nestedAbsmax, nestedFirst, nestedEnd);
+            float[] nested = nestedAbsmax;
+            if (nestedFirst != 0) {
+                nested = scratch.nested(nestedEnd - nestedFirst);
+                System.arraycopy(nestedAbsmax, nestedFirst, nested, 0, nestedEnd - nestedFirst);
+            }
             Kernels.get().absmaxDoubleQuant(codes, 0, count, nestedMap, nested, firstBlock,
                     state.nestedOffset(), out);
         } else if (absmaxTransposed) {
@@ -87,7 +95,7 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
             switch (absmax.entry().dtype()) {
                 case F32 -> absmax.copyFloats(firstBlock * 4, out, 0, count);
                 case F16, BF16 -> {
-                    short[] tmp = new short[count];
+                    short[] tmp = scratch.halves(count);
                     absmax.copyShorts(firstBlock * 2, tmp, 0, count);
                     if (absmax.entry().dtype() == DType.F16) {
                         Kernels.get().f16ToF32(tmp, 0, out, 0, count);
@@ -98,7 +106,6 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
                 default -> throw new IllegalStateException("absmax dtype checked at open");
             }
         }
-        return out;
     }
 
     /**
@@ -130,17 +137,24 @@ public record FourBitTensor(String name, QuantState state, long[] shape, TensorS
     @Override
     public void readF32(long start, float[] dst, int dstOff, int count) {
         Checks.range(this, start, count);
-        if (count == 0) {
-            return;
+        Scratch scratch = Scratch.get();
+        for (int done = 0; done < count; ) {
+            int n = Scratch.piece(start + done, count - done);
+            readPiece(start + done, dst, dstOff + done, n, scratch);
+            done += n;
         }
+    }
+
+    private void readPiece(long start, float[] dst, int dstOff, int count, Scratch scratch) {
         int shift = state.blockShift();
         long end = start + count;
         long b0 = start >>> shift;
         int nb = (int) (((end - 1) >>> shift) - b0 + 1);
-        float[] scales = absmax(b0, nb);
+        float[] scales = scratch.scales(nb);
+        absmax(b0, nb, scales, scratch);
         long byte0 = start >>> 1;
         int nbytes = (int) (((end - 1) >>> 1) - byte0 + 1);
-        byte[] packed = new byte[nbytes];
+        byte[] packed = scratch.packed(nbytes);
         weight.copyBytes(byte0, packed, 0, nbytes);
         CpuKernels k = Kernels.get();
         k.dequant4bit(state.code(), packed, start, count, scales, shift, dst, dstOff);

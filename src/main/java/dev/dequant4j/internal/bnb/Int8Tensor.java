@@ -49,15 +49,20 @@ public record Int8Tensor(String name, TensorStore.Ref weight, float[] scb, List<
             return;
         }
         long cols = weight.entry().dim(1);
-        byte[] q = new byte[count];
-        weight.copyBytes(start, q, 0, count);
-        int done = 0;
-        while (done < count) {
-            long k = start + done;
-            int row = (int) (k / cols);
-            int n = (int) Math.min(count - done, (long) (row + 1) * cols - k);
-            Kernels.get().dequantInt8(q, done, n, scb[row], dst, dstOff + done);
-            done += n;
+        Scratch scratch = Scratch.get();
+        for (int piece = 0; piece < count; ) {
+            int len = Scratch.piece(start + piece, count - piece);
+            byte[] q = scratch.packed(len);
+            weight.copyBytes(start + piece, q, 0, len);
+            int done = 0;
+            while (done < len) {
+                long k = start + piece + done;
+                int row = (int) (k / cols);
+                int n = (int) Math.min(len - done, (long) (row + 1) * cols - k);
+                Kernels.get().dequantInt8(q, done, n, scb[row], dst, dstOff + piece + done);
+                done += n;
+            }
+            piece += len;
         }
     }
 }

@@ -62,12 +62,17 @@ public record PlainTensor(TensorStore.Ref ref) implements LogicalTensor {
         switch (dtype()) {
             case F32 -> ref.copyFloats(start * 4, dst, dstOff, count);
             case F16, BF16 -> {
-                short[] tmp = new short[count];
-                ref.copyShorts(start * 2, tmp, 0, count);
-                if (dtype() == DType.F16) {
-                    Kernels.get().f16ToF32(tmp, 0, dst, dstOff, count);
-                } else {
-                    Kernels.get().bf16ToF32(tmp, 0, dst, dstOff, count);
+                Scratch scratch = Scratch.get();
+                for (int done = 0; done < count; ) {
+                    int n = Scratch.piece(start + done, count - done);
+                    short[] tmp = scratch.halves(n);
+                    ref.copyShorts((start + done) * 2, tmp, 0, n);
+                    if (dtype() == DType.F16) {
+                        Kernels.get().f16ToF32(tmp, 0, dst, dstOff + done, n);
+                    } else {
+                        Kernels.get().bf16ToF32(tmp, 0, dst, dstOff + done, n);
+                    }
+                    done += n;
                 }
             }
             case F64 -> {

@@ -7,6 +7,7 @@ import dev.dequant4j.internal.lora.MergeRunner;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
+import java.util.Arrays;
 
 /**
  * Produces the output bytes of one unit on the CPU: read (dequantize) float32 values in cache-sized sub-chunks,
@@ -32,6 +33,7 @@ final class CpuMaterializer {
     private float[] f32 = new float[SUB];
     private float[] base = new float[SUB];
     private short[] half = new short[SUB];
+    private final double[] acc = new double[3];
 
     CpuMaterializer(CpuKernels kernels) {
         this.kernels = kernels;
@@ -162,7 +164,7 @@ final class CpuMaterializer {
         }
         tally.addNonFinite(nonFinite, first);
         if (base != null) {
-            double[] acc = new double[3];
+            Arrays.fill(acc, 0);
             kernels.deltaStats(base, f32, c, acc);
             tally.addDelta(acc);
         }
