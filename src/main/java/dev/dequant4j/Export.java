@@ -204,7 +204,23 @@ public final class Export {
      *                            left at {@code out} then
      */
     public ExportResult to(Path out) {
-        return Exporter.run(new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend,
-                maxShardBytes, threads, memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings));
+        return Exporter.run(request(out));
+    }
+
+    /**
+     * Checks everything {@link #to} would check, the target included, and says what it would write, without
+     * writing anything (no output or temporary directory is created). The progress listener is not called.
+     *
+     * @param out the output directory the export would write
+     * @return the tensors, files and merges the export would write
+     * @throws Dequant4jException for bad input or an existing output, as {@link #to} would
+     */
+    public PlannedExport plan(Path out) {
+        return Exporter.plan(request(out));
+    }
+
+    private Exporter.Request request(Path out) {
+        return new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend, maxShardBytes, threads,
+                memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings);
     }
 }

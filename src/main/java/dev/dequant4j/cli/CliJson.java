@@ -15,7 +15,8 @@ import java.util.Map;
 
 /**
  * What every {@code --json} run prints: exactly one object on standard output, success or not, whose first field
- * {@code schema_version} says which layout follows. Version 1: the fields of each command's summary, or
+ * {@code schema_version} says which layout follows. Version 1: the fields of each command's summary (for
+ * {@code export --dry-run}, {@code "dry_run": true} and the plan, {@link ExportCommand#plan}), or
  * {@code {"error": {"kind", "file", "tensor", "message"}}} where {@code kind} is a {@link Dequant4jException.Kind}
  * in lower case, {@code usage} or {@code internal}, and {@code file} and {@code tensor} are strings or null.
  */

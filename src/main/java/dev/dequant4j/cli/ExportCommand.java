@@ -6,10 +6,12 @@ import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.PlannedExport;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Printable;
 import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.json.JsonBoolean;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
@@ -17,6 +19,7 @@ import dev.dequant4j.internal.json.JsonValue;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -89,6 +92,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     @Option(names = {"-q", "--quiet"}, description = "Print nothing but warnings and errors (and --json's object).")
     boolean quiet;
 
+    @Option(names = "--dry-run", description = "Check everything and print what would be written (tensors, files,"
+            + " bytes, merges), without writing anything.")
+    boolean dryRun;
+
     @Spec
     CommandSpec spec;
 
@@ -111,7 +118,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
             Export e = Export.of(base).backend(b).maxShardBytes(maxShardSize).memoryBudget(memory)
                     .overwrite(overwrite).allowNonFinite(allowNonFinite).tiedEmbeddings(tiedEmbeddings);
-            if (!quiet) {
+            if (!quiet && !dryRun) {
                 e.progress(new ProgressPrinter(Printable.raw(err), terminal));
             }
             for (Path a : adapters) {
@@ -131,6 +138,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             if (original != null) {
                 e.base16(original);
             }
+            if (dryRun) {
+                printPlan(e.plan(this.out), out, b == Backend.CUDA);
+                return 0;
+            }
             ExportResult r = e.to(this.out);
             if (verbose) {
                 err.println("backend: " + r.backendReason());
@@ -147,6 +158,81 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         }
         out.flush();
         return 0;
+    }
+
+    /** The plan, as a summary line and tables, or as JSON; nothing with --quiet (a check of the inputs only). */
+    private void printPlan(PlannedExport p, PrintWriter out, boolean cudaAsked) {
+        if (json) {
+            CliJson.print(out, plan(p));
+        } else if (!quiet) {
+            boolean cuda = cudaAsked || p.backend() == Backend.CUDA;
+            out.println("would export " + p.tensors().size() + " tensors (" + Table.bytes(p.bytes()) + ") as "
+                    + p.dtype() + " to " + p.directory() + ", backend "
+                    + (cuda ? p.backendReason() : p.backend().name().toLowerCase(Locale.ROOT))
+                    + "; nothing written (--dry-run)");
+            Table t = new Table("TENSOR", "SOURCE", "DTYPE", "SHAPE", "MERGES", "FILE");
+            for (PlannedExport.Tensor x : p.tensors()) {
+                t.add(x.name(), x.sourceKind().name(), x.dtype().name(), Arrays.toString(x.shape()),
+                        Integer.toString(x.mergeSteps()), x.file());
+            }
+            t.print(out);
+            Table f = new Table("FILE", "SIZE", "TENSORS");
+            for (PlannedExport.Shard s : p.shards()) {
+                f.add(s.file(), Table.bytes(s.bytes()), Integer.toString(s.tensors()));
+            }
+            f.print(out);
+            if (!p.merges().isEmpty()) {
+                Table m = new Table("ADAPTER", "MODULE", "TENSOR");
+                for (PlannedExport.Merge x : p.merges()) {
+                    m.add(x.adapter().toString(), x.module(), x.tensor());
+                }
+                m.print(out);
+            }
+        }
+        out.flush();
+    }
+
+    /** {@code --dry-run --json}: the summary's fields where they mean the same, and the plan's lists. */
+    static JsonObject plan(PlannedExport p) {
+        Map<String, JsonValue> m = new LinkedHashMap<>();
+        m.put("dry_run", JsonBoolean.TRUE);
+        m.put("directory", new JsonString(p.directory().toString()));
+        m.put("dtype", new JsonString(p.dtype().name()));
+        m.put("tensors", JsonNumber.of(p.tensors().size()));
+        m.put("bytes", JsonNumber.of(p.bytes()));
+        m.put("backend", new JsonString(p.backend().name().toLowerCase(Locale.ROOT)));
+        m.put("backend_reason", new JsonString(p.backendReason()));
+        List<JsonValue> shards = new ArrayList<>();
+        for (PlannedExport.Shard s : p.shards()) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("file", new JsonString(s.file()));
+            o.put("bytes", JsonNumber.of(s.bytes()));
+            o.put("tensors", JsonNumber.of(s.tensors()));
+            shards.add(new JsonObject(o));
+        }
+        m.put("shards", new JsonArray(shards));
+        List<JsonValue> tensors = new ArrayList<>();
+        for (PlannedExport.Tensor t : p.tensors()) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("name", new JsonString(t.name()));
+            o.put("source_kind", new JsonString(t.sourceKind().name()));
+            o.put("dtype", new JsonString(t.dtype().name()));
+            o.put("shape", InspectCommand.longs(t.shape()));
+            o.put("merge_steps", JsonNumber.of(t.mergeSteps()));
+            o.put("file", new JsonString(t.file()));
+            tensors.add(new JsonObject(o));
+        }
+        m.put("tensor_plan", new JsonArray(tensors));
+        List<JsonValue> merges = new ArrayList<>();
+        for (PlannedExport.Merge x : p.merges()) {
+            Map<String, JsonValue> o = new LinkedHashMap<>();
+            o.put("adapter", new JsonString(x.adapter().toString()));
+            o.put("module", new JsonString(x.module()));
+            o.put("tensor", new JsonString(x.tensor()));
+            merges.add(new JsonObject(o));
+        }
+        m.put("merges", new JsonArray(merges));
+        return new JsonObject(m);
     }
 
     /** The summary; the backend's reason (which may explain why CUDA is not usable) only where CUDA was involved. */

@@ -88,7 +88,7 @@ public final class Main implements Runnable {
 
     /**
      * Whether {@code args} are an export that will compute tensors, the only run worth a JVM with the Vector API
-     * ({@link VectorRelaunch}): help, version and usage errors are answered by this JVM.
+     * ({@link VectorRelaunch}): help, version, usage errors and {@code --dry-run} are answered by this JVM.
      */
     static boolean computesAnExport(String[] args) {
         CommandLine.ParseResult parsed;
@@ -98,7 +98,7 @@ public final class Main implements Runnable {
             return false;
         }
         return !helpRequested(parsed) && parsed.subcommand() != null
-                && parsed.subcommand().commandSpec().userObject() instanceof ExportCommand;
+                && parsed.subcommand().commandSpec().userObject() instanceof ExportCommand e && !e.dryRun;
     }
 
     public static void main(String[] args) {

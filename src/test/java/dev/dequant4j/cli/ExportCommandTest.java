@@ -94,6 +94,75 @@ class ExportCommandTest {
                 .getObject("error").getString("kind"));
     }
 
+    private List<Path> entries() throws Exception {
+        try (java.util.stream.Stream<Path> s = Files.list(tmp)) {
+            return s.sorted().toList();
+        }
+    }
+
+    @Test
+    void dryRunPrintsThePlanAndWritesNothing() throws Exception {
+        Path out = tmp.resolve("new/out");
+        String adapter = Fixtures.adapter("h64-lora-r8").toString();
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--adapter", adapter, "--out",
+                out.toString(), "--max-shard-size", "100KB", "--dry-run");
+        assertEquals(0, r.code(), r.err());
+        assertEquals("", r.err(), "no progress");
+        List<String> lines = r.out().lines().toList();
+        assertTrue(lines.get(0).matches("would export 21 tensors \\(217\\.7 kB\\) as BF16 to " + java.util.regex.Pattern
+                .quote(out.toAbsolutePath().toString()) + ", backend cpu; nothing written \\(--dry-run\\)"), lines.get(0));
+        assertTrue(lines.contains("model-00003-of-00003.safetensors  16.5 kB   3"), r.out());
+        assertTrue(lines.stream().anyMatch(l -> l.matches("model.layers.0.mlp.down_proj.weight +NF4 +BF16 +\\[64, 160] +1"
+                + " +model-00001-of-00003.safetensors")), r.out());
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith(adapter) && l.endsWith("model.layers.1.mlp.up_proj.weight")),
+                r.out());
+        assertEquals(List.of(), entries(), "no output, parent or temporary directory");
+
+        InspectCommandTest.Run j = InspectCommandTest.run("export", model(), "--adapter", adapter, "--out",
+                out.toString(), "--max-shard-size", "100KB", "--dry-run", "--json");
+        assertEquals(0, j.code(), j.err());
+        JsonObject o = Json.parseObject(j.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(List.of("schema_version", "dry_run", "directory", "dtype", "tensors", "bytes", "backend",
+                "backend_reason", "shards", "tensor_plan", "merges"), List.copyOf(o.keys()));
+        assertEquals(1, o.getLong("schema_version"));
+        assertEquals(JsonBoolean.TRUE, o.get("dry_run"));
+        assertEquals(21, o.getLong("tensors"));
+        assertEquals(21, o.getArray("tensor_plan").size());
+        assertEquals(14, o.getArray("merges").size());
+        long sum = 0;
+        for (JsonValue s : o.getArray("shards").values()) {
+            sum += ((JsonObject) s).getLong("bytes");
+        }
+        assertEquals(o.getLong("bytes"), sum);
+        JsonObject down = (JsonObject) o.getArray("tensor_plan").values().get(3);
+        assertEquals("model.layers.0.mlp.down_proj.weight", down.getString("name"));
+        assertEquals("NF4", down.getString("source_kind"));
+        assertEquals(1, down.getLong("merge_steps"));
+        assertEquals(List.of(), entries());
+
+        InspectCommandTest.Run ok = InspectCommandTest.run("export", model(), "--out", out.toString(), "--dry-run",
+                "--quiet");
+        assertEquals(0, ok.code(), ok.err());
+        assertEquals("", ok.out() + ok.err(), "--quiet: a check of the inputs only");
+    }
+
+    @Test
+    void dryRunChecksAsTheExportDoes() throws Exception {
+        InspectCommandTest.Run bad = InspectCommandTest.run("export", model(), "--adapter",
+                Fixtures.adapter("h48-lora-r4").toString(), "--out", tmp.resolve("o").toString(), "--dry-run");
+        assertEquals(1, bad.code());
+        assertEquals(1, bad.errLines().size(), bad.err());
+        assertTrue(bad.err().startsWith("error: "), bad.err());
+        assertEquals("", bad.out());
+        Files.createDirectories(tmp.resolve("exists"));
+        InspectCommandTest.Run exists = InspectCommandTest.run("export", model(), "--out",
+                tmp.resolve("exists").toString(), "--dry-run", "--json");
+        assertEquals(3, exists.code());
+        assertEquals("output_exists", Json.parseObject(exists.out().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                .getObject("error").getString("kind"));
+        assertEquals(List.of(tmp.resolve("exists")), entries());
+    }
+
     @Test
     void quietPrintsNothingOnSuccess() {
         InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", tmp.resolve("o").toString(),

@@ -85,7 +85,8 @@ class VectorRelaunchTest {
                 new String[] {"export", "m", "--out", "o", "--dtype", "f8"},
                 new String[] {"export", "m", "--out", "o", "--threads", "0"},
                 new String[] {"export", "m", "--out", "o", "--memory", "lots"},
-                new String[] {"export", "m", "--out", " "}, new String[] {"export", "m", "n", "--out", "o"})) {
+                new String[] {"export", "m", "--out", " "}, new String[] {"export", "m", "n", "--out", "o"},
+                new String[] {"export", "m", "--out", "o", "--dry-run"})) {
             assertEquals(Optional.empty(), VectorRelaunch.command(args, j), String.join(" ", args));
         }
         assertTrue(VectorRelaunch.command(new String[] {"export", "m", "--out", "o", "--dtype", "BF16", "--backend",

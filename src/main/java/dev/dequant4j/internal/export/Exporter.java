@@ -6,6 +6,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.PlannedExport;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.QuantKind;
@@ -98,6 +99,16 @@ public final class Exporter {
     private Exporter() {}
 
     public static ExportResult run(Request r) {
+        return write(prepare(r));
+    }
+
+    /** Everything an export decides and checks before it writes a byte. */
+    private record Prepared(Request request, long started, JsonObject config, Map<String, Path> copied,
+                            long vocabulary, MergePlan mergePlan, BackendChoice backend, DType dtype, boolean untie,
+                            int threads, long budget, int poolSize, long unitBytes, long maxShard, ExportPlan plan,
+                            Path target) {}
+
+    private static Prepared prepare(Request r) {
         long t0 = System.nanoTime();
         Internals.CheckpointAccess acc = Internals.checkpoint();
         Checkpoint source = r.base16() != null ? r.base16() : r.base();
@@ -187,7 +198,55 @@ public final class Exporter {
         Path target = r.target().toAbsolutePath().normalize();
         checkTarget(target, r, copied);
         checkFreeSpace(target, plan.totalFileBytes());
+        return new Prepared(r, t0, config, copied, vocabulary, mergePlan, backend, dtype, untie, threads, budget,
+                poolSize, unitBytes, maxShard, plan, target);
+    }
 
+    /** What {@link #run} would write, checked as it checks (the target too), with nothing written. */
+    public static PlannedExport plan(Request r) {
+        Prepared p = prepare(r);
+        AtomicDirectory.checkTarget(p.target(), r.overwrite());
+        List<ShardedLayout.Shard> layout = p.plan().layout().shards();
+        Map<String, String> fileOf = new HashMap<>();
+        List<PlannedExport.Shard> shards = new ArrayList<>();
+        for (ShardedLayout.Shard s : layout) {
+            s.placements().forEach(pl -> fileOf.put(pl.spec().name(), s.fileName()));
+            shards.add(new PlannedExport.Shard(s.fileName(), s.fileSize(), s.placements().size()));
+        }
+        List<PlannedExport.Tensor> tensors = new ArrayList<>();
+        for (ExportPlan.OutputTensor t : p.plan().tensors()) {
+            tensors.add(new PlannedExport.Tensor(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.mergeSteps(),
+                    fileOf.get(t.name())));
+        }
+        List<PlannedExport.Merge> merges = new ArrayList<>();
+        if (p.mergePlan() != null) {
+            for (MergePlan.Target t : p.mergePlan().targets()) {
+                merges.add(new PlannedExport.Merge(r.adapters().get(t.adapter()).directory(), t.module().module(),
+                        t.baseTensor()));
+            }
+        }
+        return new PlannedExport(p.target(), p.dtype(), p.backend().backend(), p.backend().reason(), tensors, shards,
+                p.plan().totalFileBytes(), merges);
+    }
+
+    private static ExportResult write(Prepared p) {
+        Request r = p.request();
+        long t0 = p.started();
+        Internals.CheckpointAccess acc = Internals.checkpoint();
+        JsonObject config = p.config();
+        Map<String, Path> copied = p.copied();
+        long vocabulary = p.vocabulary();
+        MergePlan mergePlan = p.mergePlan();
+        BackendChoice backend = p.backend();
+        DType dtype = p.dtype();
+        boolean untie = p.untie();
+        int threads = p.threads();
+        long budget = p.budget();
+        int poolSize = p.poolSize();
+        long unitBytes = p.unitBytes();
+        long maxShard = p.maxShard();
+        ExportPlan plan = p.plan();
+        Path target = p.target();
         CpuKernels kernels = Kernels.get();
         int[] unitsPerTensor = new int[plan.tensors().size()];
         for (ExportPlan.Unit u : plan.units()) {

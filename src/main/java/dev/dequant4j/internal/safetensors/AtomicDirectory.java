@@ -72,14 +72,7 @@ public final class AtomicDirectory implements AutoCloseable {
         }
         // first, so that a previous output put back from a killed run counts as existing
         removeStale(parent, abs.getFileName().toString());
-        if (Files.exists(abs, LinkOption.NOFOLLOW_LINKS)) {
-            if (!overwrite) {
-                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output already exists (use Export.overwrite(true) to replace it)");
-            }
-            if (!Files.isDirectory(abs, LinkOption.NOFOLLOW_LINKS)) {
-                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output exists and is not a directory; refusing to replace it");
-            }
-        }
+        checkTarget(target, overwrite);
         Path createdParent = null;
         for (Path p = parent; p != null && !Files.exists(p, LinkOption.NOFOLLOW_LINKS); p = p.getParent()) {
             createdParent = p;
@@ -100,6 +93,25 @@ public final class AtomicDirectory implements AutoCloseable {
         AtomicDirectory d = new AtomicDirectory(abs, temp, overwrite, createdParent);
         Runtime.getRuntime().addShutdownHook(d.cleanupHook);
         return d;
+    }
+
+    /**
+     * Refuses an existing {@code target} unless {@code overwrite}, and any target that is not a directory, as
+     * {@link #create} does, without touching the file system.
+     */
+    public static void checkTarget(Path target, boolean overwrite) {
+        Path abs = target.toAbsolutePath().normalize();
+        if (abs.getParent() == null || abs.getFileName() == null) {
+            throw new Dequant4jException(Kind.INVALID_REQUEST, target, "cannot write output to the file system root");
+        }
+        if (Files.exists(abs, LinkOption.NOFOLLOW_LINKS)) {
+            if (!overwrite) {
+                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output already exists (use Export.overwrite(true) to replace it)");
+            }
+            if (!Files.isDirectory(abs, LinkOption.NOFOLLOW_LINKS)) {
+                throw new Dequant4jException(Kind.OUTPUT_EXISTS, target, "output exists and is not a directory; refusing to replace it");
+            }
+        }
     }
 
     /** The temporary directory to write into. */
