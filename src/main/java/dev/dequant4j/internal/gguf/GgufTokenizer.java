@@ -197,7 +197,7 @@ public final class GgufTokenizer {
             throw f.unsupported(SPM, "has " + sp.pieces().size() + " pieces, more than config.json's vocab_size " + n
                     + " (the converter fails on that for phi3)");
         }
-        v.fill(sp, n);
+        v.fill(sp, sp.pieces().size());
         if (f.has("added_tokens.json")) {
             JsonObject added = f.json("added_tokens.json");
             for (String key : added.keys()) {

@@ -20,6 +20,8 @@ import java.util.Map;
 import java.util.TreeMap;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /** Our tokenizer metadata against what llama.cpp's convert_hf_to_gguf.py wrote (fixtures/gguf/README.md). */
@@ -78,6 +80,23 @@ class GgufTokenizerTest {
         files.keySet().removeIf(n -> n.endsWith(".gguf"));
         GgufTokenizer tok = GgufTokenizer.read(files, "llama", 256, config);
         assertSameAsConverter(dir.resolve("llama-lora-f32.gguf"), tok);
+    }
+
+    /** The tokenizer files of fixtures/gguf/tokenizers/KIND (without the references and their configs). */
+    static Map<String, Path> tokenizerFiles(String kind) throws IOException {
+        Map<String, Path> files = files(gguf("tokenizers/" + kind));
+        files.keySet().removeIf(n -> n.endsWith(".gguf") || n.endsWith("-config.json"));
+        return files;
+    }
+
+    @ParameterizedTest
+    @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
+            "spm-phi3, phi3"})
+    void equalsTheConverter(String kind, String arch) throws IOException {
+        Path dir = gguf("tokenizers/" + kind);
+        JsonObject config = json(dir.resolve(arch + "-config.json"));
+        GgufTokenizer tok = GgufTokenizer.read(tokenizerFiles(kind), arch, config.getLong("vocab_size"), config);
+        assertSameAsConverter(dir.resolve(arch + ".gguf"), tok);
     }
 
     /** The llama-bpe model directory with tokenizer.json edited by {@code edit} (a text replacement). */
