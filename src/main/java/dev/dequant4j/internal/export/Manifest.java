@@ -168,7 +168,7 @@ public final class Manifest {
         InputFiles.check(dir, mf);
         JsonObject m;
         try {
-            m = Json.readObject(mf, Json.MAX_FILE_BYTES);
+            m = Json.readObject(mf, ShardIndex.listingLimit(mf));
         } catch (java.nio.file.NoSuchFileException e) {
             throw new Dequant4jException(Kind.INVALID_REQUEST, mf, "no manifest: not a dequant4j export (or the manifest was removed)");
         } catch (IOException e) {

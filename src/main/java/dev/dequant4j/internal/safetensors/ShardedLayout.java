@@ -1,6 +1,8 @@
 package dev.dequant4j.internal.safetensors;
 
 import dev.dequant4j.DType;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
@@ -66,21 +68,38 @@ public final class ShardedLayout {
         this.totalParameters = totalParameters;
     }
 
+    /** The header of every shard before its first tensor, and its closing brace. */
+    private static final String HEADER_START = "{\"__metadata__\":{\"format\":\"pt\"}";
+
     /**
      * Plans the files for {@code specs}, in the given order. A tensor larger than {@code maxShardBytes} gets a shard
-     * of its own; otherwise a new shard starts when the next tensor would overflow the current one. The data
-     * section of every file starts at a multiple of {@code alignment} (the header is padded with spaces).
+     * of its own; otherwise a new shard starts when the next tensor would overflow the current one, in data bytes or
+     * in header bytes: no header exceeds {@link SafetensorsFile#MAX_HEADER_BYTES}, which the safetensors library (and
+     * our reader) refuse to read. The data section of every file starts at a multiple of {@code alignment} (the
+     * header is padded with spaces).
+     *
+     * @throws Dequant4jException before anything is written, when one tensor's header entry alone is over the limit
      */
     public static ShardedLayout plan(List<Spec> specs, long maxShardBytes, int alignment) {
+        return plan(specs, maxShardBytes, alignment, SafetensorsFile.MAX_HEADER_BYTES);
+    }
+
+    /** {@link #plan(List, long, int)} with a header limit of {@code maxHeaderBytes} (the tests use small ones). */
+    static ShardedLayout plan(List<Spec> specs, long maxShardBytes, int alignment, long maxHeaderBytes) {
         if (maxShardBytes <= 0) {
             throw new IllegalArgumentException("maxShardBytes must be positive");
         }
         if (alignment < 8 || Integer.bitCount(alignment) != 1) {
             throw new IllegalArgumentException("alignment must be a power of two >= 8");
         }
+        // the stored header length includes the padding, up to alignment - 1 spaces
+        long headerBudget = maxHeaderBytes - alignment;
+        long emptyHeader = HEADER_START.length() + 1;
+        StringBuilder entry = new StringBuilder(256);
         List<List<Spec>> groups = new ArrayList<>();
         List<Spec> current = new ArrayList<>();
         long currentSize = 0;
+        long currentHeader = emptyHeader;
         long total = 0;
         long params = 0;
         java.util.Set<String> seen = new java.util.HashSet<>();
@@ -95,16 +114,23 @@ public final class ShardedLayout {
             total += size;
             params += s.numel();
             if (size > maxShardBytes) {
+                requireFits(s, emptyHeader + entryBytes(entry, s, 0), headerBudget, maxHeaderBytes);
                 groups.add(List.of(s));
                 continue;
             }
-            if (currentSize + size > maxShardBytes && !current.isEmpty()) {
+            long entryBytes = entryBytes(entry, s, currentSize);
+            if ((currentSize + size > maxShardBytes || currentHeader + entryBytes > headerBudget)
+                    && !current.isEmpty()) {
                 groups.add(current);
                 current = new ArrayList<>();
                 currentSize = 0;
+                currentHeader = emptyHeader;
+                entryBytes = entryBytes(entry, s, 0);
             }
+            requireFits(s, emptyHeader + entryBytes, headerBudget, maxHeaderBytes);
             current.add(s);
             currentSize += size;
+            currentHeader += entryBytes;
         }
         if (!current.isEmpty() || groups.isEmpty()) {
             groups.add(current);
@@ -123,27 +149,56 @@ public final class ShardedLayout {
         return new ShardedLayout(Collections.unmodifiableList(shards), byName, total, params);
     }
 
+    private static void requireFits(Spec s, long headerBytes, long budget, long maxHeaderBytes) {
+        if (headerBytes > budget) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, null, s.name(), "its header entry alone makes a "
+                    + headerBytes + "-byte safetensors header, over the " + maxHeaderBytes + "-byte limit that"
+                    + " safetensors readers enforce; it cannot be written as safetensors (nothing was written)");
+        }
+    }
+
+    /** The UTF-8 length of the tensor's header entry (with its leading comma) at data offset {@code offset}. */
+    private static long entryBytes(StringBuilder entry, Spec s, long offset) {
+        entry.setLength(0);
+        appendEntry(entry, s, offset);
+        long n = 0;
+        for (int i = 0; i < entry.length(); i++) {
+            char c = entry.charAt(i);
+            // as String.getBytes(UTF_8) encodes: a pair is 4 bytes, a lone surrogate becomes '?'
+            if (Character.isHighSurrogate(c) && i + 1 < entry.length() && Character.isLowSurrogate(entry.charAt(i + 1))) {
+                n += 4;
+                i++;
+            } else {
+                n += c < 0x80 || Character.isSurrogate(c) ? 1 : c < 0x800 ? 2 : 3;
+            }
+        }
+        return n;
+    }
+
+    private static void appendEntry(StringBuilder json, Spec s, long offset) {
+        json.append(',');
+        Json.writeString(json, s.name(), false);
+        json.append(":{\"dtype\":\"").append(s.dtype().safetensorsName()).append("\",\"shape\":[");
+        long[] shape = s.shape();
+        for (int d = 0; d < shape.length; d++) {
+            if (d > 0) {
+                json.append(',');
+            }
+            json.append(shape[d]);
+        }
+        json.append("],\"data_offsets\":[").append(offset).append(',').append(offset + s.byteSize()).append("]}");
+    }
+
     private static Shard layoutShard(String fileName, int index, List<Spec> specs, int alignment) {
         StringBuilder json = new StringBuilder(64 + specs.size() * 96);
-        json.append("{\"__metadata__\":{\"format\":\"pt\"}");
+        json.append(HEADER_START);
         long offset = 0;
         long[] begins = new long[specs.size()];
         for (int i = 0; i < specs.size(); i++) {
             Spec s = specs.get(i);
-            long size = s.byteSize();
             begins[i] = offset;
-            json.append(',');
-            Json.writeString(json, s.name(), false);
-            json.append(":{\"dtype\":\"").append(s.dtype().safetensorsName()).append("\",\"shape\":[");
-            long[] shape = s.shape();
-            for (int d = 0; d < shape.length; d++) {
-                if (d > 0) {
-                    json.append(',');
-                }
-                json.append(shape[d]);
-            }
-            json.append("],\"data_offsets\":[").append(offset).append(',').append(offset + size).append("]}");
-            offset += size;
+            appendEntry(json, s, offset);
+            offset += s.byteSize();
         }
         json.append('}');
         byte[] utf8 = json.toString().getBytes(StandardCharsets.UTF_8);
