@@ -90,7 +90,7 @@ class GgufTokenizerTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
+    @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-mistral, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
             "spm-phi3, phi3"})
     void equalsTheConverter(String kind, String arch) throws IOException {
         Path dir = gguf("tokenizers/" + kind);
