@@ -191,9 +191,9 @@ public final class Main implements Runnable {
      */
     static int outOfMemory(PrintWriter err) {
         long mib = Runtime.getRuntime().maxMemory() >> 20;
+        String xmx = "-Xmx" + Math.max(2, 2 * ((mib + 1023) / 1024)) + "g";
         err.println("error: out of memory: the Java heap is " + mib + " MiB; give the JVM more with -Xmx, e.g."
-                + " java -Xmx" + Math.max(2, 2 * ((mib + 1023) / 1024)) + "g -jar dequant4j-cli.jar ... (or"
-                + " JAVA_TOOL_OPTIONS=-Xmx...)");
+                + " DEQUANT4J_OPTS=" + xmx + " bin/dequant4j ... or java " + xmx + " -jar dequant4j-cli.jar ...");
         err.flush();
         return OUT_OF_MEMORY;
     }
