@@ -35,6 +35,8 @@ public final class Export {
     private boolean overwrite;
     private boolean allowNonFinite;
     private TiedEmbeddings tiedEmbeddings = TiedEmbeddings.AS_TRAINED;
+    private OutputFormat format = OutputFormat.SAFETENSORS;
+    private GgufFileType ggufType;
 
     private Export(Checkpoint base) {
         this.base = base;
@@ -196,6 +198,32 @@ public final class Export {
     }
 
     /**
+     * The output format (default {@link OutputFormat#SAFETENSORS}). {@link OutputFormat#GGUF} writes
+     * {@code model.gguf} into the output directory, with the tensor names, order, layout and metadata that llama.cpp's
+     * {@code convert_hf_to_gguf.py} writes for the architecture (the architectures supported are listed in
+     * docs/FORMATS-SUPPORTED.md; any other is refused before anything is written).
+     *
+     * @param format the format
+     * @return this export
+     */
+    public Export format(OutputFormat format) {
+        this.format = java.util.Objects.requireNonNull(format, "format");
+        return this;
+    }
+
+    /**
+     * The GGUF tensor types; by default the {@link #dtype} (or the model's own dtype) as F32, F16 or BF16. Only for
+     * {@link OutputFormat#GGUF}.
+     *
+     * @param type the types
+     * @return this export
+     */
+    public Export ggufType(GgufFileType type) {
+        this.ggufType = java.util.Objects.requireNonNull(type, "type");
+        return this;
+    }
+
+    /**
      * Runs the export.
      *
      * @param out the output directory; it is created, or replaced with {@link #overwrite(boolean)}
@@ -204,6 +232,9 @@ public final class Export {
      *                            left at {@code out} then
      */
     public ExportResult to(Path out) {
+        if (ggufType != null && format != OutputFormat.GGUF) {
+            throw new IllegalArgumentException("ggufType is set but the format is " + format);
+        }
         return Exporter.run(request(out));
     }
 
@@ -221,6 +252,6 @@ public final class Export {
 
     private Exporter.Request request(Path out) {
         return new Exporter.Request(base, base16, List.copyOf(adapters), dtype, backend, maxShardBytes, threads,
-                memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings);
+                memoryBudget, progress, out, overwrite, allowNonFinite, null, tiedEmbeddings, format, ggufType);
     }
 }

@@ -1,6 +1,7 @@
 package dev.dequant4j.cli;
 
 import dev.dequant4j.DType;
+import dev.dequant4j.GgufFileType;
 import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.export.Sizes;
 import java.nio.file.Path;
@@ -26,6 +27,29 @@ final class Converters {
                 case "f32", "fp32", "float32" -> DType.F32;
                 default -> throw new TypeConversionException("f16, bf16 or f32, not '" + s + "'");
             };
+        }
+    }
+
+    /** A GGUF type by llama.cpp's name; the K-quant mixes are refused until their quantizers exist. */
+    static final class GgufType implements ITypeConverter<GgufFileType> {
+        @Override
+        public GgufFileType convert(String s) {
+            GgufFileType t = switch (s.toLowerCase(Locale.ROOT)) {
+                case "f32" -> GgufFileType.F32;
+                case "f16" -> GgufFileType.F16;
+                case "bf16" -> GgufFileType.BF16;
+                case "q8_0" -> GgufFileType.Q8_0;
+                case "q4_k_m" -> GgufFileType.Q4_K_M;
+                case "q5_k_m" -> GgufFileType.Q5_K_M;
+                case "q6_k" -> GgufFileType.Q6_K;
+                default -> throw new TypeConversionException("f32, f16, bf16, q8_0, q4_k_m, q5_k_m or q6_k, not '"
+                        + s + "'");
+            };
+            if (t != GgufFileType.F32 && t != GgufFileType.F16 && t != GgufFileType.BF16) {
+                throw new TypeConversionException(s.toLowerCase(Locale.ROOT) + " is not supported yet (f32, f16 and"
+                        + " bf16 are)");
+            }
+            return t;
         }
     }
 

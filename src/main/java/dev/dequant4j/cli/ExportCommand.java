@@ -5,8 +5,10 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.GgufFileType;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.PlannedExport;
+import dev.dequant4j.OutputFormat;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Printable;
@@ -39,8 +41,18 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     Path model;
 
     @Option(names = "--out", required = true, paramLabel = "DIR", converter = Converters.OutputDirectory.class,
-            description = "Output directory (must not exist).")
+            description = "Output directory (must not exist); with --format gguf it holds model.gguf and the"
+                    + " manifest.")
     Path out;
+
+    @Option(names = "--format", paramLabel = "safetensors|gguf", defaultValue = "safetensors",
+            description = "Output format (default: ${DEFAULT-VALUE}).")
+    OutputFormat format;
+
+    @Option(names = "--gguf-type", paramLabel = "f32|f16|bf16|q8_0|q4_k_m|q5_k_m|q6_k",
+            converter = Converters.GgufType.class,
+            description = "GGUF tensor types (default: --dtype's, else the model's own); norms stay f32.")
+    GgufFileType ggufType;
 
     @Option(names = "--adapter", paramLabel = "DIR",
             description = "A PEFT LoRA adapter directory to merge; repeat to apply several, in order.")
@@ -109,6 +121,9 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
         Backend b = backend;
+        if (ggufType != null && format != OutputFormat.GGUF) {
+            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "--gguf-type needs --format gguf");
+        }
         if (verbose) {
             err.println("backend " + b.name().toLowerCase(Locale.ROOT) + ": " + b.describe());
         }
@@ -131,6 +146,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             }
             if (dtype != null) {
                 e.dtype(dtype);
+            }
+            e.format(format);
+            if (ggufType != null) {
+                e.ggufType(ggufType);
             }
             if (threads != null) {
                 e.threads(threads);

@@ -262,4 +262,30 @@ class ExportCommandTest {
         assertEquals(1, v.code());
         assertTrue(v.err().startsWith("error: " + out.resolve("config.json") + ": sha256 "), v.err());
     }
+
+    @Test
+    void ggufExportWritesModelGgufThatVerifies() {
+        Path out = tmp.resolve("gguf");
+        InspectCommandTest.Run r = InspectCommandTest.run("export", Fixtures.real().resolve("llama-nf4-dq").toString(),
+                "--out", out.toString(), "--format", "gguf", "--gguf-type", "bf16");
+        assertEquals(0, r.code(), r.err());
+        assertEquals("files: [model.gguf, dequant4j-manifest.json]", r.out().lines().toList().get(1));
+        InspectCommandTest.Run v = InspectCommandTest.run("verify", out.toString());
+        assertEquals(0, v.code(), v.err());
+    }
+
+    @Test
+    void kQuantGgufTypesAreRefusedInOneLine() {
+        Path out = tmp.resolve("gguf");
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", out.toString(), "--format",
+                "gguf", "--gguf-type", "q4_k_m");
+        assertEquals(2, r.code(), "a usage error");
+        assertTrue(r.err().contains("Invalid value for option '--gguf-type': q4_k_m is not supported yet (f32, f16 and"
+                + " bf16 are)"), r.err());
+        InspectCommandTest.Run noFormat = InspectCommandTest.run("export", model(), "--out", out.toString(),
+                "--gguf-type", "f16");
+        assertEquals(2, noFormat.code());
+        assertTrue(noFormat.err().contains("--gguf-type needs --format gguf"), noFormat.err());
+        assertFalse(Files.exists(out));
+    }
 }

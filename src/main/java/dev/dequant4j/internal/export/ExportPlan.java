@@ -175,6 +175,11 @@ public final class ExportPlan {
                 lanes);
     }
 
+    /** A plan whose file layout and units the caller made (in file order, numbered by {@code seq}). */
+    static ExportPlan of(List<OutputTensor> tensors, ShardedLayout layout, List<Unit> units, int lanes) {
+        return new ExportPlan(List.copyOf(tensors), layout, List.copyOf(units), lanes);
+    }
+
     private static void addUnits(List<Unit> units, int ti, OutputTensor t, ShardedLayout.Placement p, long unitBytes) {
         long total;
         long step;

@@ -6,8 +6,10 @@ import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.GgufFileType;
 import dev.dequant4j.PlannedExport;
 import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.OutputFormat;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.QuantKind;
 import dev.dequant4j.TensorStats;
@@ -82,12 +84,21 @@ public final class Exporter {
      * @param adapters LoRA adapters, merged in order
      * @param dtype    output dtype, or null for the model's own
      * @param channels opens output files (a seam for fault-injection tests)
+     * @param ggufType the GGUF tensor types, or null for the dtype's (only with {@link OutputFormat#GGUF})
      */
     public record Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype,
                           Backend backend, long maxShardBytes, int threads,
                           long memoryBudget, ProgressListener progress, Path target, boolean overwrite,
                           boolean allowNonFinite, SequentialWriter.ChannelFactory channels,
-                          TiedEmbeddings tiedEmbeddings) {
+                          TiedEmbeddings tiedEmbeddings, OutputFormat format, GgufFileType ggufType) {
+        public Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype, Backend backend,
+                       long maxShardBytes, int threads, long memoryBudget, ProgressListener progress, Path target,
+                       boolean overwrite, boolean allowNonFinite, SequentialWriter.ChannelFactory channels,
+                       TiedEmbeddings tiedEmbeddings) {
+            this(base, base16, adapters, dtype, backend, maxShardBytes, threads, memoryBudget, progress, target,
+                    overwrite, allowNonFinite, channels, tiedEmbeddings, OutputFormat.SAFETENSORS, null);
+        }
+
         public Request(Checkpoint base, Checkpoint base16, List<LoraAdapter> adapters, DType dtype, Backend backend,
                        long maxShardBytes, int threads, long memoryBudget, ProgressListener progress, Path target,
                        boolean overwrite, boolean allowNonFinite, SequentialWriter.ChannelFactory channels) {
@@ -99,7 +110,15 @@ public final class Exporter {
     private Exporter() {}
 
     public static ExportResult run(Request r) {
-        return write(prepare(r));
+        Prepared p = prepare(r);
+        if (r.format() == OutputFormat.GGUF) {
+            Internals.CheckpointAccess acc = Internals.checkpoint();
+            Checkpoint source = r.base16() != null ? r.base16() : r.base();
+            Path configFile = acc.configFile(acc.config(source) != null ? source : r.base());
+            return GgufExport.run(r, new GgufExport.Inputs(p.started(), p.plan().tensors(), p.mergePlan(),
+                    p.config(), configFile, p.dtype(), p.untie(), p.vocabulary(), p.copied()));
+        }
+        return write(p);
     }
 
     /** Everything an export decides and checks before it writes a byte. */
@@ -204,6 +223,9 @@ public final class Exporter {
 
     /** What {@link #run} would write, checked as it checks (the target too), with nothing written. */
     public static PlannedExport plan(Request r) {
+        if (r.format() == OutputFormat.GGUF) {
+            throw new Dequant4jException(Kind.INVALID_REQUEST, "a dry run of a GGUF export is not supported yet");
+        }
         Prepared p = prepare(r);
         AtomicDirectory.checkTarget(p.target(), r.overwrite());
         List<ShardedLayout.Shard> layout = p.plan().layout().shards();
@@ -268,7 +290,7 @@ public final class Exporter {
             progress.onStart(plan.tensors().size(), plan.totalFileBytes());
             prepass(plan, merges);
             String[] shas = execute(plan, merges, tallies, kernels, cuda, threads, poolSize, unitBytes, out.dir(), r,
-                    progress);
+                    progress, () -> new CpuMaterializer(kernels)::produce);
             stats = new ArrayList<>();
             for (int i = 0; i < plan.tensors().size(); i++) {
                 ExportPlan.OutputTensor t = plan.tensors().get(i);
@@ -373,7 +395,7 @@ public final class Exporter {
         }
     }
 
-    private static Path sourcePath(LogicalTensor t) {
+    static Path sourcePath(LogicalTensor t) {
         return switch (t) {
             case PlainTensor p -> p.ref().path();
             case FourBitTensor f -> f.weight().path();
@@ -382,7 +404,7 @@ public final class Exporter {
     }
 
     /** The target must not be, or contain, any input: replacing it would delete what we read. */
-    private static void checkTarget(Path target, Request r, Map<String, Path> copied) {
+    static void checkTarget(Path target, Request r, Map<String, Path> copied) {
         List<Path> dirs = new ArrayList<>();
         List<Path> files = new ArrayList<>(copied.values());
         for (Checkpoint c : r.base16() == null ? List.of(r.base()) : List.of(r.base(), r.base16())) {
@@ -404,7 +426,7 @@ public final class Exporter {
         OutputPlacement.check(target, dirs, files);
     }
 
-    private static void checkFreeSpace(Path target, long bytes) {
+    static void checkFreeSpace(Path target, long bytes) {
         Path parent = target.getParent();
         while (parent != null && !Files.exists(parent)) {
             parent = parent.getParent();
@@ -479,7 +501,7 @@ public final class Exporter {
     }
 
     /** Computes the column norms that per-column DoRA steps need, before any unit is produced. */
-    private static void prepass(ExportPlan plan, List<TensorMerge> merges) {
+    static void prepass(ExportPlan plan, List<TensorMerge> merges) {
         for (int i = 0; i < merges.size(); i++) {
             if (merges.get(i) == null || plan.tensors().get(i).onDevice()) {
                 continue;
@@ -495,10 +517,17 @@ public final class Exporter {
         }
     }
 
+    /** Makes one unit's output bytes on the CPU; one per worker thread (it may own scratch arrays). */
+    interface Producer {
+        void produce(ExportPlan.OutputTensor t, ExportPlan.Unit u, MergeRunner runner, TensorTally tally,
+                     MemorySegment buf);
+    }
+
     /** Runs the workers and the writer; returns the SHA-256 of every shard. */
-    private static String[] execute(ExportPlan plan, List<TensorMerge> merges, List<TensorTally> tallies,
+    static String[] execute(ExportPlan plan, List<TensorMerge> merges, List<TensorTally> tallies,
                                     CpuKernels kernels, CudaBackend cuda, int threads, int poolSize, long unitBytes,
-                                    Path dir, Request r, ProgressListener progress) {
+                                    Path dir, Request r, ProgressListener progress,
+                                    java.util.function.Supplier<Producer> producers) {
         AtomicReference<Throwable> failure = new AtomicReference<>();
         AtomicInteger tensorsDone = new AtomicInteger();
         OrderedWriter writer = new OrderedWriter(dir, plan, r.channels() != null ? r.channels()
@@ -532,7 +561,7 @@ public final class Exporter {
             };
             for (int w = 0; w < threads; w++) {
                 Thread th = Thread.ofPlatform().name("dequant4j-worker-" + w).unstarted(() -> {
-                    CpuMaterializer m = new CpuMaterializer(kernels);
+                    Producer m = producers.get();
                     try {
                         while (failure.get() == null) {
                             MemorySegment buf = pool.take();
@@ -667,7 +696,7 @@ public final class Exporter {
                 + tally.firstNonFinite() + "); use Export.allowNonFinite(true) to write them anyway");
     }
 
-    private static Manifest.FileRecord writeSmall(SequentialWriter.ChannelFactory channels, Path dir, String name,
+    static Manifest.FileRecord writeSmall(SequentialWriter.ChannelFactory channels, Path dir, String name,
                                                   byte[] bytes) {
         Path p = dir.resolve(name);
         try (java.nio.channels.FileChannel ch = channels.open(p, NEW_FILE)) {
@@ -799,7 +828,7 @@ public final class Exporter {
         return records;
     }
 
-    private static JsonObject tool() {
+    static JsonObject tool() {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("name", new JsonString("dequant4j"));
         String v = Exporter.class.getPackage().getImplementationVersion();
@@ -810,7 +839,7 @@ public final class Exporter {
         return new JsonObject(m);
     }
 
-    private static JsonObject sourceRecord(Checkpoint c, Internals.CheckpointAccess acc) {
+    static JsonObject sourceRecord(Checkpoint c, Internals.CheckpointAccess acc) {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("path", new JsonString(c.path().toAbsolutePath().normalize().toString()));
         List<JsonValue> files = new ArrayList<>();
@@ -831,7 +860,7 @@ public final class Exporter {
         return new JsonObject(m);
     }
 
-    private static List<JsonValue> adapterRecords(List<LoraAdapter> adapters, MergePlan plan) {
+    static List<JsonValue> adapterRecords(List<LoraAdapter> adapters, MergePlan plan) {
         List<JsonValue> out = new ArrayList<>();
         for (int i = 0; i < adapters.size(); i++) {
             LoraAdapter a = adapters.get(i);
@@ -863,7 +892,7 @@ public final class Exporter {
         return out;
     }
 
-    private static JsonObject options(Request r, DType dtype, int threads, long budget, long maxShard,
+    static JsonObject options(Request r, DType dtype, int threads, long budget, long maxShard,
                                       String backendReason) {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("dtype", new JsonString(dtype.name()));

@@ -4,6 +4,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.Printable;
+import dev.dequant4j.internal.gguf.GgufFile;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonArray;
@@ -14,7 +15,6 @@ import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import dev.dequant4j.internal.safetensors.SafetensorsFile;
 import dev.dequant4j.internal.safetensors.ShardIndex;
-import dev.dequant4j.internal.safetensors.TensorEntry;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.io.IOException;
 import java.io.InputStream;
@@ -56,8 +56,12 @@ public final class Manifest {
     /** A written file and its hash. */
     public record FileRecord(String name, long size, String sha256) {}
 
+    /**
+     * @param dtypes each tensor's stored type name, or null to take the stats' dtypes
+     */
     static JsonObject build(JsonObject tool, JsonObject source, JsonValue base16, List<JsonValue> adapters,
-                            JsonObject options, List<FileRecord> files, List<TensorStats> stats) {
+                            JsonObject options, List<FileRecord> files, List<TensorStats> stats,
+                            List<String> dtypes) {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("format", new JsonString(FORMAT));
         m.put("tool", tool);
@@ -75,23 +79,34 @@ public final class Manifest {
         }
         m.put("files", new JsonArray(fl));
         List<JsonValue> tl = new ArrayList<>();
-        for (TensorStats s : stats) {
-            Map<String, JsonValue> o = new LinkedHashMap<>();
-            o.put("name", new JsonString(s.name()));
-            o.put("dtype", new JsonString(s.dtype().name()));
-            List<JsonValue> shape = new ArrayList<>();
-            for (long d : s.shape()) {
-                shape.add(JsonNumber.of(d));
-            }
-            o.put("shape", new JsonArray(shape));
-            o.put("source_kind", new JsonString(s.sourceKind().name()));
-            o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
-            o.put("max_abs_delta", number(s.maxAbsDelta()));
-            o.put("rel_delta_norm", number(s.relDeltaNorm()));
-            tl.add(new JsonObject(o));
+        for (int i = 0; i < stats.size(); i++) {
+            TensorStats s = stats.get(i);
+            tl.add(tensorRecord(s, dtypes == null ? s.dtype().name() : dtypes.get(i)));
         }
         m.put("tensors", new JsonArray(tl));
         return new JsonObject(m);
+    }
+
+    static JsonObject build(JsonObject tool, JsonObject source, JsonValue base16, List<JsonValue> adapters,
+                            JsonObject options, List<FileRecord> files, List<TensorStats> stats) {
+        return build(tool, source, base16, adapters, options, files, stats, null);
+    }
+
+    /** A tensor's entry; {@code dtype} is the stored type's name (a GGUF export's are ggml's: F32, Q8_0, ...). */
+    private static JsonObject tensorRecord(TensorStats s, String dtype) {
+        Map<String, JsonValue> o = new LinkedHashMap<>();
+        o.put("name", new JsonString(s.name()));
+        o.put("dtype", new JsonString(dtype));
+        List<JsonValue> shape = new ArrayList<>();
+        for (long d : s.shape()) {
+            shape.add(JsonNumber.of(d));
+        }
+        o.put("shape", new JsonArray(shape));
+        o.put("source_kind", new JsonString(s.sourceKind().name()));
+        o.put("merge_steps", JsonNumber.of(s.mergeSteps()));
+        o.put("max_abs_delta", number(s.maxAbsDelta()));
+        o.put("rel_delta_norm", number(s.relDeltaNorm()));
+        return new JsonObject(o);
     }
 
     /** A statistic: null when not measured (NaN), a string for an infinite ratio (all-zero base). */
@@ -146,8 +161,8 @@ public final class Manifest {
 
     /**
      * Checks a directory against its manifest: every listed file exists with its size and SHA-256, every
-     * safetensors file passes header validation, the index (if any) matches the shards, every listed tensor is
-     * there with its dtype and shape, and no unlisted safetensors file is present.
+     * safetensors and GGUF file passes header validation, the index (if any) matches the shards, every listed tensor
+     * is there with its dtype and shape, and no unlisted safetensors or GGUF file is present.
      *
      * <p>A broken file is one problem, its first: a file with the wrong size is not also reported for its header,
      * nor are its tensors reported missing, nor the index for pointing at it.
@@ -179,7 +194,7 @@ public final class Manifest {
         List<String> problems = new ArrayList<>();
         boolean broken = false;
         Set<String> listed = new HashSet<>();
-        Map<String, TensorEntry> found = new HashMap<>();
+        Map<String, Found> found = new HashMap<>();
         String where = "";
         try (FileHashes hashes = new FileHashes(dir, m); Headers headers = new Headers(open)) {
             JsonValue format = m.get("format");
@@ -222,8 +237,15 @@ public final class Manifest {
                     try {
                         SafetensorsFile sf = headers.open(p);
                         if (merged.add(sf)) {
-                            found.putAll(sf.tensors());
+                            sf.tensors().forEach((n, e) -> found.put(n, new Found(e.dtype().name(), e.shape())));
                         }
+                    } catch (Dequant4jException e) {
+                        problems.add(e.getMessage());
+                        broken = true;
+                    }
+                } else if (name.endsWith(".gguf")) {
+                    try (GgufFile gf = GgufFile.open(p)) {
+                        gf.tensors().forEach((n, t) -> found.put(n, new Found(t.type().name(), reversed(t.ne()))));
                     } catch (Dequant4jException e) {
                         problems.add(e.getMessage());
                         broken = true;
@@ -245,10 +267,11 @@ public final class Manifest {
                     problems.add(e.getMessage());
                 }
             }
-            try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, "*.safetensors")) {
+            try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, "*.{safetensors,gguf}")) {
                 for (Path p : ds) {
                     if (!listed.contains(p.getFileName().toString())) {
-                        problems.add(p + ": safetensors file not in the manifest");
+                        problems.add(p + ": " + (p.toString().endsWith(".gguf") ? "GGUF" : "safetensors")
+                                + " file not in the manifest");
                     }
                 }
             }
@@ -257,7 +280,7 @@ public final class Manifest {
                 where = "tensors[" + i + "]: ";
                 JsonObject t = element(tensors, i);
                 String name = t.getString("name");
-                TensorEntry e = found.get(name);
+                Found e = found.get(name);
                 if (e == null) {
                     if (!broken) {
                         problems.add(dir + ": tensor '" + name + "' listed in the manifest is in no file");
@@ -265,7 +288,7 @@ public final class Manifest {
                     continue;
                 }
                 long[] shape = shape(t.getArray("shape"));
-                if (!e.dtype().name().equals(t.getString("dtype")) || !Arrays.equals(shape, e.shape())) {
+                if (!e.dtype().equals(t.getString("dtype")) || !Arrays.equals(shape, e.shape())) {
                     problems.add(dir + ": tensor '" + name + "' is " + e.dtype() + Arrays.toString(e.shape())
                             + ", manifest says " + t.getString("dtype") + Arrays.toString(shape));
                 }
@@ -277,6 +300,17 @@ public final class Manifest {
         }
         // a file listed twice would otherwise repeat its problem
         return problems.stream().map(Manifest::oneLine).distinct().toList();
+    }
+
+    /** A tensor found in an output file: its stored type's name and its shape, outermost dimension first. */
+    private record Found(String dtype, long[] shape) {}
+
+    private static long[] reversed(long[] ne) {
+        long[] shape = new long[ne.length];
+        for (int i = 0; i < ne.length; i++) {
+            shape[i] = ne[ne.length - 1 - i];
+        }
+        return shape;
     }
 
     /** Entry {@code i} of a manifest array of objects. */

@@ -189,6 +189,17 @@ public final class ShardedLayout {
         json.append("],\"data_offsets\":[").append(offset).append(',').append(offset + s.byteSize()).append("]}");
     }
 
+    /**
+     * A layout of files whose headers and sizes are already known (a GGUF export lays out its own file); it has no
+     * placements and no index.
+     */
+    public static ShardedLayout of(List<Shard> shards) {
+        if (shards.size() != 1) {
+            throw new IllegalArgumentException("one file expected, got " + shards.size());
+        }
+        return new ShardedLayout(List.copyOf(shards), Map.of(), 0, 0);
+    }
+
     private static Shard layoutShard(String fileName, int index, List<Spec> specs, int alignment) {
         StringBuilder json = new StringBuilder(64 + specs.size() * 96);
         json.append(HEADER_START);

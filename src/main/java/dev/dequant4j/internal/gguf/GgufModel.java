@@ -1,0 +1,473 @@
+package dev.dequant4j.internal.gguf;
+
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.GgufFileType;
+import dev.dequant4j.internal.json.JsonArray;
+import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNull;
+import dev.dequant4j.internal.json.JsonNumber;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonString;
+import dev.dequant4j.internal.json.JsonValue;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * What llama.cpp's {@code convert_hf_to_gguf.py} (upstream 81ff7ab) writes for a Hugging Face model, computed from
+ * its config.json and its tensors' names and shapes alone: the architecture, the metadata up to
+ * {@code general.quantization_version} (the tokenizer's keys follow), and every tensor's GGUF name, order, shape,
+ * type and transformation. Mirrors {@code TextModel.set_gguf_parameters}, {@code ModelBase.prepare_tensors} and the
+ * architecture's model class; anything it does not know is refused, never written half-right.
+ */
+public final class GgufModel {
+    /** One tensor of the Hugging Face model (as our safetensors export would write it), numpy-order shape. */
+    public record Source(String name, long[] shape, Path file) {
+        public Source {
+            shape = shape.clone();
+        }
+    }
+
+    /**
+     * One GGUF tensor, in file order.
+     *
+     * @param source       index into the sources, the tensor's values
+     * @param ne           ggml's dimensions, innermost first (the numpy shape reversed)
+     * @param permuteHeads for llama's Q and K: the number of heads whose rows {@code LlamaModel.permute} reorders
+     *                     (0: rows as they are)
+     */
+    public record Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads) {
+        public Tensor {
+            ne = ne.clone();
+        }
+
+        public long elements() {
+            long n = 1;
+            for (long d : ne) {
+                n = Math.multiplyExact(n, d);
+            }
+            return n;
+        }
+
+        /** Elements per row: {@code ne[0]}. */
+        public long rowLength() {
+            return ne.length == 0 ? 1 : ne[0];
+        }
+    }
+
+    /** How an architecture names and transforms its tensors. */
+    private record Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk) {}
+
+    private static final Map<String, String> LLAMA_GLOBAL = Map.of(
+            "model.embed_tokens", "token_embd",
+            "model.norm", "output_norm",
+            "lm_head", "output");
+
+    private static final Map<String, String> LLAMA_BLOCK = Map.ofEntries(
+            Map.entry("input_layernorm", "attn_norm"),
+            Map.entry("self_attn.q_proj", "attn_q"),
+            Map.entry("self_attn.k_proj", "attn_k"),
+            Map.entry("self_attn.v_proj", "attn_v"),
+            Map.entry("self_attn.o_proj", "attn_output"),
+            Map.entry("post_attention_layernorm", "ffn_norm"),
+            Map.entry("mlp.gate_proj", "ffn_gate"),
+            Map.entry("mlp.up_proj", "ffn_up"),
+            Map.entry("mlp.down_proj", "ffn_down"));
+
+    /** Hugging Face architectures (config.json's {@code architectures[0]}) and the converter class each maps to. */
+    private static final Map<String, Arch> ARCHITECTURES = Map.of(
+            "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true),
+            "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true));
+
+    private static final Pattern BLOCK = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.(weight|bias)");
+
+    private final String architecture;
+    private final GgufMetadata metadata;
+    private final List<Tensor> tensors;
+
+    private GgufModel(String architecture, GgufMetadata metadata, List<Tensor> tensors) {
+        this.architecture = architecture;
+        this.metadata = metadata;
+        this.tensors = tensors;
+    }
+
+    /**
+     * @param config     config.json as our safetensors export writes it (after {@code ConfigRewriter})
+     * @param configFile for messages
+     * @param sources    the tensors our safetensors export would write
+     * @param modelName  {@code general.name}
+     */
+    public static GgufModel of(JsonObject config, Path configFile, List<Source> sources, GgufFileType type,
+                               String modelName) {
+        Hparams hp = new Hparams(flatten(config), configFile);
+        String hfArch = hp.architecture();
+        Arch arch = ARCHITECTURES.get(hfArch);
+        if (arch == null) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, configFile, "architecture " + hfArch
+                    + " cannot be exported as GGUF (supported: " + String.join(", ",
+                    ARCHITECTURES.keySet().stream().sorted().toList()) + ")");
+        }
+        hp.refuseUnsupported(arch.name());
+        List<Tensor> tensors = tensors(arch, hp, sources, type);
+        GgufMetadata md = new GgufMetadata();
+        md.putString("general.architecture", arch.name());
+        md.putString("general.type", "model");
+        md.putString("general.name", modelName);
+        long params = 0;
+        for (Tensor t : tensors) {
+            params += t.elements();
+        }
+        md.putString("general.size_label", sizeLabel(params));
+        hp.textModelParameters(md, arch.name(), fileTypeId(type));
+        // LlamaModel.set_gguf_parameters
+        md.putUint32(arch.name() + ".vocab_size", hp.requireInt("vocab_size"));
+        Long ropeDim = hp.optInt("head_dim");
+        md.putUint32(arch.name() + ".rope.dimension_count",
+                ropeDim != null ? ropeDim : hp.requireInt("hidden_size") / hp.requireInt("num_attention_heads"));
+        md.putUint32("general.quantization_version", 2);
+        return new GgufModel(arch.name(), md, List.copyOf(tensors));
+    }
+
+    /**
+     * The converter's tensors in its order: our export's tensors sorted by name (gguf-py's {@code SafetensorsLocal}
+     * sorts each file's names; our export of a model this size is one file), each mapped, permuted and typed.
+     */
+    private static List<Tensor> tensors(Arch arch, Hparams hp, List<Source> sources, GgufFileType type) {
+        List<Integer> order = new ArrayList<>();
+        for (int i = 0; i < sources.size(); i++) {
+            order.add(i);
+        }
+        order.sort(Comparator.comparing(i -> sources.get(i).name()));
+        int nHead = (int) hp.requireInt("num_attention_heads");
+        Long kv = hp.optInt("num_key_value_heads");
+        int nKv = kv == null ? nHead : kv.intValue();
+        List<Tensor> out = new ArrayList<>();
+        for (int i : order) {
+            Source s = sources.get(i);
+            if (s.name().endsWith(".rotary_emb.inv_freq")) {
+                continue;
+            }
+            String name = mapName(arch, s);
+            long[] ne = reversed(s.shape());
+            int permute = 0;
+            if (arch.permuteQk() && (s.name().endsWith("self_attn.q_proj.weight")
+                    || s.name().endsWith("self_attn.q_proj.bias"))) {
+                permute = nHead;
+            } else if (arch.permuteQk() && (s.name().endsWith("self_attn.k_proj.weight")
+                    || s.name().endsWith("self_attn.k_proj.bias"))) {
+                permute = nKv;
+            }
+            if (permute > 0) {
+                long rows = s.shape()[0];
+                if (rows % (2L * permute) != 0) {
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), s.name(), rows
+                            + " rows cannot be permuted for " + permute + " rotary heads");
+                }
+            }
+            out.add(new Tensor(name, i, ne, tensorType(name, ne, type), permute));
+        }
+        return out;
+    }
+
+    private static String mapName(Arch arch, Source s) {
+        String n = s.name();
+        for (String suffix : new String[] {".weight", ".bias"}) {
+            if (n.endsWith(suffix) && arch.global().get(n.substring(0, n.length() - suffix.length())) != null) {
+                return arch.global().get(n.substring(0, n.length() - suffix.length())) + suffix;
+            }
+        }
+        Matcher m = BLOCK.matcher(n);
+        if (m.matches() && arch.block().get(m.group(2)) != null) {
+            return "blk." + Integer.parseInt(m.group(1)) + "." + arch.block().get(m.group(2)) + "." + m.group(3);
+        }
+        throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), n, "llama.cpp's " + arch.name()
+                + " architecture has no tensor for it; cannot export as GGUF");
+    }
+
+    /**
+     * {@code prepare_tensors}: one-dimensional tensors, norms and anything not a {@code .weight} stay F32; the
+     * others take the file's type, and Q8_0 falls back to F16 where a row is not a whole number of blocks
+     * ({@code gguf.quants.quantize} raises {@code QuantError} there).
+     */
+    static GgmlType tensorType(String name, long[] ne, GgufFileType type) {
+        if (ne.length <= 1 || name.endsWith("_norm.weight") || !name.endsWith(".weight")) {
+            return GgmlType.F32;
+        }
+        return switch (type) {
+            case F32 -> GgmlType.F32;
+            case F16 -> GgmlType.F16;
+            case BF16 -> GgmlType.BF16;
+            case Q8_0 -> ne[0] % GgmlType.Q8_0.blockSize == 0 ? GgmlType.Q8_0 : GgmlType.F16;
+            case Q4_K_M, Q5_K_M, Q6_K -> throw new IllegalArgumentException(type + " is not supported yet");
+        };
+    }
+
+    /** llama.cpp's {@code llama_ftype}, as the converter writes it in {@code general.file_type}. */
+    static int fileTypeId(GgufFileType type) {
+        return switch (type) {
+            case F32 -> 0;
+            case F16 -> 1;
+            case Q8_0 -> 7;
+            case Q4_K_M -> 15;
+            case Q5_K_M -> 17;
+            case Q6_K -> 18;
+            case BF16 -> 32;
+        };
+    }
+
+    /** gguf-py's {@code size_label} for a dense model: "119K", "1.2B", "8.0B". */
+    static String sizeLabel(long params) {
+        double scaled;
+        String suffix;
+        if (params > 1e12) {
+            scaled = params * 1e-12;
+            suffix = "T";
+        } else if (params > 1e9) {
+            scaled = params * 1e-9;
+            suffix = "B";
+        } else if (params > 1e6) {
+            scaled = params * 1e-6;
+            suffix = "M";
+        } else {
+            scaled = params * 1e-3;
+            suffix = "K";
+        }
+        String rounded = Long.toString(Math.round(Math.rint(scaled)));
+        int digits = rounded.replaceFirst("^0+", "").length();
+        int fix = Math.max(2 - digits, 0);
+        return new java.math.BigDecimal(scaled).setScale(fix, java.math.RoundingMode.HALF_EVEN).toPlainString()
+                + suffix;
+    }
+
+    private static long[] reversed(long[] shape) {
+        long[] ne = new long[shape.length];
+        for (int i = 0; i < shape.length; i++) {
+            ne[i] = shape[shape.length - 1 - i];
+        }
+        return ne;
+    }
+
+    /** {@code TextModel.__init__}: a {@code text_config} is moved to the root. */
+    private static Map<String, JsonValue> flatten(JsonObject config) {
+        Map<String, JsonValue> m = new LinkedHashMap<>(config.members());
+        if (config.get("text_config") instanceof JsonObject text) {
+            m.putAll(text.members());
+        }
+        return m;
+    }
+
+    public String architecture() {
+        return architecture;
+    }
+
+    /** The metadata up to {@code general.quantization_version}; the tokenizer's keys are appended after it. */
+    public GgufMetadata metadata() {
+        return metadata;
+    }
+
+    public List<Tensor> tensors() {
+        return tensors;
+    }
+
+    /** config.json's values, looked up as the converter's {@code find_hparam} does. */
+    private static final class Hparams {
+        private final Map<String, JsonValue> m;
+        private final Path file;
+
+        Hparams(Map<String, JsonValue> m, Path file) {
+            this.m = m;
+            this.file = file;
+        }
+
+        String architecture() {
+            JsonValue text = m.get("text_config");
+            if (m.get("architectures") instanceof JsonArray a && !a.values().isEmpty()
+                    && a.values().getFirst() instanceof JsonString s) {
+                return s.value();
+            }
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "config.json names no architecture"
+                    + (text == null ? "" : " (nor does its text_config)") + "; cannot export as GGUF");
+        }
+
+        /** Refuses what this exporter does not mirror yet, rather than writing a file llama.cpp misreads. */
+        void refuseUnsupported(String arch) {
+            for (String k : new String[] {"num_local_experts", "num_experts", "n_routed_experts"}) {
+                if (find(k) != null) {
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "mixture-of-experts models ('" + k
+                            + "') cannot be exported as GGUF " + arch + " yet");
+                }
+            }
+            JsonObject rope = rope();
+            String type = rope.optString("rope_type").orElse(null);
+            if (type != null && !List.of("default", "linear", "yarn", "llama3").contains(type.toLowerCase(Locale.ROOT))) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "rope type '" + type
+                        + "' cannot be exported as GGUF " + arch + " yet");
+            }
+            if (rope.has("mrope_section")) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "multimodal rope (mrope_section) cannot"
+                        + " be exported as GGUF yet");
+            }
+            if ("llama3".equalsIgnoreCase(type)) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "Llama 3.1 rope scaling (rope_freqs)"
+                        + " cannot be exported as GGUF yet");
+            }
+        }
+
+        /** The value of the first key present ({@code find_hparam}); a JSON null counts as absent. */
+        JsonValue find(String... keys) {
+            for (String k : keys) {
+                if (m.containsKey(k)) {
+                    JsonValue v = m.get(k);
+                    return v instanceof JsonNull ? null : v;
+                }
+            }
+            return null;
+        }
+
+        Long optInt(String... keys) {
+            JsonValue v = find(keys);
+            if (v == null) {
+                return null;
+            }
+            if (v instanceof JsonNumber n && n.isLong() && n.longValue() >= 0) {
+                return n.longValue();
+            }
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, String.join("/", keys) + " is " + v
+                    + ", not a non-negative integer");
+        }
+
+        long requireInt(String... keys) {
+            Long v = optInt(keys);
+            if (v == null) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "config.json has no " + String.join(
+                        " or ", keys) + "; GGUF needs it");
+            }
+            return v;
+        }
+
+        Float optFloat(JsonObject o, String key) {
+            JsonValue v = o.get(key);
+            if (v == null || v instanceof JsonNull) {
+                return null;
+            }
+            if (v instanceof JsonNumber n) {
+                return (float) n.doubleValue();
+            }
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, key + " is " + v + ", not a number");
+        }
+
+        Float optFloat(String... keys) {
+            JsonValue v = find(keys);
+            if (v == null) {
+                return null;
+            }
+            if (v instanceof JsonNumber n) {
+                return (float) n.doubleValue();
+            }
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, String.join("/", keys) + " is " + v
+                    + ", not a number");
+        }
+
+        /**
+         * {@code TextModel.__init__}'s rope parameters: {@code rope_parameters} (else {@code rope_scaling}), with the
+         * root's rope_theta, type and original context mirrored into it.
+         */
+        JsonObject rope() {
+            Map<String, JsonValue> r = new LinkedHashMap<>();
+            JsonValue given = m.containsKey("rope_parameters") ? m.get("rope_parameters") : m.get("rope_scaling");
+            if (given instanceof JsonObject o) {
+                r.putAll(o.members());
+            }
+            if (!r.containsKey("full_attention") && !r.containsKey("sliding_attention")) {
+                JsonValue theta = find("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta",
+                        "rotary_emb_base");
+                JsonValue local = find("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
+                        "rope_local_base_freq");
+                JsonValue orig = find("original_max_position_embeddings");
+                if (local != null) {
+                    r.put("sliding_attention", new JsonObject(Map.of("rope_theta", local)));
+                }
+                if (!r.containsKey("rope_theta") && theta != null) {
+                    r.put("rope_theta", theta);
+                }
+                if (!r.containsKey("rope_type") && r.get("type") != null && !(r.get("type") instanceof JsonNull)) {
+                    r.put("rope_type", r.get("type"));
+                }
+                if (!r.containsKey("original_max_position_embeddings") && orig != null) {
+                    r.put("original_max_position_embeddings", orig);
+                }
+            }
+            return new JsonObject(r);
+        }
+
+        /** {@code TextModel.set_gguf_parameters}, key for key in its order (the MoE keys are refused before). */
+        void textModelParameters(GgufMetadata md, String arch, int fileType) {
+            md.putUint32(arch + ".block_count", requireInt("n_layers", "num_hidden_layers", "n_layer", "num_layers"));
+            put(md, arch + ".context_length", optInt("max_position_embeddings", "n_ctx", "n_positions",
+                    "max_length", "max_sequence_length", "model_max_length"));
+            put(md, arch + ".embedding_length", optInt("hidden_size", "n_embd", "dim"));
+            put(md, arch + ".feed_forward_length", optInt("prefix_dense_intermediate_size", "intermediate_size",
+                    "n_inner", "hidden_dim"));
+            put(md, arch + ".attention.head_count", optInt("num_attention_heads", "n_head", "n_heads"));
+            put(md, arch + ".attention.head_count_kv", optInt("num_key_value_heads", "n_kv_heads"));
+            if (m.get("is_causal") == JsonBoolean.FALSE) {
+                md.putBool(arch + ".attention.causal", false);
+            }
+            JsonObject all = rope();
+            JsonObject rope = all.get("full_attention") instanceof JsonObject f ? f : all;
+            String type = rope.optString("rope_type").orElse(null);
+            Float factor = optFloat(rope, "factor");
+            if ("linear".equals(type) && factor != null) {
+                md.putString(arch + ".rope.scaling.type", "linear");
+                md.putFloat32(arch + ".rope.scaling.factor", factor);
+            } else if ("yarn".equals(type) && factor != null) {
+                md.putString(arch + ".rope.scaling.type", "yarn");
+                md.putFloat32(arch + ".rope.scaling.factor", factor);
+                JsonValue orig = rope.get("original_max_position_embeddings");
+                if (!(orig instanceof JsonNumber n) || !n.isLong()) {
+                    throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "yarn rope scaling needs an integer"
+                            + " original_max_position_embeddings");
+                }
+                md.putUint32(arch + ".rope.scaling.original_context_length", n.longValue());
+                putFloat(md, arch + ".rope.scaling.yarn_ext_factor", optFloat(rope, "extrapolation_factor"));
+                Float attn = optFloat(rope, "attention_factor");
+                putFloat(md, arch + ".rope.scaling.yarn_attn_factor", attn != null ? attn
+                        : optFloat(rope, "attn_factor"));
+                putFloat(md, arch + ".rope.scaling.yarn_beta_fast", optFloat(rope, "beta_fast"));
+                putFloat(md, arch + ".rope.scaling.yarn_beta_slow", optFloat(rope, "beta_slow"));
+            }
+            putFloat(md, arch + ".rope.freq_base", optFloat(rope, "rope_theta"));
+            if (all.get("sliding_attention") instanceof JsonObject swa) {
+                putFloat(md, arch + ".rope.freq_base_swa", optFloat(swa, "rope_theta"));
+            }
+            putFloat(md, arch + ".attention.layer_norm_rms_epsilon", optFloat("rms_norm_eps", "norm_eps"));
+            putFloat(md, arch + ".attention.layer_norm_epsilon", optFloat("layer_norm_eps", "layer_norm_epsilon",
+                    "norm_epsilon"));
+            Long headDim = optInt("head_dim");
+            if (headDim != null) {
+                md.putUint32(arch + ".attention.key_length", headDim);
+                md.putUint32(arch + ".attention.value_length", headDim);
+            }
+            md.putUint32("general.file_type", fileType);
+        }
+
+        private static void put(GgufMetadata md, String key, Long v) {
+            if (v != null) {
+                md.putUint32(key, v);
+            }
+        }
+
+        private static void putFloat(GgufMetadata md, String key, Float v) {
+            if (v != null) {
+                md.putFloat32(key, v);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+package dev.dequant4j.export;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.dequant4j.Checkpoint;
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.Export;
+import dev.dequant4j.ExportResult;
+import dev.dequant4j.Fixtures;
+import dev.dequant4j.GgufFileType;
+import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.OutputFormat;
+import dev.dequant4j.internal.export.Manifest;
+import dev.dequant4j.internal.gguf.GgufFile;
+import dev.dequant4j.internal.gguf.GgufMetadata;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * {@code export --format gguf} against files llama.cpp's own converter (81ff7ab) wrote from our safetensors export of
+ * the same real NF4 Llama + LoRA (fixtures/gguf/README.md): every metadata key but the converter's provenance fields
+ * ({@code general.name}, {@code general.size_label} and the like) and the tokenizer's, and every tensor's name, type,
+ * shape, offset and bytes, in the same order.
+ */
+class GgufExportTest {
+    @TempDir
+    Path tmp;
+
+    private static Path reference(String type) {
+        return Fixtures.root().resolve("gguf/llama-bpe/llama-lora-" + type + ".gguf");
+    }
+
+    private ExportResult export(GgufFileType type, Path out) {
+        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("llama-nf4-dq"));
+             LoraAdapter lora = LoraAdapter.open(Fixtures.real().resolve("adapter-llama-lora"))) {
+            return Export.of(base).adapter(lora).format(OutputFormat.GGUF).ggufType(type).threads(2).to(out);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = GgufFileType.class, names = {"F32", "F16", "BF16"})
+    void equalsTheConvertersFileButProvenanceAndTokenizer(GgufFileType type) {
+        Path out = tmp.resolve("out");
+        ExportResult r = export(type, out);
+        assertEquals(List.of(out.resolve("model.gguf"), out.resolve(Manifest.FILE_NAME)), r.files());
+        try (GgufFile ours = GgufFile.open(out.resolve("model.gguf"));
+             GgufFile ref = GgufFile.open(reference(type.name().toLowerCase(java.util.Locale.ROOT)))) {
+            assertEquals(comparable(ref.metadata()), comparable(ours.metadata()));
+            assertEquals("llama", ours.metadata().get("general.architecture").value());
+            assertEquals("model", ours.metadata().get("general.type").value());
+            assertEquals(List.copyOf(ref.tensors().keySet()), List.copyOf(ours.tensors().keySet()), "tensor order");
+            for (GgufFile.Tensor t : ref.tensors().values()) {
+                GgufFile.Tensor o = ours.tensors().get(t.name());
+                assertEquals(t.type(), o.type(), t.name());
+                assertArrayEquals(t.ne(), o.ne(), t.name());
+                assertEquals(t.offset(), o.offset(), t.name());
+                assertEquals(-1, ref.data(t).mismatch(ours.data(o)), t.name() + ": bytes differ");
+            }
+            long dataBytes = ref.fileSize() - ref.dataOffset();
+            assertEquals(dataBytes, ours.fileSize() - ours.dataOffset());
+        }
+        assertEquals(List.of(), Manifest.verify(out));
+    }
+
+    /** Key, type and value of every entry but the provenance and tokenizer ones, in file order. */
+    private static List<String> comparable(GgufMetadata md) {
+        List<String> out = new ArrayList<>();
+        for (Map.Entry<String, GgufMetadata.Value> e : md.entries().entrySet()) {
+            String k = e.getKey();
+            if (k.startsWith("tokenizer.") || k.startsWith("general.") && !k.equals("general.architecture")
+                    && !k.equals("general.type") && !k.equals("general.file_type")
+                    && !k.equals("general.quantization_version") && !k.equals("general.alignment")) {
+                continue;
+            }
+            GgufMetadata.Value v = e.getValue();
+            out.add(k + " " + v.type() + " " + v.value());
+        }
+        return out;
+    }
+
+    @Test
+    void verifyFindsAChangedByte() throws Exception {
+        Path out = tmp.resolve("out");
+        export(GgufFileType.F16, out);
+        Path file = out.resolve("model.gguf");
+        byte[] b = Files.readAllBytes(file);
+        b[b.length - 100] ^= 1;
+        Files.write(file, b);
+        List<String> problems = Manifest.verify(out);
+        assertEquals(1, problems.size(), problems.toString());
+        assertTrue(problems.getFirst().contains("sha256"), problems.getFirst());
+    }
+
+    @Test
+    void kQuantsAreRefusedBeforeAnythingIsWritten() throws Exception {
+        Path out = tmp.resolve("out");
+        Dequant4jException e = assertThrows(Dequant4jException.class, () -> export(GgufFileType.Q4_K_M, out));
+        assertTrue(e.getMessage().contains("q4_k_m is not supported yet"), e.getMessage());
+        assertFalse(Files.exists(out));
+        try (var files = Files.list(tmp)) {
+            assertEquals(0, files.count(), "nothing left behind");
+        }
+    }
+
+    @Test
+    void anUnsupportedArchitectureIsRefusedByName() {
+        Path out = tmp.resolve("out");
+        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("gemma2-nf4-dq"))) {
+            Dequant4jException e = assertThrows(Dequant4jException.class,
+                    () -> Export.of(base).format(OutputFormat.GGUF).to(out));
+            assertTrue(e.getMessage().contains("Gemma2ForCausalLM cannot be exported as GGUF"), e.getMessage());
+        }
+        assertFalse(Files.exists(out));
+    }
+
+    @Test
+    void theFileIsMappedAsGgufWithItsDataAligned() {
+        Path out = tmp.resolve("out");
+        export(GgufFileType.BF16, out);
+        try (GgufFile f = GgufFile.open(out.resolve("model.gguf"))) {
+            assertEquals(0, f.dataOffset() % f.alignment());
+            MemorySegment norm = f.data(f.tensors().get("output_norm.weight"));
+            assertEquals(64 * 4, norm.byteSize(), "norms stay F32");
+        }
+    }
+}
