@@ -45,9 +45,9 @@ final class Converters {
                 default -> throw new TypeConversionException("f32, f16, bf16, q8_0, q4_k_m, q5_k_m or q6_k, not '"
                         + s + "'");
             };
-            if (t != GgufFileType.F32 && t != GgufFileType.F16 && t != GgufFileType.BF16) {
-                throw new TypeConversionException(s.toLowerCase(Locale.ROOT) + " is not supported yet (f32, f16 and"
-                        + " bf16 are)");
+            if (t == GgufFileType.Q4_K_M || t == GgufFileType.Q5_K_M || t == GgufFileType.Q6_K) {
+                throw new TypeConversionException(s.toLowerCase(Locale.ROOT) + " is not supported yet (f32, f16,"
+                        + " bf16 and q8_0 are)");
             }
             return t;
         }

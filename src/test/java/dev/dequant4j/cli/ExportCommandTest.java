@@ -266,8 +266,9 @@ class ExportCommandTest {
     @Test
     void ggufExportWritesModelGgufThatVerifies() {
         Path out = tmp.resolve("gguf");
-        InspectCommandTest.Run r = InspectCommandTest.run("export", Fixtures.real().resolve("llama-nf4-dq").toString(),
-                "--out", out.toString(), "--format", "gguf", "--gguf-type", "bf16");
+        Path model = dev.dequant4j.export.GgufExportTest.modelWithTokenizer(tmp.resolve("model"));
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model.toString(), "--out", out.toString(),
+                "--format", "gguf", "--gguf-type", "q8_0");
         assertEquals(0, r.code(), r.err());
         assertEquals("files: [model.gguf, dequant4j-manifest.json]", r.out().lines().toList().get(1));
         InspectCommandTest.Run v = InspectCommandTest.run("verify", out.toString());
@@ -280,8 +281,8 @@ class ExportCommandTest {
         InspectCommandTest.Run r = InspectCommandTest.run("export", model(), "--out", out.toString(), "--format",
                 "gguf", "--gguf-type", "q4_k_m");
         assertEquals(2, r.code(), "a usage error");
-        assertTrue(r.err().contains("Invalid value for option '--gguf-type': q4_k_m is not supported yet (f32, f16 and"
-                + " bf16 are)"), r.err());
+        assertTrue(r.err().contains("Invalid value for option '--gguf-type': q4_k_m is not supported yet (f32, f16,"
+                + " bf16 and q8_0 are)"), r.err());
         InspectCommandTest.Run noFormat = InspectCommandTest.run("export", model(), "--out", out.toString(),
                 "--gguf-type", "f16");
         assertEquals(2, noFormat.code());

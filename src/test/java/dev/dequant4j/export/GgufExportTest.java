@@ -17,6 +17,7 @@ import dev.dequant4j.OutputFormat;
 import dev.dequant4j.internal.export.Manifest;
 import dev.dequant4j.internal.gguf.GgufFile;
 import dev.dequant4j.internal.gguf.GgufMetadata;
+import dev.dequant4j.internal.gguf.GgufWriter;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -30,11 +31,11 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * {@code export --format gguf} against files llama.cpp's own converter (81ff7ab) wrote from our safetensors export of
- * the same real NF4 Llama + LoRA (fixtures/gguf/README.md): every metadata key but the converter's provenance fields
- * ({@code general.name}, {@code general.size_label} and the like) and the tokenizer's, and every tensor's name, type,
- * shape, offset and bytes, in the same order.
+ * the same real NF4 Llama + LoRA and BPE tokenizer (fixtures/gguf/README.md): every metadata key but the converter's
+ * provenance ({@code general.name}), every tensor's name, type, shape, offset and bytes, in the same order, and then
+ * the whole file with that one value put in.
  */
-class GgufExportTest {
+public class GgufExportTest {
     @TempDir
     Path tmp;
 
@@ -42,16 +43,32 @@ class GgufExportTest {
         return Fixtures.root().resolve("gguf/llama-bpe/llama-lora-" + type + ".gguf");
     }
 
+    /** The model the references were made from: the real NF4 Llama with the llama-bpe tokenizer beside it. */
+    public static Path modelWithTokenizer(Path dir) {
+        try {
+            Files.createDirectories(dir);
+            for (String f : new String[] {"config.json", "model.safetensors"}) {
+                Files.copy(Fixtures.real().resolve("llama-nf4-dq").resolve(f), dir.resolve(f));
+            }
+            for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
+                Files.copy(Fixtures.root().resolve("gguf/llama-bpe").resolve(f), dir.resolve(f));
+            }
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        return dir;
+    }
+
     private ExportResult export(GgufFileType type, Path out) {
-        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("llama-nf4-dq"));
+        try (Checkpoint base = Checkpoint.open(modelWithTokenizer(tmp.resolve("export-bpe-f32")));
              LoraAdapter lora = LoraAdapter.open(Fixtures.real().resolve("adapter-llama-lora"))) {
             return Export.of(base).adapter(lora).format(OutputFormat.GGUF).ggufType(type).threads(2).to(out);
         }
     }
 
     @ParameterizedTest
-    @EnumSource(value = GgufFileType.class, names = {"F32", "F16", "BF16"})
-    void equalsTheConvertersFileButProvenanceAndTokenizer(GgufFileType type) {
+    @EnumSource(value = GgufFileType.class, names = {"F32", "F16", "BF16", "Q8_0"})
+    void equalsTheConvertersFileButItsProvenance(GgufFileType type) throws Exception {
         Path out = tmp.resolve("out");
         ExportResult r = export(type, out);
         assertEquals(List.of(out.resolve("model.gguf"), out.resolve(Manifest.FILE_NAME)), r.files());
@@ -70,24 +87,66 @@ class GgufExportTest {
             }
             long dataBytes = ref.fileSize() - ref.dataOffset();
             assertEquals(dataBytes, ours.fileSize() - ours.dataOffset());
+            assertArrayEquals(Files.readAllBytes(ref.path()), withProvenanceOf(ref, ours), "the whole file");
         }
         assertEquals(List.of(), Manifest.verify(out));
     }
 
-    /** Key, type and value of every entry but the provenance and tokenizer ones, in file order. */
+    /**
+     * Our file with the reference's {@code general.name} and {@code general.size_label} (the converter's provenance,
+     * derived from its directory name and parameter count) put in their places, rewritten through the writer.
+     */
+    private static byte[] withProvenanceOf(GgufFile ref, GgufFile ours) throws Exception {
+        GgufMetadata md = new GgufMetadata();
+        ours.metadata().entries().forEach((k, v) -> md.put(k, k.equals("general.name") ? ref.metadata().get(k) : v));
+        List<GgufWriter.Planned> planned = new ArrayList<>();
+        List<java.nio.ByteBuffer> data = new ArrayList<>();
+        for (GgufFile.Tensor t : ours.tensors().values()) {
+            planned.add(new GgufWriter.Planned(t.name(), t.ne(), t.type()));
+            data.add(ours.data(t).asByteBuffer());
+        }
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        new GgufWriter(md, planned).writeTo(java.nio.channels.Channels.newChannel(bytes), data);
+        return bytes.toByteArray();
+    }
+
+    /** Key, type and value of every entry but the provenance ones, in file order. */
     private static List<String> comparable(GgufMetadata md) {
         List<String> out = new ArrayList<>();
         for (Map.Entry<String, GgufMetadata.Value> e : md.entries().entrySet()) {
             String k = e.getKey();
-            if (k.startsWith("tokenizer.") || k.startsWith("general.") && !k.equals("general.architecture")
+            if (k.startsWith("general.") && !k.equals("general.architecture")
                     && !k.equals("general.type") && !k.equals("general.file_type")
                     && !k.equals("general.quantization_version") && !k.equals("general.alignment")) {
                 continue;
             }
             GgufMetadata.Value v = e.getValue();
-            out.add(k + " " + v.type() + " " + v.value());
+            out.add(k + " " + v.type() + " " + render(v.value()));
         }
         return out;
+    }
+
+    private static String render(Object v) {
+        return switch (v) {
+            case int[] a -> java.util.Arrays.toString(a);
+            case long[] a -> java.util.Arrays.toString(a);
+            case float[] a -> java.util.Arrays.toString(a);
+            case double[] a -> java.util.Arrays.toString(a);
+            case boolean[] a -> java.util.Arrays.toString(a);
+            default -> String.valueOf(v);
+        };
+    }
+
+    @Test
+    void aModelWithoutTokenizerIsRefused() {
+        Path out = tmp.resolve("out");
+        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("llama-nf4-dq"))) {
+            Dequant4jException e = assertThrows(Dequant4jException.class,
+                    () -> Export.of(base).format(OutputFormat.GGUF).to(out));
+            assertTrue(e.getMessage().endsWith("no tokenizer.json or tokenizer.model: a GGUF file holds the"
+                    + " vocabulary, so a GGUF export needs the tokenizer"), e.getMessage());
+        }
+        assertFalse(Files.exists(out));
     }
 
     @Test
@@ -110,7 +169,7 @@ class GgufExportTest {
         assertTrue(e.getMessage().contains("q4_k_m is not supported yet"), e.getMessage());
         assertFalse(Files.exists(out));
         try (var files = Files.list(tmp)) {
-            assertEquals(0, files.count(), "nothing left behind");
+            assertEquals(List.of(tmp.resolve("export-bpe-f32")), files.toList(), "nothing left behind");
         }
     }
 

@@ -12,7 +12,9 @@ import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.gguf.GgmlType;
+import dev.dequant4j.internal.gguf.GgmlQuantize;
 import dev.dequant4j.internal.gguf.GgufModel;
+import dev.dequant4j.internal.gguf.GgufTokenizer;
 import dev.dequant4j.internal.gguf.GgufWriter;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonNull;
@@ -80,6 +82,12 @@ final class GgufExport {
         Path modelDir = r.base().directory().toAbsolutePath().normalize();
         GgufModel model = GgufModel.of(config, in.configFile(), sources, type,
                 modelDir.getFileName() == null ? "model" : modelDir.getFileName().toString());
+        if (!in.modelFiles().containsKey("tokenizer.json") && !in.modelFiles().containsKey("tokenizer.model")) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, r.base().directory(), "no tokenizer.json or"
+                    + " tokenizer.model: a GGUF file holds the vocabulary, so a GGUF export needs the tokenizer");
+        }
+        GgufTokenizer.read(in.modelFiles(), model.architecture(), config.getLong("vocab_size"), config)
+                .writeTo(model.metadata());
 
         List<GgufWriter.Planned> planned = new ArrayList<>();
         for (GgufModel.Tensor t : model.tensors()) {
@@ -185,9 +193,9 @@ final class GgufExport {
             case BF16 -> GgufFileType.BF16;
             default -> GgufFileType.F16;
         };
-        if (type != GgufFileType.F32 && type != GgufFileType.F16 && type != GgufFileType.BF16) {
+        if (type == GgufFileType.Q4_K_M || type == GgufFileType.Q5_K_M || type == GgufFileType.Q6_K) {
             throw new Dequant4jException(Kind.INVALID_REQUEST, "GGUF type " + type.name().toLowerCase(
-                    java.util.Locale.ROOT) + " is not supported yet (f32, f16 and bf16 are)");
+                    java.util.Locale.ROOT) + " is not supported yet (f32, f16, bf16 and q8_0 are)");
         }
         return type;
     }
@@ -310,7 +318,7 @@ final class GgufExport {
                 permute(f32, permuted, c, g.permuteHeads(), firstDim, (int) (t.numel() / firstDim));
                 values = permuted;
             }
-            store(g.type(), values, c, start, tally, buf, at);
+            store(g.type(), values, c, rowLength, start, tally, buf, at);
         }
 
         /**
@@ -331,20 +339,11 @@ final class GgufExport {
             }
         }
 
-        private void store(GgmlType type, float[] v, int c, long start, TensorTally tally, MemorySegment buf,
-                           long at) {
+        private void store(GgmlType type, float[] v, int c, long rowLength, long start, TensorTally tally,
+                           MemorySegment buf, long at) {
             switch (type) {
                 case F32 -> {
-                    long bad = 0;
-                    long first = -1;
-                    for (int i = 0; i < c; i++) {
-                        if (!Float.isFinite(v[i])) {
-                            if (bad++ == 0) {
-                                first = start + i;
-                            }
-                        }
-                    }
-                    tally.addNonFinite(bad, first);
+                    countNonFinite(v, c, start, tally);
                     MemorySegment.copy(v, 0, buf, FLOAT_LE, at, c);
                 }
                 case F16, BF16 -> {
@@ -364,8 +363,25 @@ final class GgufExport {
                     tally.addNonFinite(bad, first);
                     MemorySegment.copy(half, 0, buf, SHORT_LE, at, c);
                 }
+                case Q8_0 -> {
+                    countNonFinite(v, c, start, tally);
+                    int cols = (int) rowLength;
+                    long bytes = GgmlQuantize.rowSize(type, cols) * (c / cols);
+                    GgmlQuantize.quantize(type, v, 0, c / cols, cols, buf.asSlice(at, bytes).asByteBuffer());
+                }
                 default -> throw new IllegalStateException("GGUF type " + type);
             }
+        }
+
+        private static void countNonFinite(float[] v, int c, long start, TensorTally tally) {
+            long bad = 0;
+            long first = -1;
+            for (int i = 0; i < c; i++) {
+                if (!Float.isFinite(v[i]) && bad++ == 0) {
+                    first = start + i;
+                }
+            }
+            tally.addNonFinite(bad, first);
         }
 
         private void ensure(int n) {
