@@ -67,6 +67,27 @@ class GgmlQuantizeTest {
         assertEquals(16, n, "Q8_0 tensors compared");
     }
 
+    /**
+     * Every tensor llama-quantize wrote from the F32 GGUF (Q4_K, Q5_K, Q6_K; the fallbacks Q5_0, Q5_1, Q8_0 where
+     * rows are not whole 256-blocks; F32 copies), quantized here from the same F32 tensor.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"llama256/llama256-q4_k_m.gguf", "llama256/llama256-q5_k_m.gguf",
+        "llama256/llama256-q6_k.gguf", "llama-bpe/llama-lora-q4_k_m.gguf", "llama-bpe/llama-lora-q5_k_m.gguf",
+        "llama-bpe/llama-lora-q6_k.gguf"})
+    void everyTensorEqualsLlamaQuantize(String quantized) {
+        String f32 = quantized.startsWith("llama256") ? "llama256/llama256-f32.gguf" : "llama-bpe/llama-lora-f32.gguf";
+        int compared = 0;
+        try (GgufFile q = GgufFile.open(fixture(quantized))) {
+            for (GgmlType type : GgmlType.values()) {
+                if (GgmlQuantize.supports(type)) {
+                    compared += assertSameBytes(f32, quantized, type);
+                }
+            }
+            assertEquals(q.tensors().size(), compared);
+        }
+    }
+
     /** Edge rows (zeros, -0.0, constants, an outlier, subnormals, overflow to inf, ties) against ggml's own bytes. */
     @ParameterizedTest
     @ValueSource(strings = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K", "f16"})
