@@ -62,8 +62,26 @@ public final class GgufModel {
         }
     }
 
-    /** How an architecture names and transforms its tensors. */
-    private record Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk) {}
+    /**
+     * How an architecture names and transforms its tensors.
+     *
+     * @param permuteQk  {@code LlamaModel.permute} of Q and K ({@code undo_permute})
+     * @param llamaKeys  {@code LlamaModel.set_gguf_parameters}' vocab_size and rope.dimension_count
+     */
+    private record Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk,
+                        boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault) {}
+
+    /**
+     * What transformers' config class fills in for a key config.json leaves out (the converter reads
+     * {@code AutoConfig.from_pretrained(...).to_dict()}, not the file): LlamaConfig and MistralConfig also derive
+     * {@code head_dim} from hidden_size / num_attention_heads, Qwen2Config does not.
+     */
+    private static final Map<String, Number> LLAMA_DEFAULTS = Map.of("max_position_embeddings", 2048,
+            "rms_norm_eps", 1e-6);
+    private static final Map<String, Number> MISTRAL_DEFAULTS = Map.of("max_position_embeddings", 131072,
+            "rms_norm_eps", 1e-6, "num_key_value_heads", 8);
+    private static final Map<String, Number> QWEN2_DEFAULTS = Map.of("max_position_embeddings", 32768,
+            "rms_norm_eps", 1e-6, "num_key_value_heads", 32);
 
     private static final Map<String, String> LLAMA_GLOBAL = Map.of(
             "model.embed_tokens", "token_embd",
@@ -83,8 +101,9 @@ public final class GgufModel {
 
     /** Hugging Face architectures (config.json's {@code architectures[0]}) and the converter class each maps to. */
     private static final Map<String, Arch> ARCHITECTURES = Map.of(
-            "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true),
-            "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true));
+            "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, LLAMA_DEFAULTS, true),
+            "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, MISTRAL_DEFAULTS, true),
+            "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, false, QWEN2_DEFAULTS, false));
 
     private static final Pattern BLOCK = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.(weight|bias)");
 
@@ -114,6 +133,7 @@ public final class GgufModel {
                     + " cannot be exported as GGUF (supported: " + String.join(", ",
                     ARCHITECTURES.keySet().stream().sorted().toList()) + ")");
         }
+        hp.fillDefaults(arch);
         hp.refuseUnsupported(arch.name());
         List<Tensor> tensors = tensors(arch, hp, sources, type);
         GgufMetadata md = new GgufMetadata();
@@ -126,11 +146,12 @@ public final class GgufModel {
         }
         md.putString("general.size_label", sizeLabel(params));
         hp.textModelParameters(md, arch.name(), fileTypeId(type));
-        // LlamaModel.set_gguf_parameters
-        md.putUint32(arch.name() + ".vocab_size", hp.requireInt("vocab_size"));
-        Long ropeDim = hp.optInt("head_dim");
-        md.putUint32(arch.name() + ".rope.dimension_count",
-                ropeDim != null ? ropeDim : hp.requireInt("hidden_size") / hp.requireInt("num_attention_heads"));
+        if (arch.llamaKeys()) {
+            md.putUint32(arch.name() + ".vocab_size", hp.requireInt("vocab_size"));
+            Long ropeDim = hp.optInt("head_dim");
+            md.putUint32(arch.name() + ".rope.dimension_count",
+                    ropeDim != null ? ropeDim : hp.requireInt("hidden_size") / hp.requireInt("num_attention_heads"));
+        }
         md.putUint32("general.quantization_version", 2);
         return new GgufModel(arch.name(), md, List.copyOf(tensors));
     }
@@ -294,6 +315,31 @@ public final class GgufModel {
             }
             throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "config.json names no architecture"
                     + (text == null ? "" : " (nor does its text_config)") + "; cannot export as GGUF");
+        }
+
+        /**
+         * The config class's defaults for absent (or null) keys: the architecture's, LlamaConfig's num_key_value_heads
+         * = num_attention_heads, head_dim = hidden_size / num_attention_heads where the class derives it, and rope
+         * parameters {rope_theta 10000, rope_type default} when none are given.
+         */
+        void fillDefaults(Arch arch) {
+            arch.defaults().forEach((k, v) -> {
+                if (find(k) == null) {
+                    m.put(k, v instanceof Double d ? JsonNumber.of(d) : JsonNumber.of(v.longValue()));
+                }
+            });
+            Long heads = optInt("num_attention_heads");
+            if (find("num_key_value_heads") == null && heads != null) {
+                m.put("num_key_value_heads", JsonNumber.of(heads));
+            }
+            Long hidden = optInt("hidden_size");
+            if (arch.headDimDefault() && find("head_dim") == null && heads != null && hidden != null && heads > 0) {
+                m.put("head_dim", JsonNumber.of(hidden / heads));
+            }
+            if (find("rope_parameters", "rope_scaling") == null && find("rope_theta") == null) {
+                m.put("rope_parameters", new JsonObject(Map.of("rope_theta", JsonNumber.of(10000.0),
+                        "rope_type", new JsonString("default"))));
+            }
         }
 
         /** Refuses what this exporter does not mirror yet, rather than writing a file llama.cpp misreads. */
