@@ -39,6 +39,12 @@ final class VectorRelaunch {
     /** C2 for the kernels early; {@code quiet} keeps HotSpot from announcing the command on standard output. */
     static final List<String> EARLY_C2 = List.of("-XX:CompileCommand=quiet",
             "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01");
+    /**
+     * The serial collector, unless the flags choose one: an export keeps little on the heap, but the garbage of the
+     * Vector API's Java fallback before C2 compiles the kernels made G1 grow the heap to 0.5-1 GB resident, and the
+     * serial collector stays at about a third of that with the same CPU time (docs/BENCHMARKS.md).
+     */
+    static final String SERIAL_GC = "-XX:+UseSerialGC";
 
     /** What the JVM prints first when it resolves the module: the one line the first JVM does not pass on. */
     static final String INCUBATOR_WARNING = "WARNING: Using incubator modules: " + MODULE;
@@ -91,12 +97,20 @@ final class VectorRelaunch {
         cmd.add("--add-modules=" + MODULE);
         if (jvm.hotspot()) {
             cmd.addAll(EARLY_C2);
+            if (jvm.inputArguments().stream().noneMatch(VectorRelaunch::choosesCollector)) {
+                cmd.add(SERIAL_GC);
+            }
         }
         cmd.add("-D" + PROPERTY + "=false");
         cmd.add("-jar");
         cmd.add(jvm.codeSource().toString());
         cmd.addAll(List.of(args));
         return Optional.of(cmd);
+    }
+
+    /** {@code -XX:+UseG1GC}, {@code -XX:+UseZGC} and the like: a second choice would stop the JVM at start. */
+    static boolean choosesCollector(String jvmFlag) {
+        return jvmFlag.startsWith("-XX:+Use") && jvmFlag.endsWith("GC");
     }
 
     /**

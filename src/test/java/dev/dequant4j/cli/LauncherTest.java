@@ -73,6 +73,23 @@ class LauncherTest {
         String kernels = Json.parseObject(Files.readAllBytes(out.resolve("dequant4j-manifest.json")))
                 .getObject("tool").getString("cpu_kernels");
         assertTrue(kernels.startsWith("panama-"), "the Vector API kernels, not " + kernels);
+        assertTrue(gcLog().contains("Using Serial"), gcLog());
+    }
+
+    @Test
+    void aCollectorChosenInTheOptionsIsTheOneUsed() throws Exception {
+        Result r = launch(Map.of("DEQUANT4J_OPTS", "-XX:+UseParallelGC -Xlog:gc:file=" + logs.resolve("jvm-%p.log")),
+                "export", Fixtures.checkpoint("llama-h64-nf4-dq").toString(), "--out", tmp.resolve("out").toString(),
+                "--backend", "cpu");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(gcLog().contains("Using Parallel"), gcLog());
+    }
+
+    /** The -Xlog:gc output of the one JVM the launcher started. */
+    private String gcLog() throws Exception {
+        try (Stream<Path> s = Files.list(logs)) {
+            return Files.readString(s.findFirst().orElseThrow());
+        }
     }
 
     @Test

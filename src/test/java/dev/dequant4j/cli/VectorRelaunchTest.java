@@ -45,10 +45,16 @@ class VectorRelaunchTest {
         assertEquals(Optional.of(List.of("/opt/jdk/bin/java", "-Xmx2g", "--add-modules=jdk.incubator.vector",
                 "-XX:CompileCommand=quiet",
                 "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01",
-                "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m", "--out", "o")), cmd);
+                "-XX:+UseSerialGC", "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m",
+                "--out", "o")), cmd);
         List<String> openJ9 = VectorRelaunch.command(new String[] {"export", "m", "--out", "o"}, new VectorRelaunch.Jvm(false,
                 true, null, jar, jar.toString(), Path.of("/opt/jdk"), List.of(), false)).orElseThrow();
-        assertTrue(openJ9.stream().noneMatch(a -> a.startsWith("-XX:CompileCommand")), "HotSpot flags on HotSpot only");
+        assertTrue(openJ9.stream().noneMatch(a -> a.startsWith("-XX:")), "HotSpot flags on HotSpot only");
+        // a collector the user chose is kept: a second one would stop the JVM at start
+        List<String> zgc = VectorRelaunch.command(new String[] {"export", "m", "--out", "o"}, new VectorRelaunch.Jvm(
+                false, true, null, jar, jar.toString(), Path.of("/opt/jdk"), List.of("-XX:+UseZGC"), true))
+                .orElseThrow();
+        assertEquals(List.of("-XX:+UseZGC"), zgc.stream().filter(VectorRelaunch::choosesCollector).toList());
     }
 
     @Test
