@@ -14,10 +14,14 @@ public enum GgufFileType {
     BF16,
     /** Matrices Q8_0, quantized from the float32 merged weight ({@code general.file_type} 7). */
     Q8_0,
-    /** llama-quantize's Q4_K_M mix; not supported yet. */
+    /**
+     * llama-quantize's Q4_K_M mix (Q4_K, with Q6_K/Q5_0/Q8_0 where its rules say), as {@code llama-quantize} makes it
+     * from the F32 file, without an importance matrix; quantized from the float32 merged weight
+     * ({@code general.file_type} 15).
+     */
     Q4_K_M,
-    /** llama-quantize's Q5_K_M mix; not supported yet. */
+    /** llama-quantize's Q5_K_M mix, likewise ({@code general.file_type} 17). */
     Q5_K_M,
-    /** llama-quantize's Q6_K; not supported yet. */
+    /** llama-quantize's Q6_K, likewise ({@code general.file_type} 18). */
     Q6_K
 }

@@ -30,11 +30,11 @@ final class Converters {
         }
     }
 
-    /** A GGUF type by llama.cpp's name; the K-quant mixes are refused until their quantizers exist. */
+    /** A GGUF type by llama.cpp's name. */
     static final class GgufType implements ITypeConverter<GgufFileType> {
         @Override
         public GgufFileType convert(String s) {
-            GgufFileType t = switch (s.toLowerCase(Locale.ROOT)) {
+            return switch (s.toLowerCase(Locale.ROOT)) {
                 case "f32" -> GgufFileType.F32;
                 case "f16" -> GgufFileType.F16;
                 case "bf16" -> GgufFileType.BF16;
@@ -45,11 +45,6 @@ final class Converters {
                 default -> throw new TypeConversionException("f32, f16, bf16, q8_0, q4_k_m, q5_k_m or q6_k, not '"
                         + s + "'");
             };
-            if (t == GgufFileType.Q4_K_M || t == GgufFileType.Q5_K_M || t == GgufFileType.Q6_K) {
-                throw new TypeConversionException(s.toLowerCase(Locale.ROOT) + " is not supported yet (f32, f16,"
-                        + " bf16 and q8_0 are)");
-            }
-            return t;
         }
     }
 

@@ -98,7 +98,7 @@ final class GgufExport {
             }
             planned.add(new GgufWriter.Planned(t.name(), t.ne(), t.type()));
         }
-        GgufWriter layout = new GgufWriter(model.metadata(), planned);
+        GgufWriter layout = new GgufWriter(model.written(), planned);
 
         int threads = r.threads() > 0 ? r.threads() : Runtime.getRuntime().availableProcessors();
         long budget = r.memoryBudget() > 0 ? r.memoryBudget() : Exporter.DEFAULT_MEMORY_BUDGET;
@@ -193,10 +193,6 @@ final class GgufExport {
             case BF16 -> GgufFileType.BF16;
             default -> GgufFileType.F16;
         };
-        if (type == GgufFileType.Q4_K_M || type == GgufFileType.Q5_K_M || type == GgufFileType.Q6_K) {
-            throw new Dequant4jException(Kind.INVALID_REQUEST, "GGUF type " + type.name().toLowerCase(
-                    java.util.Locale.ROOT) + " is not supported yet (f32, f16, bf16 and q8_0 are)");
-        }
         return type;
     }
 
@@ -363,13 +359,12 @@ final class GgufExport {
                     tally.addNonFinite(bad, first);
                     MemorySegment.copy(half, 0, buf, SHORT_LE, at, c);
                 }
-                case Q8_0 -> {
+                default -> {
                     countNonFinite(v, c, start, tally);
                     int cols = (int) rowLength;
                     long bytes = GgmlQuantize.rowSize(type, cols) * (c / cols);
                     GgmlQuantize.quantize(type, v, 0, c / cols, cols, buf.asSlice(at, bytes).asByteBuffer());
                 }
-                default -> throw new IllegalStateException("GGUF type " + type);
             }
         }
 

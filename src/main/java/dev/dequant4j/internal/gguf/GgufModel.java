@@ -111,10 +111,73 @@ public final class GgufModel {
     private final GgufMetadata metadata;
     private final List<Tensor> tensors;
 
-    private GgufModel(String architecture, GgufMetadata metadata, List<Tensor> tensors) {
+    private final QuantMix.Mix mix;
+
+    private GgufModel(String architecture, GgufMetadata metadata, List<Tensor> tensors, QuantMix.Mix mix) {
         this.architecture = architecture;
         this.metadata = metadata;
         this.tensors = tensors;
+        this.mix = mix;
+    }
+
+    /** llama-quantize's mix for a K-quant type, else null (the converter writes the type itself). */
+    static QuantMix.Mix mix(GgufFileType type) {
+        return switch (type) {
+            case Q4_K_M -> QuantMix.Mix.Q4_K_M;
+            case Q5_K_M -> QuantMix.Mix.Q5_K_M;
+            case Q6_K -> QuantMix.Mix.Q6_K;
+            default -> null;
+        };
+    }
+
+    /**
+     * {@code llama-quantize F32.gguf OUT TYPE} (no imatrix): the mix's type for each tensor, in llama-quantize's
+     * order (layer, then name).
+     */
+    private static List<Tensor> quantized(QuantMix.Mix mix, String arch, Hparams hp, List<Tensor> tensors) {
+        List<QuantMix.TensorInfo> infos = new ArrayList<>();
+        Map<String, Tensor> byName = new LinkedHashMap<>();
+        for (Tensor t : tensors) {
+            infos.add(new QuantMix.TensorInfo(t.name(), t.ne(), t.type()));
+            byName.put(t.name(), t);
+        }
+        Long kv = hp.optInt("num_key_value_heads");
+        int heads = (int) hp.requireInt("num_attention_heads");
+        QuantMix.ModelFacts facts = new QuantMix.ModelFacts(arch, (int) hp.requireInt("n_layers",
+                "num_hidden_layers", "n_layer", "num_layers"), heads, kv == null ? heads : kv.intValue(), 0);
+        Map<String, GgmlType> types;
+        try {
+            types = QuantMix.types(mix, facts, infos);
+        } catch (IllegalArgumentException e) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, hp.file, "llama-quantize's " + mix + " cannot"
+                    + " quantize this model: " + e.getMessage());
+        }
+        List<Tensor> out = new ArrayList<>();
+        types.forEach((name, type) -> {
+            Tensor t = byName.get(name);
+            out.add(new Tensor(name, t.source(), t.ne(), type, t.permuteHeads()));
+        });
+        return out;
+    }
+
+    /**
+     * The metadata as written: the converter's; for a K-quant mix, as llama-quantize rewrites it, with
+     * {@code general.quantization_version} and {@code general.file_type} removed and set again at the end (ggml's
+     * {@code gguf_set_val_u32} appends).
+     */
+    public GgufMetadata written() {
+        if (mix == null) {
+            return metadata;
+        }
+        GgufMetadata md = new GgufMetadata();
+        metadata.entries().forEach((k, v) -> {
+            if (!k.equals("general.quantization_version") && !k.equals("general.file_type")) {
+                md.put(k, v);
+            }
+        });
+        md.putUint32("general.quantization_version", 2);
+        md.putUint32("general.file_type", mix.fileType);
+        return md;
     }
 
     /**
@@ -153,7 +216,11 @@ public final class GgufModel {
                     ropeDim != null ? ropeDim : hp.requireInt("hidden_size") / hp.requireInt("num_attention_heads"));
         }
         md.putUint32("general.quantization_version", 2);
-        return new GgufModel(arch.name(), md, List.copyOf(tensors));
+        QuantMix.Mix mix = mix(type);
+        if (mix != null) {
+            tensors = quantized(mix, arch.name(), hp, tensors);
+        }
+        return new GgufModel(arch.name(), md, List.copyOf(tensors), mix);
     }
 
     /**
@@ -226,7 +293,8 @@ public final class GgufModel {
             case F16 -> GgmlType.F16;
             case BF16 -> GgmlType.BF16;
             case Q8_0 -> ne[0] % GgmlType.Q8_0.blockSize == 0 ? GgmlType.Q8_0 : GgmlType.F16;
-            case Q4_K_M, Q5_K_M, Q6_K -> throw new IllegalArgumentException(type + " is not supported yet");
+            // llama-quantize's input: the converter's F32 file; its mix decides the types afterwards
+            case Q4_K_M, Q5_K_M, Q6_K -> GgmlType.F32;
         };
     }
 
