@@ -13,6 +13,7 @@ import dev.dequant4j.cli.Main;
 import dev.dequant4j.internal.bnb.QuantState;
 import dev.dequant4j.internal.export.Manifest;
 import dev.dequant4j.internal.gguf.GgufFile;
+import dev.dequant4j.internal.gguf.SentencePieceModel;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.lora.PythonRegex;
@@ -45,6 +46,7 @@ import org.junit.jupiter.api.Timeout;
 class ParsersFuzzTest {
     private static final Path HEADER_NAME = Path.of("fuzzed.safetensors");
     private static final Path GGUF_NAME = Path.of("fuzzed.gguf");
+    private static final Path SPM_NAME = Path.of("tokenizer.model");
     private static final List<String> CHECKPOINTS = Fixtures.checkpointNames();
 
     private static Path work;
@@ -182,6 +184,7 @@ class ParsersFuzzTest {
                 }
             }
             case "gguf" -> GgufFile.parse(GGUF_NAME, in).close();
+            case "sentencepiece" -> SentencePieceModel.parse(SPM_NAME, in);
             default -> throw new IllegalArgumentException(target);
         }
     }
@@ -216,6 +219,12 @@ class ParsersFuzzTest {
     @FuzzTest(maxDuration = "2m")
     void gguf(byte[] in) throws Exception {
         CleanFailure.check(in.length, () -> parse("gguf", in));
+    }
+
+    /** A SentencePiece {@code tokenizer.model} (protobuf ModelProto), read for the GGUF tokenizer metadata. */
+    @FuzzTest(maxDuration = "2m")
+    void sentencepiece(byte[] in) throws Exception {
+        CleanFailure.check(in.length, () -> parse("sentencepiece", in));
     }
 
     @FuzzTest(maxDuration = "2m")
@@ -372,14 +381,15 @@ class ParsersFuzzTest {
         }
         byte[] rest = Arrays.copyOfRange(in, 1, in.length);
         // counted from '0' so that the seeds, named by target, start with the target's digit
-        switch (Math.floorMod((in[0] & 0xFF) - '0', 7)) {
+        switch (Math.floorMod((in[0] & 0xFF) - '0', 8)) {
             case 0 -> json(rest);
             case 1 -> safetensorsHeader(rest);
             case 2 -> quantState(rest);
             case 3 -> shardIndex(rest);
             case 4 -> adapterConfig(rest);
             case 5 -> manifest(rest);
-            default -> gguf(rest);
+            case 6 -> gguf(rest);
+            default -> sentencepiece(rest);
         }
     }
 

@@ -210,7 +210,7 @@ public final class GgufTokenizer {
         if (tc != null) {
             JsonObject decoder = decoderOf(f, tc);
             for (String key : decoder.keys()) {
-                int id = inRange(f, TC, decimalId(f, key), n, "added_tokens_decoder id " + key);
+                int id = inRange(f, TC, decimalId(f, key), n, "added_tokens_decoder id");
                 JsonValue data = decoder.get(key);
                 String content = content(f, TC, data, "added_tokens_decoder[" + key + "]");
                 v.set(id, content, -1000f, truthy(f.get(TC, data, "special")) ? CONTROL : USER_DEFINED);
@@ -230,7 +230,7 @@ public final class GgufTokenizer {
 
     private static int inRange(TokenizerFiles f, String file, long id, int n, String what) {
         if (id >= n) {
-            throw f.unsupported(file, what + " is " + id + ", past config.json's vocab_size " + n
+            throw f.unsupported(file, what + " " + id + " is past config.json's vocab_size " + n
                     + " (the converter fails on that for phi3)");
         }
         return (int) id;

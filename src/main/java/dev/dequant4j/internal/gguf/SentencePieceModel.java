@@ -204,7 +204,8 @@ public final class SentencePieceModel {
         private int length() throws Malformed {
             int at = pos;
             long n = varint();
-            if (n > end - pos) {
+            // unsigned: a 64-bit varint with the top bit set is a huge length, not a negative one
+            if (Long.compareUnsigned(n, end - pos) > 0) {
                 throw new Malformed("length " + Long.toUnsignedString(n) + " at byte " + at + " exceeds the "
                         + (end - pos) + " bytes left");
             }

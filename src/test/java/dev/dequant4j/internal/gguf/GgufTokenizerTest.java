@@ -146,4 +146,74 @@ class GgufTokenizerTest {
         Dequant4jException e = refused(files, "gpt2", 256);
         assertTrue(e.getMessage().contains("gpt2"), e.getMessage());
     }
+
+    /** fixtures/gguf/tokenizers/KIND copied to {@code tmp}, with {@code name} replaced by {@code contents}. */
+    private static Map<String, Path> kindWith(Path tmp, String kind, String name, byte[] contents) throws IOException {
+        Map<String, Path> files = tokenizerFiles(kind);
+        files.put(name, Files.write(tmp.resolve(name), contents));
+        return files;
+    }
+
+    private static Dequant4jException refusedKind(Map<String, Path> files, String kind, String arch) throws IOException {
+        JsonObject config = json(gguf("tokenizers/" + kind).resolve(arch + "-config.json"));
+        Dequant4jException e = assertThrows(Dequant4jException.class,
+                () -> GgufTokenizer.read(files, arch, config.getLong("vocab_size"), config));
+        assertEquals(1, e.getMessage().lines().count(), e.getMessage());
+        return e;
+    }
+
+    @Test
+    void refusesATruncatedOrGarbageTokenizerModel(@TempDir Path tmp) throws IOException {
+        byte[] model = Files.readAllBytes(gguf("tokenizers/spm-llama").resolve("tokenizer.model"));
+        Dequant4jException e = refusedKind(kindWith(tmp, "spm-llama", "tokenizer.model",
+                java.util.Arrays.copyOf(model, model.length / 2)), "spm-llama", "llama");
+        assertEquals(Dequant4jException.Kind.CORRUPT_INPUT, e.kind());
+        assertTrue(e.getMessage().contains("tokenizer.model: not a valid SentencePiece model"), e.getMessage());
+        e = refusedKind(kindWith(tmp, "spm-gemma", "tokenizer.model", "<html>no</html>".getBytes()), "spm-gemma",
+                "gemma2");
+        assertTrue(e.getMessage().contains("tokenizer.model: not a valid SentencePiece model"), e.getMessage());
+    }
+
+    private static byte[] edited(String kind, String file, String from, String to) throws IOException {
+        String text = Files.readString(gguf("tokenizers/" + kind).resolve(file));
+        assertTrue(text.contains(from), from);
+        return text.replace(from, to).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+    }
+
+    @Test
+    void refusesTokenIdsTheConverterCannotPlace(@TempDir Path tmp) throws IOException {
+        // Phi-3's converter indexes its token list with added_tokens_decoder's ids unchecked: past vocab_size it fails.
+        Dequant4jException e = refusedKind(kindWith(tmp, "spm-phi3", "tokenizer_config.json",
+                edited("spm-phi3", "tokenizer_config.json", "\"405\":", "\"999\":")), "spm-phi3", "phi3");
+        assertTrue(e.getMessage().contains("added_tokens_decoder id 999 is past config.json's vocab_size 410"),
+                e.getMessage());
+        // A negative id would index from the end in Python.
+        e = refusedKind(kindWith(tmp, "spm-llama", "added_tokens.json", "{\"<x>\": -1}".getBytes()), "spm-llama",
+                "llama");
+        assertTrue(e.getMessage().contains("added_tokens.json: <x>: token id must be a non-negative integer"),
+                e.getMessage());
+    }
+
+    @Test
+    void refusesSpecialTokensTransformersWouldAdd(@TempDir Path tmp) throws IOException {
+        Dequant4jException e = refusedKind(kindWith(tmp, "bpe-qwen2", "tokenizer_config.json",
+                edited("bpe-qwen2", "tokenizer_config.json", "\"pad_token\": \"<|endoftext|>\"",
+                        "\"pad_token\": \"<|pad|>\"")), "bpe-qwen2", "qwen2");
+        assertEquals(Dequant4jException.Kind.UNSUPPORTED_INPUT, e.kind());
+        assertTrue(e.getMessage().contains("names the special token '<|pad|>', which tokenizer.json does not have"),
+                e.getMessage());
+    }
+
+    @Test
+    void aSpecialIdPastTheVocabularyIsRefusedForBpe(@TempDir Path tmp) throws IOException {
+        // gguf-py does not check config.json's ids against a BPE vocabulary; llama.cpp would get an id it lacks.
+        Path dir = gguf("tokenizers/bpe-qwen2");
+        JsonObject config = json(dir.resolve("qwen2-config.json"));
+        String text = Files.readString(dir.resolve("qwen2-config.json")).replace("\"bos_token_id\": 400",
+                "\"bos_token_id\": 5000");
+        JsonObject bad = Json.parseObject(text.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        Dequant4jException e = assertThrows(Dequant4jException.class,
+                () -> GgufTokenizer.read(tokenizerFiles("bpe-qwen2"), "qwen2", config.getLong("vocab_size"), bad));
+        assertTrue(e.getMessage().contains("bos token id 5000"), e.getMessage());
+    }
 }
