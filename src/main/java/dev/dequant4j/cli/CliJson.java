@@ -18,7 +18,7 @@ import java.util.Map;
  * {@code schema_version} says which layout follows. Version 1: the fields of each command's summary (for
  * {@code export --dry-run}, {@code "dry_run": true} and the plan, {@link ExportCommand#plan}), or
  * {@code {"error": {"kind", "file", "tensor", "message"}}} where {@code kind} is a {@link Dequant4jException.Kind}
- * in lower case, {@code usage} or {@code internal}, and {@code file} and {@code tensor} are strings or null.
+ * in lower case, {@code usage}, {@code out_of_memory} or {@code internal}, and {@code file} and {@code tensor} are strings or null.
  */
 final class CliJson {
     static final int SCHEMA_VERSION = 1;

@@ -136,7 +136,7 @@ public final class Main implements Runnable {
         });
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             if (outOfMemory(ex)) {
-                return outOfMemory(err);
+                return outOfMemory(out, err, json(args));
             }
             String message = forCli(oneLine(ex));
             err.println("error: " + message);
@@ -155,7 +155,7 @@ public final class Main implements Runnable {
                 err.println("Try '" + ex.getCommandLine().getCommandSpec().qualifiedName() + " --help' for usage.");
             }
             err.flush();
-            if (java.util.Arrays.asList(a).contains("--json")) {
+            if (json(a)) {
                 CliJson.printError(out, "usage", null, null, oneLine(ex));
             }
             return USAGE;
@@ -163,7 +163,7 @@ public final class Main implements Runnable {
         try {
             return cl.execute(args);
         } catch (OutOfMemoryError e) {
-            return outOfMemory(err);
+            return outOfMemory(out, err, json(args));
         }
     }
 
@@ -185,16 +185,25 @@ public final class Main implements Runnable {
         return false;
     }
 
+    private static boolean json(String[] args) {
+        return java.util.Arrays.asList(args).contains("--json");
+    }
+
     /**
      * What is left of an {@link OutOfMemoryError} that no size check foresaw: one line saying how much heap there was
-     * and how to give more, instead of a trace. The output's temporary directory is removed as for any failure.
+     * and how to give more, instead of a trace, and under {@code --json} the error object as for any failure. The
+     * output's temporary directory is removed as for any failure.
      */
-    static int outOfMemory(PrintWriter err) {
+    static int outOfMemory(PrintWriter out, PrintWriter err, boolean json) {
         long mib = Runtime.getRuntime().maxMemory() >> 20;
         String xmx = "-Xmx" + Math.max(2, 2 * ((mib + 1023) / 1024)) + "g";
-        err.println("error: out of memory: the Java heap is " + mib + " MiB; give the JVM more with -Xmx, e.g."
-                + " DEQUANT4J_OPTS=" + xmx + " bin/dequant4j ... or java " + xmx + " -jar dequant4j-cli.jar ...");
+        String message = "out of memory: the Java heap is " + mib + " MiB; give the JVM more with -Xmx, e.g."
+                + " DEQUANT4J_OPTS=" + xmx + " bin/dequant4j ... or java " + xmx + " -jar dequant4j-cli.jar ...";
+        err.println("error: " + message);
         err.flush();
+        if (json) {
+            CliJson.printError(out, "out_of_memory", null, null, message);
+        }
         return OUT_OF_MEMORY;
     }
 

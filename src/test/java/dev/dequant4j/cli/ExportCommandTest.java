@@ -240,6 +240,25 @@ class ExportCommandTest {
         }
     }
 
+    /** An out-of-memory failure keeps --json's promise of one object on stdout, beside its one stderr line. */
+    @Test
+    void outOfMemoryUnderJsonIsOneErrorObject() {
+        java.io.StringWriter out = new java.io.StringWriter();
+        java.io.StringWriter err = new java.io.StringWriter();
+        assertEquals(Main.OUT_OF_MEMORY, Main.outOfMemory(new java.io.PrintWriter(out), new java.io.PrintWriter(err),
+                true));
+        assertEquals(1, err.toString().lines().count(), err.toString());
+        assertTrue(err.toString().startsWith("error: out of memory: the Java heap is "), err.toString());
+        JsonObject e = Json.parseObject(out.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8))
+                .getObject("error");
+        assertEquals("out_of_memory", e.getString("kind"));
+        assertEquals(err.toString().strip(), "error: " + e.getString("message"));
+
+        java.io.StringWriter plain = new java.io.StringWriter();
+        Main.outOfMemory(new java.io.PrintWriter(plain), new java.io.PrintWriter(new java.io.StringWriter()), false);
+        assertEquals("", plain.toString(), "nothing on stdout without --json");
+    }
+
     @Test
     void cudaWithoutAUsableGpuIsOneErrorLine() {
         Assumptions.assumeFalse(Backend.CUDA.isAvailable(), "a usable GPU is present");
