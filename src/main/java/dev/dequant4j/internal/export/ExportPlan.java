@@ -2,6 +2,7 @@ package dev.dequant4j.internal.export;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.QuantKind;
+import dev.dequant4j.internal.HeapBudget;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.lora.MergeOp;
 import dev.dequant4j.internal.lora.MergedTensors;
@@ -154,6 +155,8 @@ public final class ExportPlan {
      * @param lanes     shards written and hashed at once (at most the number of shards)
      */
     public static ExportPlan build(List<OutputTensor> tensors, long maxShardBytes, long unitBytes, int lanes) {
+        HeapBudget.require(null, "an export of " + tensors.size() + " tensors",
+                HeapBudget.PER_EXPORT_TENSOR * tensors.size());
         List<ShardedLayout.Spec> specs = new ArrayList<>(tensors.size());
         for (OutputTensor t : tensors) {
             specs.add(new ShardedLayout.Spec(t.name(), t.dtype(), t.shape()));

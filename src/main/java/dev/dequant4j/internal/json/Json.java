@@ -1,5 +1,8 @@
 package dev.dequant4j.internal.json;
 
+import dev.dequant4j.Dequant4jException;
+import dev.dequant4j.internal.HeapBudget;
+import dev.dequant4j.internal.InputFiles;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
@@ -40,17 +43,22 @@ public final class Json {
     }
 
     /**
-     * Reads a whole file of at most {@code maxBytes} and parses it as an object. The size is checked before any byte
-     * is read, so a huge file cannot exhaust the heap.
+     * Reads a whole file of at most {@code maxBytes} and parses it as an object. The size, and the heap its tree will
+     * take ({@link HeapBudget}), are checked before any byte is read, so a huge file cannot exhaust the heap. A file
+     * that does not start as an object is refused without quoting it: it may be anything, a key file included.
+     *
+     * @throws Dequant4jException naming the file when it is over {@code maxBytes} or cannot fit in the heap
      */
     public static JsonObject readObject(Path file, long maxBytes) throws IOException {
-        dev.dequant4j.internal.InputFiles.requireRegular(file);
+        InputFiles.requireRegular(file);
         byte[] bytes;
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = ch.size();
             if (size > maxBytes) {
-                throw new JsonException("file is " + size + " bytes, more than the " + maxBytes + "-byte limit");
+                throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, "is " + size
+                        + " bytes, more than the " + maxBytes + "-byte limit for this file");
             }
+            HeapBudget.require(file, "this " + size + "-byte JSON file", HeapBudget.PER_JSON_BYTE * size);
             bytes = new byte[(int) size];
             java.nio.ByteBuffer bb = java.nio.ByteBuffer.wrap(bytes);
             while (bb.hasRemaining()) {
@@ -58,6 +66,14 @@ public final class Json {
                     throw new JsonException("file shrank while being read");
                 }
             }
+        }
+        int first = 0;
+        while (first < bytes.length && (bytes[first] == ' ' || bytes[first] == '\t' || bytes[first] == '\n'
+                || bytes[first] == '\r')) {
+            first++;
+        }
+        if (first == bytes.length || bytes[first] != '{') {
+            throw new JsonException("not a JSON object (the file does not start with '{')");
         }
         return parseObject(bytes);
     }

@@ -3,6 +3,7 @@ package dev.dequant4j.internal.safetensors;
 import dev.dequant4j.DType;
 import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
+import dev.dequant4j.internal.HeapBudget;
 import dev.dequant4j.internal.InputFiles;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonException;
@@ -129,6 +130,7 @@ public final class SafetensorsFile implements AutoCloseable {
         if (n == 0 || map.get(ValueLayout.JAVA_BYTE, 8) != '{') {
             throw new Dequant4jException(Kind.CORRUPT_INPUT, path, "header does not start with '{' (not a safetensors file?)");
         }
+        HeapBudget.require(path, "its " + n + "-byte header", HeapBudget.PER_HEADER_BYTE * n);
         byte[] header = map.asSlice(8, n).toArray(ValueLayout.JAVA_BYTE);
         long dataLen = size - 8 - n;
 

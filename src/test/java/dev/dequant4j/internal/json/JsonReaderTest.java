@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.dequant4j.Dequant4jException;
 import java.io.IOException;
 import java.math.BigInteger;
 import java.nio.charset.StandardCharsets;
@@ -288,10 +289,10 @@ class JsonReaderTest {
         Path f = dir.resolve("config.json");
         Files.writeString(f, "{\"a\": [1, 2]}");
         assertEquals(Map.of("a", List.of(1L, 2L)), Json.readObject(f, 13).toJava());
-        JsonException e = assertThrows(JsonException.class, () -> Json.readObject(f, 12));
-        assertEquals("file is 13 bytes, more than the 12-byte limit", e.getMessage());
+        Dequant4jException e = assertThrows(Dequant4jException.class, () -> Json.readObject(f, 12));
+        assertEquals(f + ": is 13 bytes, more than the 12-byte limit for this file", e.getMessage());
         Files.writeString(f, "[1]");
-        assertEquals("expected a JSON object at byte 0",
+        assertEquals("not a JSON object (the file does not start with '{')",
                 assertThrows(JsonException.class, () -> Json.readObject(f, 100)).getMessage());
     }
 

@@ -69,6 +69,26 @@ class HostileConfigTest {
         assertEquals(dir.resolve("adapter_config.json") + ": " + expected, refusal(dir));
     }
 
+    /**
+     * The issue: a file that is not JSON, given as adapter_config.json, had its first characters quoted in the
+     * error. It may be anything (a key file behind a link inside the directory): nothing of it is quoted.
+     */
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', quoteCharacter = '`', value = {
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETb3BlbnNzaC1rZXktdjEAAAAA",
+        "SECRET",
+        "<html><body>SECRET</body></html>",
+        "`  \n\tSECRET = 1`",
+        "[\"SECRET\"]",
+        "\"SECRET\"",
+        "``",
+    })
+    void aFileThatIsNotJsonIsQuotedNowhere(String text) throws IOException {
+        Path dir = adapter("model.q", text);
+        assertEquals(dir.resolve("adapter_config.json") + ": invalid JSON: not a JSON object (the file does not start"
+                + " with '{')", refusal(dir));
+    }
+
     @Test
     void jsonNestedTenThousandDeep() throws IOException {
         Path dir = adapter("model.q", config(", \"x\": " + "[".repeat(10_000) + "]".repeat(10_000)));
