@@ -18,8 +18,9 @@ import org.openjdk.jmh.annotations.State;
 
 /**
  * GgmlQuantize on one thread: 64 rows of 4096 normal(0, 0.02) values (a Llama-3-8B row length, one export chunk),
- * into a direct buffer. Score: elements per second. Compare with ggml's own quantizer on the same shape via
- * scripts/fixtures/ggml_quantize_ref.c (docs/BENCHMARKS.md).
+ * into a direct buffer. Score: elements per second; {@code cpuNanos}: CPU-ns of the thread per second, so elements
+ * per CPU-second = score / (cpuNanos / 1e9), the figure to compare with ggml's own quantizer on the same rows
+ * (scripts/fixtures/ggml_quantize_ref.c with REPEAT; docs/BENCHMARKS.md).
  */
 @BenchmarkMode(Mode.Throughput)
 @OutputTimeUnit(TimeUnit.SECONDS)
@@ -49,9 +50,11 @@ public class QuantizeBenchmark {
 
     @Benchmark
     @OperationsPerInvocation(ROWS * COLS)
-    public ByteBuffer quantize() {
+    public ByteBuffer quantize(KernelBenchmark.CpuTime cpu) {
+        long t0 = KernelBenchmark.CpuTime.now();
         dst.clear();
         GgmlQuantize.quantize(t, src, 0, ROWS, COLS, dst);
+        cpu.cpuNanos += KernelBenchmark.CpuTime.now() - t0;
         return dst;
     }
 }

@@ -124,7 +124,7 @@ public final class GgmlQuantize {
         float id = d != 0f ? 1.0f / d : 0.0f;
         putShort(y, yb, fp32ToFp16(d));
         for (int j = 0; j < 32; j++) {
-            y[yb + 2 + j] = (byte) cvtt(roundf(x[xb + j] * id));
+            y[yb + 2 + j] = (byte) roundfToInt(x[xb + j] * id);
         }
     }
 
@@ -417,14 +417,20 @@ public final class GgmlQuantize {
         return f >= -0x1p31f && f < 0x1p31f ? (int) f : Integer.MIN_VALUE;
     }
 
-    /** C's {@code roundf}: half away from zero. */
-    static float roundf(float v) {
+    /**
+     * {@code (int) roundf(v)} as ggml's Q8_0 stores it: half away from zero ({@code roundf}), then {@link #cvtt}'s
+     * conversion. The fractional part of a float is exact, so {@code a - (int) a} decides the rounding exactly.
+     */
+    static int roundfToInt(float v) {
         float a = Math.abs(v);
-        float r = (float) Math.floor(a);
-        if (a - r >= 0.5f) {
-            r += 1f;
+        if (!(a < 0x1p31f)) {
+            return Integer.MIN_VALUE;
         }
-        return Math.copySign(r, v);
+        int i = (int) a;
+        if (a - i >= 0.5f) {
+            i++;
+        }
+        return v < 0 ? -i : i;
     }
 
     /**
