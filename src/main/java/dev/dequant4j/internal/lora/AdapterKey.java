@@ -44,12 +44,20 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
     }
 
     static final String PREFIX = "base_model.model.";
-    private static final Pattern LINEAR = Pattern.compile("(.+)\\.lora_([AB])(?:\\.([^.]+))?\\.(weight|bias)");
-    private static final Pattern EMBEDDING = Pattern.compile("(.+)\\.lora_embedding_([AB])(?:\\.([^.]+))?");
-    private static final Pattern MAGNITUDE_KEY = Pattern.compile("(.+)\\.lora_magnitude_vector((?:\\.[^.]+)*)");
+    // A key is a name, as PEFT handles it with string operations: "." in these patterns is any character, CR,
+    // U+0085, U+2028 and U+2029 included (Java's "." without DOTALL stops at them).
+    private static final Pattern LINEAR =
+            Pattern.compile("(.+)\\.lora_([AB])(?:\\.([^.]+))?\\.(weight|bias)", Pattern.DOTALL);
+    private static final Pattern EMBEDDING =
+            Pattern.compile("(.+)\\.lora_embedding_([AB])(?:\\.([^.]+))?", Pattern.DOTALL);
+    private static final Pattern MAGNITUDE_KEY =
+            Pattern.compile("(.+)\\.lora_magnitude_vector((?:\\.[^.]+)*)", Pattern.DOTALL);
     private static final Pattern TOKENS_KEY =
-            Pattern.compile("(.+)\\.token_adapter\\.trainable_tokens_delta(?:\\.([^.]+))?");
-    private static final Pattern LORA_PART = Pattern.compile("(^|.*\\.)lora_[A-Za-z_]*(\\..*|$)");
+            Pattern.compile("(.+)\\.token_adapter\\.trainable_tokens_delta(?:\\.([^.]+))?", Pattern.DOTALL);
+    private static final Pattern LORA_PART =
+            Pattern.compile("(^|.*\\.)lora_[A-Za-z_]*(\\..*|$)", Pattern.DOTALL);
+    private static final Pattern VELORA_EMBED =
+            Pattern.compile(".*\\.lora_velora_embed(\\.[^.]+)?", Pattern.DOTALL);
     private static final Pattern MODULES_TO_SAVE = Pattern.compile("\\.modules_to_save\\.[^.]+\\.");
 
     /**
@@ -60,7 +68,7 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
      */
     public static AdapterKey parse(String key, boolean velora, boolean monteclora) {
         String k = key.startsWith(PREFIX) ? key.substring(PREFIX.length()) : key;
-        if ((velora && k.matches(".*\\.lora_velora_embed(\\.[^.]+)?"))
+        if ((velora && VELORA_EMBED.matcher(k).matches())
                 || (monteclora && k.contains(".lora_monteclora_sampler."))) {
             return new AdapterKey(key, Role.IGNORED, k, null, 0);
         }

@@ -19,18 +19,22 @@ import java.util.regex.PatternSyntaxException;
  *   <li>inside a character class, {@code [} and {@code &&} are literals in Python but nested classes and
  *       intersections in Java; a {@code ]} right after the opening {@code [} or {@code [^} is a literal;</li>
  *   <li>{@code \w}, {@code \d}, {@code \s} and {@code \b} are Unicode-aware in Python 3 (compiled with
- *       {@link Pattern#UNICODE_CHARACTER_CLASS}).</li>
+ *       {@link Pattern#UNICODE_CHARACTER_CLASS});</li>
+ *   <li>the only line terminator of {@code .}, {@code ^} and {@code $} is {@code \n} in Python; Java's {@code .}
+ *       would also stop at {@code \r}, U+0085, U+2028 and U+2029 (compiled with {@link Pattern#UNIX_LINES}).</li>
  * </ul>
  * Not handled (a pattern using them either fails to compile, with a clear message, or is very unlikely in a module
  * name pattern): conditional groups {@code (?(1)...)}, Python-only inline flags such as {@code (?L)} and
  * {@code (?a)}, and the exact semantics of possessive quantifiers before Python 3.11.
  */
 public final class PythonRegex {
+    private static final int FLAGS = Pattern.UNICODE_CHARACTER_CLASS | Pattern.UNIX_LINES;
+
     private PythonRegex() {}
 
     /** Compiles a Python pattern; throws {@link PatternSyntaxException} if Java cannot compile the translation. */
     public static Pattern compile(String python) {
-        return Pattern.compile(translate(python), Pattern.UNICODE_CHARACTER_CLASS);
+        return Pattern.compile(translate(python), FLAGS);
     }
 
     /**
@@ -39,7 +43,7 @@ public final class PythonRegex {
      * for, the count bounds the backtracking steps.
      */
     public static Pattern suffixPattern(String key) {
-        return Pattern.compile(metered("(.*\\.)?(" + translate(key) + ")$"), Pattern.UNICODE_CHARACTER_CLASS);
+        return Pattern.compile(metered("(.*\\.)?(" + translate(key) + ")$"), FLAGS);
     }
 
     /**

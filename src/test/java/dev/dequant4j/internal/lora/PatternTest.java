@@ -9,6 +9,7 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.internal.json.Json;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -32,6 +33,32 @@ class PatternTest {
         assertFalse(peftMatch("q_proj|v", "model.layers.0.self_attn.v_proj"));
         assertTrue(peftMatch("model.layers.1.mlp.down_proj", "model.layers.1.mlp.down_proj"));
         assertTrue(peftMatch("^model.decoder.layers.0.encoder_attn.k_proj", "model.decoder.layers.0.encoder_attn.k_proj"));
+    }
+
+    /**
+     * Python's {@code .} stops only at {@code \n}, and its {@code $} matches before a final {@code \n}; Java's
+     * stopped at CR, U+0085, U+2028 and U+2029 too. Expected: CPython 3's {@code re.match(r"(.*\.)?(KEY)$", NAME)}.
+     */
+    @Test
+    void dotAndDollarKnowOnlyNewlineAsPythonDoes() {
+        assertTrue(peftMatch("a.b", "x.a\rb"));
+        assertTrue(peftMatch("a.b", "x.a\u0085b"));
+        assertTrue(peftMatch("a.b", "x.a\u2028b"));
+        assertTrue(peftMatch("a.b", "x.a\u2029b"));
+        assertFalse(peftMatch("a.b", "x.a\nb"));
+        assertTrue(peftMatch("ab", "x.ab\n"));
+        assertFalse(peftMatch("ab", "x.ab\r"));
+        assertTrue(PythonRegex.compile("a.b").matcher("a\u2028b").matches());
+    }
+
+    /** A tensor key is a name: a module name holding CR or U+2028 is still a LoRA module, as PEFT reads it. */
+    @Test
+    void adapterKeysWithLineSeparatorsInTheirNamesAreParsed() {
+        for (String sep : List.of("\r", "\n", "\u0085", "\u2028", "\u2029")) {
+            AdapterKey k = AdapterKey.parse("base_model.model.model.a" + sep + "b.q_proj.lora_A.weight", false, false);
+            assertEquals(AdapterKey.Role.LORA_A, k.role(), sep);
+            assertEquals("model.a" + sep + "b.q_proj", k.module());
+        }
     }
 
     @Test
