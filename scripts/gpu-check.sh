@@ -48,7 +48,7 @@ prepare() {
   mkdir -p "$slim" && (cd "$slim" && "$JAVA_HOME/bin/jar" xf "../../../$presets" \
     org/bytedeco/cuda/linux-x86_64/libjnicudart.so META-INF/MANIFEST.MF META-INF/maven)
   rm "$presets" && "$JAVA_HOME/bin/jar" cfm "$presets" "$slim/META-INF/MANIFEST.MF" -C "$slim" org -C "$slim" META-INF/maven
-  cp $(ls target/dequant4j-*.jar | grep -v -e -cli.jar -e -tests.jar) "$lib/"
+  cp $(ls target/dequant4j-*.jar | grep -v -e -cli.jar -e -cli-classes.jar -e -sources.jar -e -javadoc.jar -e -tests.jar) "$lib/"
   # What ../shared/tools/pack-runtime does, plus java.xml for the console launcher's XML reports (and without its
   # check for a .git directory, which a git worktree does not have).
   local stage=target/gpu-check/device

@@ -36,7 +36,10 @@ import org.bytedeco.cuda.cudart.CUstream_st;
  * device-to-device cudaMemcpy measured in the same run (read + write bytes counted on both sides). Shape: a
  * Llama-3-8B MLP weight, 14336 x 4096 = 58.7 M elements, NF4/FP4 blocksize 64 with double quantization.
  *
- * <pre>java --enable-native-access=ALL-UNNAMED -cp ... dev.dequant4j.internal.cuda.CudaBench [reps]</pre>
+ * <pre>java --enable-native-access=ALL-UNNAMED -cp target/test-classes:... dev.dequant4j.internal.cuda.CudaBench [reps]</pre>
+ *
+ * <p>It lives in the test tree, beside the GPU tests, so that the library jar holds no {@code main} that calls
+ * {@code System.exit}; scripts/gpu-check.sh runs it from the test classes.
  */
 public final class CudaBench {
     private CudaBench() {}
