@@ -33,13 +33,15 @@ import java.util.stream.Stream;
  * {@code 3} into {@code /proc/sys/vm/drop_caches}, which needs root), or, where that is refused, reads
  * {@code --evict FILE} (a file larger than the page cache can hold besides) instead; {@code --cache both} alternates a
  * cold and a warm export in each run and reports the ratio of their CPU times. {@code --cli JAR} measures what a user
- * runs, the one-shot {@code java -jar JAR export ...} under {@code /usr/bin/time}, instead of an export in this JVM.
+ * runs, the one-shot {@code java -jar JAR export ...} under {@code /usr/bin/time}, instead of an export in this JVM;
+ * {@code --launcher bin/dequant4j} the same through the launcher script (one JVM, no restart).
  *
  * <pre>
  * java --add-modules jdk.incubator.vector -cp benchmarks/target/benchmarks.jar dev.dequant4j.bench.ExportBench \
  *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--backend cpu|cuda|auto]
  *      [--dtype bf16|f16|f32] [--max-shard-bytes 5000000000] [--work /tmp/dequant4j-bench]
  *      [--model DIR [--adapter DIR]] [--cache warm|cold|both] [--evict FILE] [--cli target/dequant4j-cli.jar]
+ *      [--launcher bin/dequant4j]
  * </pre>
  */
 public final class ExportBench {
@@ -54,7 +56,7 @@ public final class ExportBench {
 
     /** What an export run needs. */
     record Setup(Path model, Path adapter, Path out, DType dtype, int threads, Backend backend, long maxShard,
-                 Path cli) {}
+                 Path cli, Path launcher) {}
 
     public static void main(String[] args) throws Exception {
         int layers = 2;
@@ -70,6 +72,7 @@ public final class ExportBench {
         String cache = "warm";
         Path evict = null;
         Path cli = null;
+        Path launcher = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--layers" -> layers = Integer.parseInt(args[++i]);
@@ -85,6 +88,7 @@ public final class ExportBench {
                 case "--cache" -> cache = args[++i];
                 case "--evict" -> evict = Path.of(args[++i]);
                 case "--cli" -> cli = Path.of(args[++i]);
+                case "--launcher" -> launcher = Path.of(args[++i]);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -107,11 +111,13 @@ public final class ExportBench {
                 }
             }
         }
-        Setup setup = new Setup(model, adapter, work.resolve("out"), dtype, threads, backend, maxShard, cli);
+        Setup setup = new Setup(model, adapter, work.resolve("out"), dtype, threads, backend, maxShard, cli,
+                launcher);
         Cache dropper = new Cache(evict, List.of(model, adapter == null ? model : adapter));
         System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; backend "
                 + backend.name().toLowerCase(Locale.ROOT) + "; dtype " + dtype + "; shards of at most " + maxShard
-                + " bytes; java " + Runtime.version() + "; " + (cli == null ? "in this JVM" : "one-shot " + cli)
+                + " bytes; java " + Runtime.version() + "; " + (launcher != null ? "one-shot " + launcher
+                : cli != null ? "one-shot java -jar " + cli : "in this JVM")
                 + "; cache " + cache);
 
         long inputBytes = sizeOf(model) + (adapter != null ? sizeOf(adapter) : 0);
@@ -174,7 +180,7 @@ public final class ExportBench {
 
     private static Run export(Setup s) throws Exception {
         AtomicDirectory.deleteRecursively(s.out());
-        return s.cli() == null ? exportHere(s) : exportOneShot(s);
+        return s.cli() == null && s.launcher() == null ? exportHere(s) : exportOneShot(s);
     }
 
     /** An export in this JVM; RSS and RssAnon are sampled peaks of this process. */
@@ -202,21 +208,29 @@ public final class ExportBench {
     }
 
     /**
-     * {@code java -jar JAR export ...} under {@code /usr/bin/time}: its wall, user + system time and maximum RSS (of
-     * the largest process: the CLI restarts itself with the Vector API), and the peak RssAnon of the process tree.
+     * {@code java -jar JAR export ...} (or the launcher script) under {@code /usr/bin/time}: its wall, user + system
+     * time and maximum RSS (of the largest process: {@code java -jar} restarts itself with the Vector API), and the
+     * peak RssAnon of the process tree.
      */
     private static Run exportOneShot(Setup s) throws Exception {
         Path times = Files.createTempFile("export-time", ".txt");
-        List<String> cmd = new ArrayList<>(List.of("/usr/bin/time", "-f", "%e %U %S %M", "-o", times.toString(),
-                Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar", s.cli().toString(),
-                "export", s.model().toString(), "--out", s.out().toString(), "--dtype",
+        List<String> cmd = new ArrayList<>(List.of("/usr/bin/time", "-f", "%e %U %S %M", "-o", times.toString()));
+        if (s.launcher() != null) {
+            cmd.addAll(List.of("bash", s.launcher().toString()));
+        } else {
+            cmd.addAll(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar",
+                    s.cli().toString()));
+        }
+        cmd.addAll(List.of("export", s.model().toString(), "--out", s.out().toString(), "--dtype",
                 s.dtype().name().toLowerCase(Locale.ROOT), "--threads", String.valueOf(s.threads()), "--backend",
                 s.backend().name().toLowerCase(Locale.ROOT), "--max-shard-size", String.valueOf(s.maxShard())));
         if (s.adapter() != null) {
             cmd.addAll(List.of("--adapter", s.adapter().toString()));
         }
         Path log = Files.createTempFile("export", ".log");
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+        pb.environment().put("JAVA_HOME", System.getProperty("java.home"));
+        Process p = pb.start();
         RssSampler sampler = new RssSampler(p.toHandle());
         sampler.start();
         int code = p.waitFor();
