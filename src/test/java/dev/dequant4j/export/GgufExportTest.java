@@ -56,6 +56,13 @@ public class GgufExportTest {
             for (String f : new String[] {"config.json", "model.safetensors"}) {
                 Files.copy(Fixtures.real().resolve(checkpoint).resolve(f), dir.resolve(f));
             }
+            String arch = checkpoint.substring(0, checkpoint.indexOf('-'));
+            Path spm = Fixtures.root().resolve("gguf/archs/" + arch + "-tokenizer.model");
+            if (Files.exists(spm)) {
+                Files.copy(spm, dir.resolve("tokenizer.model"));
+                Files.copy(spm.resolveSibling(arch + "-tokenizer_config.json"), dir.resolve("tokenizer_config.json"));
+                return dir;
+            }
             for (String f : new String[] {"tokenizer.json", "tokenizer_config.json"}) {
                 Files.copy(Fixtures.root().resolve("gguf/llama-bpe").resolve(f), dir.resolve(f));
             }
@@ -71,8 +78,12 @@ public class GgufExportTest {
 
     private ExportResult export(String checkpoint, String adapter, GgufFileType type, Path out) {
         try (Checkpoint base = Checkpoint.open(modelWithTokenizer(tmp.resolve("export-bpe-f32"), checkpoint));
-             LoraAdapter lora = LoraAdapter.open(Fixtures.real().resolve(adapter))) {
-            return Export.of(base).adapter(lora).format(OutputFormat.GGUF).ggufType(type).threads(2).to(out);
+             LoraAdapter lora = adapter.equals("none") ? null : LoraAdapter.open(Fixtures.real().resolve(adapter))) {
+            Export e = Export.of(base).format(OutputFormat.GGUF).ggufType(type).threads(2);
+            if (lora != null) {
+                e.adapter(lora);
+            }
+            return e.to(out);
         }
     }
 
@@ -91,15 +102,17 @@ public class GgufExportTest {
      */
     @ParameterizedTest
     @org.junit.jupiter.params.provider.CsvSource({
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, F32",
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, Q8_0",
-        "mistral, mistral-nf4-dq, adapter-mistral-dora, F32"})
-    void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type)
-            throws Exception {
+        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, F32, false",
+        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, Q8_0, false",
+        "mistral, mistral-nf4-dq, adapter-mistral-dora, F32, false",
+        "gemma2, gemma2-nf4-dq, none, F32, true",
+        "gemma2, gemma2-nf4-dq, none, BF16, true"})
+    void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type,
+                                                   boolean tokenizer) throws Exception {
         Path out = tmp.resolve("out");
         export(checkpoint, adapter, type, out);
         assertSameAsConverter(out, Fixtures.root().resolve("gguf/archs/" + arch + "-lora-"
-                + type.name().toLowerCase(java.util.Locale.ROOT) + ".gguf"), false);
+                + type.name().toLowerCase(java.util.Locale.ROOT) + ".gguf"), tokenizer);
     }
 
     /**
@@ -203,10 +216,10 @@ public class GgufExportTest {
     @Test
     void anUnsupportedArchitectureIsRefusedByName() {
         Path out = tmp.resolve("out");
-        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("gemma2-nf4-dq"))) {
+        try (Checkpoint base = Checkpoint.open(Fixtures.real().resolve("mixtral-nf4-dq"))) {
             Dequant4jException e = assertThrows(Dequant4jException.class,
                     () -> Export.of(base).format(OutputFormat.GGUF).to(out));
-            assertTrue(e.getMessage().contains("Gemma2ForCausalLM cannot be exported as GGUF"), e.getMessage());
+            assertTrue(e.getMessage().contains("MixtralForCausalLM cannot be exported as GGUF"), e.getMessage());
         }
         assertFalse(Files.exists(out));
     }

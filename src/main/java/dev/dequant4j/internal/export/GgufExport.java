@@ -308,6 +308,11 @@ final class GgufExport {
                 kernels.deltaStats(base, f32, c, acc);
                 tally.addDelta(acc);
             }
+            if (g.add() != 0) {
+                for (int i = 0; i < c; i++) {
+                    f32[i] += g.add();
+                }
+            }
             float[] values = f32;
             if (g.permuteHeads() > 0) {
                 long firstDim = t.shape()[0];

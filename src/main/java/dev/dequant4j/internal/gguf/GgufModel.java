@@ -42,8 +42,9 @@ public final class GgufModel {
      * @param ne           ggml's dimensions, innermost first (the numpy shape reversed)
      * @param permuteHeads for llama's Q and K: the number of heads whose rows {@code LlamaModel.permute} reorders
      *                     (0: rows as they are)
+     * @param add          added to every value (Gemma's norms: the converter stores {@code 1 + weight})
      */
-    public record Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads) {
+    public record Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads, float add) {
         public Tensor {
             ne = ne.clone();
         }
@@ -69,7 +70,29 @@ public final class GgufModel {
      * @param llamaKeys  {@code LlamaModel.set_gguf_parameters}' vocab_size and rope.dimension_count
      */
     private record Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk,
-                        boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault) {}
+                        boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault, boolean gemma) {
+        Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk,
+             boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault) {
+            this(name, global, block, permuteQk, llamaKeys, defaults, headDimDefault, false);
+        }
+    }
+
+    private static final Map<String, String> GEMMA_GLOBAL = Map.of(
+            "model.embed_tokens", "token_embd",
+            "model.norm", "output_norm");
+
+    private static final Map<String, String> GEMMA_BLOCK = Map.ofEntries(
+            Map.entry("input_layernorm", "attn_norm"),
+            Map.entry("self_attn.q_proj", "attn_q"),
+            Map.entry("self_attn.k_proj", "attn_k"),
+            Map.entry("self_attn.v_proj", "attn_v"),
+            Map.entry("self_attn.o_proj", "attn_output"),
+            Map.entry("post_attention_layernorm", "post_attention_norm"),
+            Map.entry("pre_feedforward_layernorm", "ffn_norm"),
+            Map.entry("post_feedforward_layernorm", "post_ffw_norm"),
+            Map.entry("mlp.gate_proj", "ffn_gate"),
+            Map.entry("mlp.up_proj", "ffn_up"),
+            Map.entry("mlp.down_proj", "ffn_down"));
 
     /**
      * What transformers' config class fills in for a key config.json leaves out (the converter reads
@@ -103,7 +126,8 @@ public final class GgufModel {
     private static final Map<String, Arch> ARCHITECTURES = Map.of(
             "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, LLAMA_DEFAULTS, true),
             "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, MISTRAL_DEFAULTS, true),
-            "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, false, QWEN2_DEFAULTS, false));
+            "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, false, QWEN2_DEFAULTS, false),
+            "Gemma2ForCausalLM", new Arch("gemma2", GEMMA_GLOBAL, GEMMA_BLOCK, false, false, Map.of(), false, true));
 
     private static final Pattern BLOCK = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.(weight|bias)");
 
@@ -155,7 +179,7 @@ public final class GgufModel {
         List<Tensor> out = new ArrayList<>();
         types.forEach((name, type) -> {
             Tensor t = byName.get(name);
-            out.add(new Tensor(name, t.source(), t.ne(), type, t.permuteHeads()));
+            out.add(new Tensor(name, t.source(), t.ne(), type, t.permuteHeads(), t.add()));
         });
         return out;
     }
@@ -208,7 +232,11 @@ public final class GgufModel {
             params += t.elements();
         }
         md.putString("general.size_label", sizeLabel(params));
-        hp.textModelParameters(md, arch.name(), fileTypeId(type));
+        if (arch.gemma()) {
+            hp.gemma2Parameters(md, arch.name(), fileTypeId(type));
+        } else {
+            hp.textModelParameters(md, arch.name(), fileTypeId(type));
+        }
         if (arch.llamaKeys()) {
             md.putUint32(arch.name() + ".vocab_size", hp.requireInt("vocab_size"));
             Long ropeDim = hp.optInt("head_dim");
@@ -242,6 +270,12 @@ public final class GgufModel {
             if (s.name().endsWith(".rotary_emb.inv_freq")) {
                 continue;
             }
+            if (arch.gemma() && s.name().equals("lm_head.weight")) {
+                // Gemma2Model.filter_tensors drops it: llama.cpp's gemma2 always ties the output to the embedding
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), s.name(), "llama.cpp's gemma2 has no"
+                        + " output tensor (it uses the embedding), so an lm_head the adapters untied cannot be"
+                        + " exported as GGUF");
+            }
             String name = mapName(arch, s);
             long[] ne = reversed(s.shape());
             int permute = 0;
@@ -259,7 +293,8 @@ public final class GgufModel {
                             + " rows cannot be permuted for " + permute + " rotary heads");
                 }
             }
-            out.add(new Tensor(name, i, ne, tensorType(name, ne, type), permute));
+            float add = arch.gemma() && s.name().endsWith("norm.weight") ? 1f : 0f;
+            out.add(new Tensor(name, i, ne, tensorType(name, ne, type), permute, add));
         }
         return out;
     }
@@ -570,6 +605,33 @@ public final class GgufModel {
                 md.putUint32(arch + ".attention.value_length", headDim);
             }
             md.putUint32("general.file_type", fileType);
+        }
+
+        /** {@code Gemma2Model.set_gguf_parameters}, which reads these keys directly (a missing one fails there). */
+        void gemma2Parameters(GgufMetadata md, String arch, int fileType) {
+            md.putUint32(arch + ".context_length", requireInt("max_position_embeddings"));
+            md.putUint32(arch + ".embedding_length", requireInt("hidden_size"));
+            md.putUint32(arch + ".block_count", requireInt("n_layers", "num_hidden_layers", "n_layer", "num_layers"));
+            md.putUint32(arch + ".feed_forward_length", requireInt("intermediate_size"));
+            md.putUint32(arch + ".attention.head_count", requireInt("num_attention_heads"));
+            Long kv = m.containsKey("num_key_value_heads") ? optInt("num_key_value_heads") : null;
+            md.putUint32(arch + ".attention.head_count_kv", kv != null ? kv : requireInt("num_attention_heads"));
+            md.putFloat32(arch + ".attention.layer_norm_rms_epsilon", requireFloat("rms_norm_eps"));
+            md.putUint32(arch + ".attention.key_length", requireInt("head_dim"));
+            md.putUint32(arch + ".attention.value_length", requireInt("head_dim"));
+            md.putUint32("general.file_type", fileType);
+            md.putFloat32(arch + ".attn_logit_softcapping", requireFloat("attn_logit_softcapping"));
+            md.putFloat32(arch + ".final_logit_softcapping", requireFloat("final_logit_softcapping"));
+            md.putUint32(arch + ".attention.sliding_window", requireInt("sliding_window"));
+        }
+
+        float requireFloat(String key) {
+            Float v = optFloat(key);
+            if (v == null) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "config.json has no " + key
+                        + "; GGUF needs it");
+            }
+            return v;
         }
 
         private static void put(GgufMetadata md, String key, Long v) {
