@@ -14,6 +14,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
@@ -29,7 +30,17 @@ class GgmlQuantizeTest {
         }
     }
 
+    /** An F32 tensor's values, or an F16 tensor's widened exactly (as llama-quantize widens an F16 input). */
     static float[] floats(GgufFile f, GgufFile.Tensor t) {
+        if (t.type() == GgmlType.F16) {
+            short[] h = f.data(t).toArray(ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN));
+            float[] x = new float[h.length];
+            for (int i = 0; i < h.length; i++) {
+                x[i] = Float.float16ToFloat(h[i]);
+            }
+            return x;
+        }
+        assertEquals(GgmlType.F32, t.type(), t.name());
         return f.data(t).toArray(ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN));
     }
 
@@ -42,7 +53,7 @@ class GgmlQuantizeTest {
         return out.array();
     }
 
-    /** Tensors of {@code quantized} in {@code type}, quantized here from the same tensor of {@code f32}. */
+    /** Tensors of {@code quantized} in {@code type}, quantized here from the same tensor of {@code f32} (or F16). */
     static int assertSameBytes(String f32, String quantized, GgmlType type) {
         int compared = 0;
         try (GgufFile ref = GgufFile.open(fixture(f32)); GgufFile q = GgufFile.open(fixture(quantized))) {
@@ -51,9 +62,9 @@ class GgmlQuantizeTest {
                     continue;
                 }
                 GgufFile.Tensor src = ref.tensors().get(t.name());
-                assertEquals(GgmlType.F32, src.type(), t.name());
                 assertArrayEquals(t.ne(), src.ne(), t.name());
-                byte[] ours = quantize(type, floats(ref, src), src.ne());
+                byte[] ours = src.type() == type ? ref.data(src).toArray(ValueLayout.JAVA_BYTE)
+                        : quantize(type, floats(ref, src), src.ne());
                 assertArrayEquals(q.data(t).toArray(ValueLayout.JAVA_BYTE), ours, t.name());
                 compared++;
             }
@@ -69,14 +80,20 @@ class GgmlQuantizeTest {
 
     /**
      * Every tensor llama-quantize wrote from the F32 GGUF (Q4_K, Q5_K, Q6_K; the fallbacks Q5_0, Q5_1, Q8_0 where
-     * rows are not whole 256-blocks; F32 copies), quantized here from the same F32 tensor.
+     * rows are not whole 256-blocks; F32 copies), quantized here from the same F32 tensor; and from the F16 GGUF,
+     * which llama-quantize widens to F32 first (the two-roundings path: its bytes differ from the F32 input's).
      */
     @ParameterizedTest
-    @ValueSource(strings = {"llama256/llama256-q4_k_m.gguf", "llama256/llama256-q5_k_m.gguf",
-        "llama256/llama256-q6_k.gguf", "llama-bpe/llama-lora-q4_k_m.gguf", "llama-bpe/llama-lora-q5_k_m.gguf",
-        "llama-bpe/llama-lora-q6_k.gguf"})
-    void everyTensorEqualsLlamaQuantize(String quantized) {
-        String f32 = quantized.startsWith("llama256") ? "llama256/llama256-f32.gguf" : "llama-bpe/llama-lora-f32.gguf";
+    @CsvSource({"llama256/llama256-f32.gguf, llama256/llama256-q4_k_m.gguf",
+        "llama256/llama256-f32.gguf, llama256/llama256-q5_k_m.gguf",
+        "llama256/llama256-f32.gguf, llama256/llama256-q6_k.gguf",
+        "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q4_k_m.gguf",
+        "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q5_k_m.gguf",
+        "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q6_k.gguf",
+        "llama-bpe/llama-lora-f16.gguf, llama-bpe/llama-lora-f16-q4_k_m.gguf",
+        "llama-bpe/llama-lora-f16.gguf, llama-bpe/llama-lora-f16-q5_k_m.gguf",
+        "llama-bpe/llama-lora-f16.gguf, llama-bpe/llama-lora-f16-q6_k.gguf"})
+    void everyTensorEqualsLlamaQuantize(String f32, String quantized) {
         int compared = 0;
         try (GgufFile q = GgufFile.open(fixture(quantized))) {
             for (GgmlType type : GgmlType.values()) {

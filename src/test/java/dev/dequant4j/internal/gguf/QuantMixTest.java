@@ -40,7 +40,8 @@ class QuantMixTest {
         "llama256/llama256-f32.gguf, llama256/llama256-q6_k.gguf, Q6_K",
         "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q4_k_m.gguf, Q4_K_M",
         "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q5_k_m.gguf, Q5_K_M",
-        "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q6_k.gguf, Q6_K"})
+        "llama-bpe/llama-lora-f32.gguf, llama-bpe/llama-lora-q6_k.gguf, Q6_K",
+        "llama-bpe/llama-lora-f16.gguf, llama-bpe/llama-lora-f16-q4_k_m.gguf, Q4_K_M"})
     void typesAndOrderOfLlamaQuantizeOutput(String f32, String quantized, Mix mix) {
         try (GgufFile in = GgufFile.open(GgmlQuantizeTest.fixture(f32));
                 GgufFile out = GgufFile.open(GgmlQuantizeTest.fixture(quantized))) {
