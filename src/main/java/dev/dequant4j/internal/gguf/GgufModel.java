@@ -67,15 +67,36 @@ public final class GgufModel {
      * How an architecture names and transforms its tensors.
      *
      * @param permuteQk  {@code LlamaModel.permute} of Q and K ({@code undo_permute})
-     * @param llamaKeys  {@code LlamaModel.set_gguf_parameters}' vocab_size and rope.dimension_count
+     * @param keys       whose {@code set_gguf_parameters} writes the hyperparameters
+     * @param gemma      Gemma's norms (stored + 1) and dropped lm_head
      */
     private record Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk,
-                        boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault, boolean gemma) {
+                        Keys keys, Map<String, Number> defaults, boolean headDimDefault, boolean gemma) {
         Arch(String name, Map<String, String> global, Map<String, String> block, boolean permuteQk,
-             boolean llamaKeys, Map<String, Number> defaults, boolean headDimDefault) {
-            this(name, global, block, permuteQk, llamaKeys, defaults, headDimDefault, false);
+             Keys keys, Map<String, Number> defaults, boolean headDimDefault) {
+            this(name, global, block, permuteQk, keys, defaults, headDimDefault, false);
         }
     }
+
+    /** The converter classes' {@code set_gguf_parameters}. */
+    private enum Keys {
+        /** {@code TextModel}'s. */
+        TEXT,
+        /** {@code TextModel}'s, then {@code LlamaModel}'s vocab_size and rope.dimension_count. */
+        LLAMA,
+        /** {@code Gemma2Model}'s own. */
+        GEMMA2,
+        /** {@code Phi3MiniModel}'s own. */
+        PHI3
+    }
+
+    private static final Map<String, String> PHI3_BLOCK = Map.ofEntries(
+            Map.entry("input_layernorm", "attn_norm"),
+            Map.entry("self_attn.qkv_proj", "attn_qkv"),
+            Map.entry("self_attn.o_proj", "attn_output"),
+            Map.entry("post_attention_layernorm", "ffn_norm"),
+            Map.entry("mlp.gate_up_proj", "ffn_up"),
+            Map.entry("mlp.down_proj", "ffn_down"));
 
     private static final Map<String, String> GEMMA_GLOBAL = Map.of(
             "model.embed_tokens", "token_embd",
@@ -122,12 +143,20 @@ public final class GgufModel {
             Map.entry("mlp.up_proj", "ffn_up"),
             Map.entry("mlp.down_proj", "ffn_down"));
 
+    /** Phi3Config's defaults (original_max_position_embeddings is read from the rope parameters). */
+    private static final Map<String, Number> PHI3_DEFAULTS = Map.of("max_position_embeddings", 4096,
+            "original_max_position_embeddings", 4096, "rms_norm_eps", 1e-5);
+
     /** Hugging Face architectures (config.json's {@code architectures[0]}) and the converter class each maps to. */
     private static final Map<String, Arch> ARCHITECTURES = Map.of(
-            "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, LLAMA_DEFAULTS, true),
-            "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, true, MISTRAL_DEFAULTS, true),
-            "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, false, QWEN2_DEFAULTS, false),
-            "Gemma2ForCausalLM", new Arch("gemma2", GEMMA_GLOBAL, GEMMA_BLOCK, false, false, Map.of(), false, true));
+            "LlamaForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, Keys.LLAMA, LLAMA_DEFAULTS, true),
+            "MistralForCausalLM", new Arch("llama", LLAMA_GLOBAL, LLAMA_BLOCK, true, Keys.LLAMA, MISTRAL_DEFAULTS,
+                    true),
+            "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, Keys.TEXT, QWEN2_DEFAULTS, false),
+            "Gemma2ForCausalLM", new Arch("gemma2", GEMMA_GLOBAL, GEMMA_BLOCK, false, Keys.GEMMA2,
+                    Map.of("num_key_value_heads", 4), false, true),
+            "Phi3ForCausalLM", new Arch("phi3", LLAMA_GLOBAL, PHI3_BLOCK, false, Keys.PHI3, PHI3_DEFAULTS, false));
+
 
     private static final Pattern BLOCK = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.(weight|bias)");
 
@@ -232,12 +261,12 @@ public final class GgufModel {
             params += t.elements();
         }
         md.putString("general.size_label", sizeLabel(params));
-        if (arch.gemma()) {
-            hp.gemma2Parameters(md, arch.name(), fileTypeId(type));
-        } else {
-            hp.textModelParameters(md, arch.name(), fileTypeId(type));
+        switch (arch.keys()) {
+            case GEMMA2 -> hp.gemma2Parameters(md, arch.name(), fileTypeId(type));
+            case PHI3 -> hp.phi3Parameters(md, arch.name(), fileTypeId(type));
+            default -> hp.textModelParameters(md, arch.name(), fileTypeId(type));
         }
-        if (arch.llamaKeys()) {
+        if (arch.keys() == Keys.LLAMA) {
             md.putUint32(arch.name() + ".vocab_size", hp.requireInt("vocab_size"));
             Long ropeDim = hp.optInt("head_dim");
             md.putUint32(arch.name() + ".rope.dimension_count",
@@ -459,6 +488,10 @@ public final class GgufModel {
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "rope type '" + type
                         + "' cannot be exported as GGUF " + arch + " yet");
             }
+            if (rope.get("long_factor") != null && !(rope.get("long_factor") instanceof JsonNull)) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "LongRoPE scaling (long_factor, the"
+                        + " rope_factors tensors) cannot be exported as GGUF " + arch + " yet");
+            }
             if (rope.has("mrope_section")) {
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "multimodal rope (mrope_section) cannot"
                         + " be exported as GGUF yet");
@@ -540,6 +573,10 @@ public final class GgufModel {
                 JsonValue local = find("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
                         "rope_local_base_freq");
                 JsonValue orig = find("original_max_position_embeddings");
+                JsonValue pct = find("partial_rotary_factor", "rope_pct", "rope_percent");
+                if (!r.containsKey("partial_rotary_factor") && pct != null) {
+                    r.put("partial_rotary_factor", pct);
+                }
                 if (local != null) {
                     r.put("sliding_attention", new JsonObject(Map.of("rope_theta", local)));
                 }
@@ -623,6 +660,41 @@ public final class GgufModel {
             md.putFloat32(arch + ".attn_logit_softcapping", requireFloat("attn_logit_softcapping"));
             md.putFloat32(arch + ".final_logit_softcapping", requireFloat("final_logit_softcapping"));
             md.putUint32(arch + ".attention.sliding_window", requireInt("sliding_window"));
+        }
+
+        /** {@code Phi3MiniModel.set_gguf_parameters}; LongRoPE's factor tensors are refused before. */
+        void phi3Parameters(GgufMetadata md, String arch, int fileType) {
+            long embd = requireInt("hidden_size", "n_embd");
+            long heads = requireInt("num_attention_heads", "n_head");
+            JsonObject rope = rope();
+            JsonValue orig = rope.get("original_max_position_embeddings");
+            if (!(orig instanceof JsonNumber o) || !o.isLong()) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "phi3 needs an integer"
+                        + " original_max_position_embeddings");
+            }
+            Float pct = optFloat(rope, "partial_rotary_factor");
+            // int(rot_pct * n_embd) // n_head, in Python's double arithmetic
+            long ropeDims = (long) ((pct == null ? 1.0 : ((JsonNumber) rope.get("partial_rotary_factor"))
+                    .doubleValue()) * embd) / heads;
+            md.putUint32(arch + ".context_length", requireInt("n_positions", "max_position_embeddings"));
+            md.putUint32(arch + ".rope.scaling.original_context_length", o.longValue());
+            md.putUint32(arch + ".embedding_length", embd);
+            md.putUint32(arch + ".feed_forward_length", requireInt("intermediate_size"));
+            md.putUint32(arch + ".block_count", requireInt("n_layers", "num_hidden_layers", "n_layer", "num_layers"));
+            md.putUint32(arch + ".attention.head_count", heads);
+            md.putUint32(arch + ".attention.head_count_kv", requireInt("num_key_value_heads", "n_head_kv"));
+            md.putFloat32(arch + ".attention.layer_norm_rms_epsilon", requireFloat("rms_norm_eps"));
+            md.putUint32(arch + ".rope.dimension_count", ropeDims);
+            JsonObject full = rope.get("full_attention") instanceof JsonObject f ? f : rope;
+            Float theta = optFloat(full, "rope_theta");
+            if (theta == null) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "config.json has no rope_theta; GGUF"
+                        + " needs it");
+            }
+            md.putFloat32(arch + ".rope.freq_base", theta);
+            md.putUint32("general.file_type", fileType);
+            Long window = optInt("sliding_window");
+            md.putUint32(arch + ".attention.sliding_window", window == null ? 0 : window);
         }
 
         float requireFloat(String key) {
