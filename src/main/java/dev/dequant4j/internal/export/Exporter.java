@@ -543,8 +543,13 @@ public final class Exporter {
              ReadAhead readAhead = new ReadAhead(plan, ReadAhead.window(r.memoryBudget() > 0 ? r.memoryBudget()
                      : DEFAULT_MEMORY_BUDGET, poolSize * unitBytes))) {
             BlockingQueue<MemorySegment> pool = new ArrayBlockingQueue<>(poolSize);
+            // No larger than the largest unit: a small model needs no buffers of the budget's full unit size.
+            long largest = 1;
+            for (ExportPlan.Unit u : plan.units()) {
+                largest = Math.max(largest, u.byteSize());
+            }
             for (int i = 0; i < poolSize; i++) {
-                pool.add(arena.allocate(unitBytes, 4096));
+                pool.add(arena.allocate(Math.min(unitBytes, largest), 4096));
             }
             AtomicInteger next = new AtomicInteger();
             List<Thread> workers = new ArrayList<>();
