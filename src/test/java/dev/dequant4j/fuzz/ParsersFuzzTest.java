@@ -13,8 +13,11 @@ import dev.dequant4j.cli.Main;
 import dev.dequant4j.internal.bnb.QuantState;
 import dev.dequant4j.internal.export.Manifest;
 import dev.dequant4j.internal.gguf.GgufFile;
+import dev.dequant4j.internal.gguf.GgufMetadata;
+import dev.dequant4j.internal.gguf.GgufTokenizer;
 import dev.dequant4j.internal.gguf.SentencePieceModel;
 import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.lora.MergePlan;
 import dev.dequant4j.internal.lora.PythonRegex;
 import dev.dequant4j.internal.safetensors.AtomicDirectory;
@@ -28,7 +31,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -58,6 +63,9 @@ class ParsersFuzzTest {
     private static Checkpoint base48;
     private static Path exported;
     private static long exportedBytes;
+    private static Path bpeTokenizer;
+    private static Path spmTokenizer;
+    private static long tokenizerBytes;
 
     @BeforeAll
     static void setUp() throws IOException {
@@ -97,10 +105,14 @@ class ParsersFuzzTest {
             }
         }
 
+        // Tokenizer directories for the GGUF tokenizer metadata: a Qwen2-style BPE and a Llama 2-style SentencePiece.
+        bpeTokenizer = copyTokenizer("bpe-qwen2");
+        spmTokenizer = copyTokenizer("spm-llama");
+
         // Each path once first, so that class loading and first-use caches are not counted as an input's allocation.
         Path seeds = Fixtures.root().resolveSibling("dev/dequant4j/fuzz/ParsersFuzzTestInputs");
         for (String target : List.of("json", "safetensorsHeader", "quantState", "shardIndex", "adapterConfig",
-                "manifest", "gguf")) {
+                "manifest", "gguf", "sentencepiece", "ggufTokenizer")) {
             try (Stream<Path> s = Files.list(seeds.resolve(target))) {
                 for (Path p : s.sorted().toList()) {
                     try {
@@ -127,6 +139,27 @@ class ParsersFuzzTest {
                 }
             }
         }
+    }
+
+    private static Path copyTokenizer(String kind) throws IOException {
+        Path dir = Files.createDirectory(work.resolve(kind));
+        try (Stream<Path> s = Files.list(Fixtures.root().resolve("gguf/tokenizers").resolve(kind))) {
+            for (Path p : s.filter(p -> !p.toString().endsWith(".gguf")).toList()) {
+                Files.copy(p, dir.resolve(p.getFileName()));
+                tokenizerBytes = Math.max(tokenizerBytes, Files.size(p));
+            }
+        }
+        return dir;
+    }
+
+    /** The GGUF tokenizer metadata of {@code dir} (its {@code ARCH-config.json} is config.json). */
+    private static void ggufTokenizer(Path dir, String arch) throws IOException {
+        Map<String, Path> files = new HashMap<>();
+        try (Stream<Path> s = Files.list(dir)) {
+            s.forEach(p -> files.put(p.getFileName().toString(), p));
+        }
+        JsonObject config = Json.readObject(dir.resolve(arch + "-config.json"), 1 << 20);
+        GgufTokenizer.read(files, arch, config.getLong("vocab_size"), config).writeTo(new GgufMetadata());
     }
 
     /**
@@ -185,6 +218,13 @@ class ParsersFuzzTest {
             }
             case "gguf" -> GgufFile.parse(GGUF_NAME, in).close();
             case "sentencepiece" -> SentencePieceModel.parse(SPM_NAME, in);
+            case "ggufTokenizer" -> {
+                boolean bpe = in.length == 0 || (in[0] & 1) == 0;
+                Path dir = bpe ? bpeTokenizer : spmTokenizer;
+                byte[] body = in.length == 0 ? in : Arrays.copyOfRange(in, 1, in.length);
+                Files.write(dir.resolve(bpe ? "tokenizer.json" : "tokenizer_config.json"), body);
+                ggufTokenizer(dir, bpe ? "qwen2" : "llama");
+            }
             default -> throw new IllegalArgumentException(target);
         }
     }
@@ -225,6 +265,16 @@ class ParsersFuzzTest {
     @FuzzTest(maxDuration = "2m")
     void sentencepiece(byte[] in) throws Exception {
         CleanFailure.check(in.length, () -> parse("sentencepiece", in));
+    }
+
+    /**
+     * A tokenizer file read for the GGUF tokenizer metadata. The first byte chooses it: even, the tokenizer.json of a
+     * Qwen2-style BPE (vocabulary, added tokens, pre-tokenizer, post-processor); odd, the tokenizer_config.json of a
+     * Llama 2-style SentencePiece model (special tokens, added_tokens_decoder, chat template).
+     */
+    @FuzzTest(maxDuration = "2m")
+    void ggufTokenizer(byte[] in) throws Exception {
+        CleanFailure.check(in.length + 2 * tokenizerBytes, () -> parse("ggufTokenizer", in));
     }
 
     @FuzzTest(maxDuration = "2m")
@@ -381,7 +431,7 @@ class ParsersFuzzTest {
         }
         byte[] rest = Arrays.copyOfRange(in, 1, in.length);
         // counted from '0' so that the seeds, named by target, start with the target's digit
-        switch (Math.floorMod((in[0] & 0xFF) - '0', 8)) {
+        switch (Math.floorMod((in[0] & 0xFF) - '0', 9)) {
             case 0 -> json(rest);
             case 1 -> safetensorsHeader(rest);
             case 2 -> quantState(rest);
@@ -389,7 +439,8 @@ class ParsersFuzzTest {
             case 4 -> adapterConfig(rest);
             case 5 -> manifest(rest);
             case 6 -> gguf(rest);
-            default -> sentencepiece(rest);
+            case 7 -> sentencepiece(rest);
+            default -> ggufTokenizer(rest);
         }
     }
 

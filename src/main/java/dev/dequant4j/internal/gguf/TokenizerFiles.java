@@ -132,7 +132,8 @@ final class TokenizerFiles {
             JsonValue r = o.get(key);
             return r == JsonNull.NULL ? null : r;
         }
-        throw corrupt(file, "expected an object where '" + key + "' is looked up, found " + v.typeName());
+        throw corrupt(file, "expected an object where '" + key + "' is looked up, found "
+                + (v == null || v == JsonNull.NULL ? "nothing" : v.typeName()));
     }
 
     /** {@code v} where the converter iterates it as a list. */
