@@ -16,6 +16,10 @@ import java.util.Map;
  * <p>Some rules count tensors (the {@code attn_v} and {@code ffn_down} "use more bits" layers), so the types depend
  * on the order llama-quantize visits tensors: its loader's map, by layer number (-1 for tensors outside {@code blk.N.})
  * and then by name. That is also the order of the tensors in the file it writes ({@link #LLAMA_ORDER}).
+ *
+ * <p>The rest of llama-quantize's file (seen in fixtures/gguf/llama256): the input's metadata keys in their order,
+ * except {@code general.quantization_version} (2) and {@code general.file_type} ({@link Mix#fileType}), which it
+ * removes and appends last, in that order; the input's alignment; each tensor's data in the type chosen here.
  */
 public final class QuantMix {
     private QuantMix() {}
@@ -41,6 +45,27 @@ public final class QuantMix {
      * absent).
      */
     public record ModelFacts(String arch, int nLayer, int nHead, int nHeadKv, int nExpert) {
+        /**
+         * The facts from a GGUF header's keys, as llama.cpp's loader reads them: absent counts are 0, a per-layer
+         * head count array gives its first layer's ({@code hparams.n_head()}).
+         */
+        public static ModelFacts of(GgufMetadata m) {
+            String arch = (String) m.get("general.architecture").value();
+            return new ModelFacts(arch, count(m, arch + ".block_count"), count(m, arch + ".attention.head_count"),
+                    count(m, arch + ".attention.head_count_kv"), count(m, arch + ".expert_count"));
+        }
+
+        private static int count(GgufMetadata m, String key) {
+            GgufMetadata.Value v = m.get(key);
+            return switch (v == null ? null : v.value()) {
+                case null -> 0;
+                case Number n -> n.intValue();
+                case int[] a when a.length > 0 -> a[0];
+                case long[] a when a.length > 0 -> (int) a[0];
+                default -> throw new IllegalArgumentException(key + " is not a count: " + v.type());
+            };
+        }
+
         /** llama.cpp's {@code LLM_TYPE_70B}, the only model size the rules look at (models/*.cpp). */
         boolean is70B() {
             return switch (arch) {

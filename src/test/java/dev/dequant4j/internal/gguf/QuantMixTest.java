@@ -27,12 +27,6 @@ class QuantMixTest {
         return v == null ? 0 : ((Number) v.value()).longValue();
     }
 
-    static ModelFacts facts(GgufMetadata m) {
-        String arch = (String) m.get("general.architecture").value();
-        return new ModelFacts(arch, (int) num(m, arch + ".block_count"), (int) num(m, arch + ".attention.head_count"),
-                (int) num(m, arch + ".attention.head_count_kv"), (int) num(m, arch + ".expert_count"));
-    }
-
     /** The files llama-quantize wrote: the types and the tensor order of the output, from the F32 input's tensors. */
     @ParameterizedTest
     @CsvSource({"llama256/llama256-f32.gguf, llama256/llama256-q4_k_m.gguf, Q4_K_M",
@@ -51,7 +45,7 @@ class QuantMixTest {
             }
             Map<String, GgmlType> expected = new LinkedHashMap<>();
             out.tensors().values().forEach(t -> expected.put(t.name(), t.type()));
-            Map<String, GgmlType> ours = QuantMix.types(mix, facts(in.metadata()), tensors);
+            Map<String, GgmlType> ours = QuantMix.types(mix, ModelFacts.of(in.metadata()), tensors);
             assertEquals(List.copyOf(expected.entrySet()), List.copyOf(ours.entrySet()));
             assertEquals(mix.fileType, num(out.metadata(), "general.file_type"));
         }
