@@ -108,7 +108,9 @@ public class GgufExportTest {
         "gemma2, gemma2-nf4-dq, none, F32, true",
         "gemma2, gemma2-nf4-dq, none, BF16, true",
         "phi3, phi3-nf4-dq, adapter-phi3-lora, F32, true",
-        "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0, true"})
+        "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0, true",
+        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32, true",
+        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0, true"})
     void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type,
                                                    boolean tokenizer) throws Exception {
         Path out = tmp.resolve("out");

@@ -86,8 +86,17 @@ final class GgufExport {
             throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, r.base().directory(), "no tokenizer.json or"
                     + " tokenizer.model: a GGUF file holds the vocabulary, so a GGUF export needs the tokenizer");
         }
-        GgufTokenizer.read(in.modelFiles(), model.architecture(), config.getLong("vocab_size"), config)
-                .writeTo(model.metadata());
+        // the converter reads hparams with text_config moved to the root
+        JsonObject hp = config.has("vocab_size") || !(config.get("text_config") instanceof JsonObject text)
+                ? config : text;
+        if (!(hp.get("vocab_size") instanceof dev.dequant4j.internal.json.JsonNumber n) || !n.isLong()) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, in.configFile(), "config.json has no integer"
+                    + " vocab_size; a GGUF export needs it");
+        }
+        long vocab = n.longValue();
+        GgufTokenizer tokenizer = GgufTokenizer.read(in.modelFiles(), model.architecture(), vocab, config);
+        checkEmbeddingRows(model, tokenizer, in.modelFiles(), r.base().directory());
+        tokenizer.writeTo(model.metadata());
 
         List<GgufWriter.Planned> planned = new ArrayList<>();
         for (GgufModel.Tensor t : model.tensors()) {
@@ -184,6 +193,26 @@ final class GgufExport {
                 Duration.ofNanos(System.nanoTime() - in.t0()), Backend.CPU, reason, stats);
         progress.onDone(result);
         return result;
+    }
+
+    /**
+     * Gemma3Model keeps only the embedding rows its tokenizer has (tokenizer.model's pieces padded to vocab_size, or
+     * tokenizer.json's vocabulary and added tokens); a file with fewer rows than the matrix is refused rather than
+     * cut differently.
+     */
+    private static void checkEmbeddingRows(GgufModel model, GgufTokenizer tokenizer, Map<String, Path> files,
+                                           Path dir) {
+        if (!model.architecture().equals("gemma3")) {
+            return;
+        }
+        for (GgufModel.Tensor t : model.tensors()) {
+            if (t.name().equals("token_embd.weight") && (!files.containsKey("tokenizer.model")
+                    || t.ne()[t.ne().length - 1] != tokenizer.size())) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, dir, "gemma3 GGUF export needs a tokenizer.model"
+                        + " whose vocabulary covers the " + t.ne()[t.ne().length - 1] + " embedding rows (the"
+                        + " converter cuts the rows past the tokenizer's; not supported yet)");
+            }
+        }
     }
 
     /** The requested type, else the dtype's; the types whose quantizers have not landed are refused. */

@@ -87,7 +87,16 @@ public final class GgufModel {
         /** {@code Gemma2Model}'s own. */
         GEMMA2,
         /** {@code Phi3MiniModel}'s own. */
-        PHI3
+        PHI3,
+        /** {@code TextModel}'s, then {@code Gemma3Model}'s over them. */
+        GEMMA3
+    }
+
+
+    private static Map<String, String> with(Map<String, String> a, Map<String, String> b) {
+        Map<String, String> m = new LinkedHashMap<>(a);
+        m.putAll(b);
+        return Map.copyOf(m);
     }
 
     private static final Map<String, String> PHI3_BLOCK = Map.ofEntries(
@@ -143,6 +152,10 @@ public final class GgufModel {
             Map.entry("mlp.up_proj", "ffn_up"),
             Map.entry("mlp.down_proj", "ffn_down"));
 
+    private static final Map<String, String> GEMMA3_BLOCK = with(GEMMA_BLOCK, Map.of(
+            "self_attn.q_norm", "attn_q_norm",
+            "self_attn.k_norm", "attn_k_norm"));
+
     /** Phi3Config's defaults (original_max_position_embeddings is read from the rope parameters). */
     private static final Map<String, Number> PHI3_DEFAULTS = Map.of("max_position_embeddings", 4096,
             "original_max_position_embeddings", 4096, "rms_norm_eps", 1e-5);
@@ -155,7 +168,11 @@ public final class GgufModel {
             "Qwen2ForCausalLM", new Arch("qwen2", LLAMA_GLOBAL, LLAMA_BLOCK, false, Keys.TEXT, QWEN2_DEFAULTS, false),
             "Gemma2ForCausalLM", new Arch("gemma2", GEMMA_GLOBAL, GEMMA_BLOCK, false, Keys.GEMMA2,
                     Map.of("num_key_value_heads", 4), false, true),
-            "Phi3ForCausalLM", new Arch("phi3", LLAMA_GLOBAL, PHI3_BLOCK, false, Keys.PHI3, PHI3_DEFAULTS, false));
+            "Phi3ForCausalLM", new Arch("phi3", LLAMA_GLOBAL, PHI3_BLOCK, false, Keys.PHI3, PHI3_DEFAULTS, false),
+            "Gemma3ForCausalLM", new Arch("gemma3", LLAMA_GLOBAL, GEMMA3_BLOCK, false, Keys.GEMMA3, Map.of(), false,
+                    true),
+            "Gemma3ForConditionalGeneration", new Arch("gemma3", LLAMA_GLOBAL, GEMMA3_BLOCK, false, Keys.GEMMA3,
+                    Map.of(), false, true));
 
 
     private static final Pattern BLOCK = Pattern.compile("model\\.layers\\.(\\d+)\\.(.+)\\.(weight|bias)");
@@ -264,6 +281,10 @@ public final class GgufModel {
         switch (arch.keys()) {
             case GEMMA2 -> hp.gemma2Parameters(md, arch.name(), fileTypeId(type));
             case PHI3 -> hp.phi3Parameters(md, arch.name(), fileTypeId(type));
+            case GEMMA3 -> {
+                hp.textModelParameters(md, arch.name(), fileTypeId(type));
+                hp.gemma3Parameters(md, arch.name());
+            }
             default -> hp.textModelParameters(md, arch.name(), fileTypeId(type));
         }
         if (arch.keys() == Keys.LLAMA) {
@@ -296,23 +317,23 @@ public final class GgufModel {
         List<Tensor> out = new ArrayList<>();
         for (int i : order) {
             Source s = sources.get(i);
-            if (s.name().endsWith(".rotary_emb.inv_freq")) {
+            String hf = textName(s.name());
+            if (hf == null || hf.endsWith(".rotary_emb.inv_freq")) {
                 continue;
             }
-            if (arch.gemma() && s.name().equals("lm_head.weight")) {
+            if (arch.name().equals("gemma2") && hf.equals("lm_head.weight")) {
                 // Gemma2Model.filter_tensors drops it: llama.cpp's gemma2 always ties the output to the embedding
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), s.name(), "llama.cpp's gemma2 has no"
                         + " output tensor (it uses the embedding), so an lm_head the adapters untied cannot be"
                         + " exported as GGUF");
             }
-            String name = mapName(arch, s);
+            String name = mapName(arch, hf, s);
             long[] ne = reversed(s.shape());
             int permute = 0;
-            if (arch.permuteQk() && (s.name().endsWith("self_attn.q_proj.weight")
-                    || s.name().endsWith("self_attn.q_proj.bias"))) {
+            if (arch.permuteQk() && (hf.endsWith("self_attn.q_proj.weight") || hf.endsWith("self_attn.q_proj.bias"))) {
                 permute = nHead;
-            } else if (arch.permuteQk() && (s.name().endsWith("self_attn.k_proj.weight")
-                    || s.name().endsWith("self_attn.k_proj.bias"))) {
+            } else if (arch.permuteQk() && (hf.endsWith("self_attn.k_proj.weight")
+                    || hf.endsWith("self_attn.k_proj.bias"))) {
                 permute = nKv;
             }
             if (permute > 0) {
@@ -322,14 +343,37 @@ public final class GgufModel {
                             + " rows cannot be permuted for " + permute + " rotary heads");
                 }
             }
-            float add = arch.gemma() && s.name().endsWith("norm.weight") ? 1f : 0f;
+            float add = arch.gemma() && hf.endsWith("norm.weight") ? 1f : 0f;
             out.add(new Tensor(name, i, ne, tensorType(name, ne, type), permute, add));
         }
         return out;
     }
 
-    private static String mapName(Arch arch, Source s) {
-        String n = s.name();
+    /**
+     * {@code TextModel.filter_tensors} and {@code ModelBase.filter_tensors}: null for a multimodal tower's tensor,
+     * else the name with {@code language_model.} taken out.
+     */
+    static String textName(String name) {
+        if (name.startsWith("mlp") || name.startsWith("vit.") || name.startsWith("vpm.") || name.startsWith("siglip2.")
+                || name.startsWith("conformer.") || name.startsWith("merger.") || name.startsWith("resampler.")
+                || name.startsWith("sound_encoder.") || name.startsWith("sound_projection.")
+                || name.startsWith("speech_embeddings.")) {
+            return null;
+        }
+        for (String part : new String[] {"visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
+                "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
+                "patch_embed", "patch_embedding", "patch_merger.", "model.connector."}) {
+            if (name.contains(part)) {
+                return null;
+            }
+        }
+        if (name.endsWith("e_score_correction_bias")) {
+            name = name.replace("e_score_correction_bias", "e_score_correction.bias");
+        }
+        return name.replace("language_model.", "");
+    }
+
+    private static String mapName(Arch arch, String n, Source s) {
         for (String suffix : new String[] {".weight", ".bias"}) {
             if (n.endsWith(suffix) && arch.global().get(n.substring(0, n.length() - suffix.length())) != null) {
                 return arch.global().get(n.substring(0, n.length() - suffix.length())) + suffix;
@@ -339,7 +383,7 @@ public final class GgufModel {
         if (m.matches() && arch.block().get(m.group(2)) != null) {
             return "blk." + Integer.parseInt(m.group(1)) + "." + arch.block().get(m.group(2)) + "." + m.group(3);
         }
-        throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), n, "llama.cpp's " + arch.name()
+        throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, s.file(), s.name(), "llama.cpp's " + arch.name()
                 + " architecture has no tensor for it; cannot export as GGUF");
     }
 
@@ -660,6 +704,40 @@ public final class GgufModel {
             md.putFloat32(arch + ".attn_logit_softcapping", requireFloat("attn_logit_softcapping"));
             md.putFloat32(arch + ".final_logit_softcapping", requireFloat("final_logit_softcapping"));
             md.putUint32(arch + ".attention.sliding_window", requireInt("sliding_window"));
+        }
+
+        /**
+         * {@code Gemma3Model.set_gguf_parameters} after {@code TextModel}'s: its values (and defaults) replace keys
+         * already written, in place, and sliding_window is added unless {@code sliding_window_pattern} is 1.
+         */
+        void gemma3Parameters(GgufMetadata md, String arch) {
+            Long ctx = optInt("max_position_embeddings");
+            md.putUint32(arch + ".context_length", ctx != null ? ctx : 131072);
+            Long heads = optInt("num_attention_heads");
+            md.putUint32(arch + ".attention.head_count", heads != null ? heads : 8);
+            Float eps = optFloat("rms_norm_eps");
+            md.putFloat32(arch + ".attention.layer_norm_rms_epsilon", eps != null ? eps : 1e-6f);
+            Long headDim = optInt("head_dim");
+            md.putUint32(arch + ".attention.key_length", headDim != null ? headDim : 256);
+            md.putUint32(arch + ".attention.value_length", headDim != null ? headDim : 256);
+            JsonObject all = rope();
+            JsonObject full = all.get("full_attention") instanceof JsonObject f ? f : all;
+            Float theta = optFloat(full, "rope_theta");
+            md.putFloat32(arch + ".rope.freq_base", theta != null ? theta : 1_000_000f);
+            if (find("attn_logit_softcapping") != null) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "gemma3 with attn_logit_softcapping is"
+                        + " not what llama.cpp's converter expects (it asserts there is none)");
+            }
+            Float soft = optFloat("final_logit_softcapping");
+            if (soft != null && soft != 0f) {
+                md.putFloat32(arch + ".final_logit_softcapping", soft);
+            }
+            JsonValue pattern = find("sliding_window_pattern");
+            if (!(pattern instanceof JsonNumber p && p.isLong() && p.longValue() == 1)) {
+                md.putUint32(arch + ".attention.sliding_window", requireInt("sliding_window"));
+            }
+            Long kv = optInt("num_key_value_heads");
+            md.putUint32(arch + ".attention.head_count_kv", kv != null ? kv : 4);
         }
 
         /** {@code Phi3MiniModel.set_gguf_parameters}; LongRoPE's factor tensors are refused before. */
