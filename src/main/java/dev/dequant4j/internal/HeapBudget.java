@@ -43,8 +43,8 @@ public final class HeapBudget {
         long max = Runtime.getRuntime().maxMemory();
         throw new Dequant4jException(Dequant4jException.Kind.INVALID_REQUEST, file, what + " needs about "
                 + mib(bytes) + " MiB of Java heap, and " + mib(free) + " MiB of the " + mib(max) + " MiB heap are"
-                + " free; give the JVM more with -Xmx, e.g. java -Xmx" + suggestion(bytes + max - free)
-                + " -jar dequant4j-cli.jar ... (or JAVA_TOOL_OPTIONS=-Xmx...)");
+                + " free; give the JVM more with -Xmx, e.g. DEQUANT4J_OPTS=-Xmx" + suggestion(bytes + max - free)
+                + " bin/dequant4j ... or java -Xmx" + suggestion(bytes + max - free) + " -jar dequant4j-cli.jar ...");
     }
 
     private static long available() {

@@ -107,9 +107,9 @@ class HeapLimitsTest {
         Path out = tmp.resolve("out");
         Result r = run("48m", "export", m.toString(), "--out", out.toString());
         assertEquals(Main.OUT_OF_MEMORY, r.code(), r.lines().toString());
-        assertEquals(List.of("error: out of memory: the Java heap is " + r.lines().getFirst()
-                .replaceAll(".* heap is (\\d+) MiB.*", "$1") + " MiB; give the JVM more with -Xmx, e.g. java -Xmx2g"
-                + " -jar dequant4j-cli.jar ... (or JAVA_TOOL_OPTIONS=-Xmx...)"), r.lines());
+        assertEquals(1, r.lines().size(), r.lines().toString());
+        assertTrue(r.lines().getFirst().matches("error: out of memory: the Java heap is \\d+ MiB; give the JVM more"
+                + " with -Xmx, e\\.g\\. .*-Xmx2g.*"), r.lines().getFirst());
         assertNothingLeft(out);
     }
 }
