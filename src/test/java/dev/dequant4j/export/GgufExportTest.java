@@ -46,17 +46,20 @@ public class GgufExportTest {
 
     /** The model the references were made from: the real NF4 Llama with the llama-bpe tokenizer beside it. */
     public static Path modelWithTokenizer(Path dir) {
-        return modelWithTokenizer(dir, "llama-nf4-dq");
+        return modelWithTokenizer(dir, "llama-nf4-dq", "llama");
     }
 
     /** A real checkpoint of fixtures/real with the llama-bpe tokenizer beside it. */
-    static Path modelWithTokenizer(Path dir, String checkpoint) {
+    static Path modelWithTokenizer(Path dir, String checkpoint, String arch) {
         try {
             Files.createDirectories(dir);
             for (String f : new String[] {"config.json", "model.safetensors"}) {
                 Files.copy(Fixtures.real().resolve(checkpoint).resolve(f), dir.resolve(f));
             }
-            String arch = checkpoint.substring(0, checkpoint.indexOf('-'));
+            Path config = Fixtures.root().resolve("gguf/archs/" + arch + "-config.json");
+            if (Files.exists(config)) {
+                Files.copy(config, dir.resolve("config.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
             Path spm = Fixtures.root().resolve("gguf/archs/" + arch + "-tokenizer.model");
             if (Files.exists(spm)) {
                 Files.copy(spm, dir.resolve("tokenizer.model"));
@@ -73,11 +76,11 @@ public class GgufExportTest {
     }
 
     private ExportResult export(GgufFileType type, Path out) {
-        return export("llama-nf4-dq", "adapter-llama-lora", type, out);
+        return export("llama", "llama-nf4-dq", "adapter-llama-lora", type, out);
     }
 
-    private ExportResult export(String checkpoint, String adapter, GgufFileType type, Path out) {
-        try (Checkpoint base = Checkpoint.open(modelWithTokenizer(tmp.resolve("export-bpe-f32"), checkpoint));
+    private ExportResult export(String arch, String checkpoint, String adapter, GgufFileType type, Path out) {
+        try (Checkpoint base = Checkpoint.open(modelWithTokenizer(tmp.resolve("export-bpe-f32"), checkpoint, arch));
              LoraAdapter lora = adapter.equals("none") ? null : LoraAdapter.open(Fixtures.real().resolve(adapter))) {
             Export e = Export.of(base).format(OutputFormat.GGUF).ggufType(type).threads(2);
             if (lora != null) {
@@ -110,11 +113,12 @@ public class GgufExportTest {
         "phi3, phi3-nf4-dq, adapter-phi3-lora, F32, true",
         "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0, true",
         "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32, true",
-        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0, true"})
+        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0, true",
+        "llama31, llama-nf4-dq, adapter-llama-lora, F32, true"})
     void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type,
                                                    boolean tokenizer) throws Exception {
         Path out = tmp.resolve("out");
-        export(checkpoint, adapter, type, out);
+        export(arch, checkpoint, adapter, type, out);
         assertSameAsConverter(out, Fixtures.root().resolve("gguf/archs/" + arch + "-lora-"
                 + type.name().toLowerCase(java.util.Locale.ROOT) + ".gguf"), tokenizer);
     }

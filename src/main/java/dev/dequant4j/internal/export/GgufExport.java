@@ -118,8 +118,12 @@ final class GgufExport {
         List<ExportPlan.Unit> units = new ArrayList<>();
         for (int i = 0; i < model.tensors().size(); i++) {
             GgufModel.Tensor g = model.tensors().get(i);
-            ExportPlan.OutputTensor o = in.outs().get(g.source());
-            tensors.add(new ExportPlan.OutputTensor(o.name(), o.source(), o.mergeSteps(), DType.F32, o.shape(),
+            // A computed tensor (rope_freqs) reads no input: it borrows the first tensor's source for a unit of
+            // zero elements, so that the read-ahead loads nothing for it.
+            ExportPlan.OutputTensor o = in.outs().get(g.values() != null ? 0 : g.source());
+            tensors.add(g.values() != null
+                    ? new ExportPlan.OutputTensor(g.name(), o.source(), 0, DType.F32, g.ne(), false, false, false)
+                    : new ExportPlan.OutputTensor(o.name(), o.source(), o.mergeSteps(), DType.F32, o.shape(),
                     false, false, false));
             long rowBytes = g.type().bytes(g.rowLength(), g.rowLength());
             Slot slot = new Slot(g, rowBytes, g.elements() / g.rowLength(), layout.dataOffset() + layout.offset(i),
@@ -167,7 +171,8 @@ final class GgufExport {
                 GgufModel.Tensor g = slots.get(i).gguf();
                 ExportPlan.OutputTensor t = tensors.get(i);
                 TensorTally tally = tallies.get(i);
-                stats.add(new TensorStats(g.name(), t.sourceKind(), statsDtype(g.type()), reversed(g.ne()),
+                stats.add(new TensorStats(g.name(), g.values() != null ? dev.dequant4j.QuantKind.PLAIN
+                        : t.sourceKind(), statsDtype(g.type()), reversed(g.ne()),
                         t.mergeSteps(), tally.maxAbsDelta(), tally.relDeltaNorm()));
                 types.add(g.type().name());
             }
@@ -250,6 +255,11 @@ final class GgufExport {
         GgufModel.Tensor g = s.gguf();
         long rowLength = g.rowLength();
         long step = Math.max(1, unitBytes / Math.max(1, s.rowBytes()));
+        if (g.values() != null) {
+            units.add(new ExportPlan.Unit(units.size(), ti, 0, 0, 0, s.dataOffset(),
+                    s.rows() * s.rowBytes() + s.padding(), true));
+            return;
+        }
         if (g.permuteHeads() > 0) {
             long headRows = g.ne().length == 1 ? s.rows() : s.rows() / g.permuteHeads();
             step = Math.max(1, step / headRows) * headRows;
@@ -303,6 +313,11 @@ final class GgufExport {
                      MemorySegment buf) {
             Slot s = slots.get(u.tensorIndex());
             GgufModel.Tensor g = s.gguf();
+            if (g.values() != null) {
+                MemorySegment.copy(g.values(), 0, buf, FLOAT_LE, 0, g.values().length);
+                buf.asSlice(g.values().length * 4L, s.padding()).fill((byte) 0);
+                return;
+            }
             long rowLength = g.rowLength();
             long rows = u.count() / Math.max(1, rowLength);
             long chunkRows = Math.max(1, CpuMaterializer.SUB / Math.max(1, rowLength));

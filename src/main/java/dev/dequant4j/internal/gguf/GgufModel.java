@@ -43,10 +43,16 @@ public final class GgufModel {
      * @param permuteHeads for llama's Q and K: the number of heads whose rows {@code LlamaModel.permute} reorders
      *                     (0: rows as they are)
      * @param add          added to every value (Gemma's norms: the converter stores {@code 1 + weight})
+     * @param values       a tensor the converter computes ({@code rope_freqs}; {@code source} is then -1), or null
      */
-    public record Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads, float add) {
+    public record Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads, float add,
+                         float[] values) {
         public Tensor {
             ne = ne.clone();
+        }
+
+        Tensor(String name, int source, long[] ne, GgmlType type, int permuteHeads, float add) {
+            this(name, source, ne, type, permuteHeads, add, null);
         }
 
         public long elements() {
@@ -225,7 +231,7 @@ public final class GgufModel {
         List<Tensor> out = new ArrayList<>();
         types.forEach((name, type) -> {
             Tensor t = byName.get(name);
-            out.add(new Tensor(name, t.source(), t.ne(), type, t.permuteHeads(), t.add()));
+            out.add(new Tensor(name, t.source(), t.ne(), type, t.permuteHeads(), t.add(), t.values()));
         });
         return out;
     }
@@ -315,6 +321,12 @@ public final class GgufModel {
         Long kv = hp.optInt("num_key_value_heads");
         int nKv = kv == null ? nHead : kv.intValue();
         List<Tensor> out = new ArrayList<>();
+        float[] ropeFreqs = arch.keys() == Keys.LLAMA ? hp.llama3RopeFactors() : null;
+        if (ropeFreqs != null) {
+            // generate_extra_tensors comes first in prepare_tensors
+            out.add(new Tensor("rope_freqs.weight", -1, new long[] {ropeFreqs.length}, GgmlType.F32, 0, 0f,
+                    ropeFreqs));
+        }
         for (int i : order) {
             Source s = sources.get(i);
             String hf = textName(s.name());
@@ -404,6 +416,26 @@ public final class GgufModel {
             // llama-quantize's input: the converter's F32 file; its mix decides the types afterwards
             case Q4_K_M, Q5_K_M, Q6_K -> GgmlType.F32;
         };
+    }
+
+    /** The Llama 3.1 rope factors for {@code dim / 2} frequencies (see {@code Hparams.llama3RopeFactors}). */
+    static float[] llama3RopeFactors(double base, int dim, double factor, double low, double high, double old) {
+        float[] out = new float[dim / 2];
+        float lowWavelen = (float) (old / low);
+        float highWavelen = (float) (old / high);
+        for (int k = 0; k < out.length; k++) {
+            float freq = 1f / (float) Math.pow((float) base, (float) (2 * k) / (float) dim);
+            float wavelen = (1f / freq) * (float) (2 * Math.PI);
+            if (wavelen < highWavelen) {
+                out[k] = 1f;
+            } else if (wavelen > lowWavelen) {
+                out[k] = (float) factor;
+            } else {
+                float smooth = ((1f / wavelen) * (float) old - (float) low) / (float) (high - low);
+                out[k] = 1f / ((1f - smooth) / (float) factor + smooth);
+            }
+        }
+        return out;
     }
 
     /** llama.cpp's {@code llama_ftype}, as the converter writes it in {@code general.file_type}. */
@@ -519,6 +551,35 @@ public final class GgufModel {
         }
 
         /** Refuses what this exporter does not mirror yet, rather than writing a file llama.cpp misreads. */
+        /**
+         * {@code LlamaModel.generate_extra_tensors}: the Llama 3.1 rope factors, or null for another rope type.
+         * Computed in float32 in torch's order of operations ({@code scalar / t} is {@code t.reciprocal() * scalar},
+         * the Python scalars rounded to float32), which gives torch's bits (checked for Llama 3.1 and 3.2 shapes).
+         */
+        float[] llama3RopeFactors() {
+            JsonObject all = rope();
+            JsonObject rope = all.get("full_attention") instanceof JsonObject f ? f : all;
+            if (!"llama3".equalsIgnoreCase(rope.optString("rope_type").orElse(""))) {
+                return null;
+            }
+            Long dim = optInt("head_dim");
+            long d = dim != null ? dim : requireInt("hidden_size") / requireInt("num_attention_heads");
+            return GgufModel.llama3RopeFactors(orDefault(rope, "rope_theta", 10000.0), (int) d, orDefault(rope, "factor", 8.0),
+                    orDefault(rope, "low_freq_factor", 1.0), orDefault(rope, "high_freq_factor", 4.0),
+                    orDefault(rope, "original_max_position_embeddings", 8192));
+        }
+
+        private double orDefault(JsonObject o, String key, double dflt) {
+            JsonValue v = o.get(key);
+            if (v == null || v instanceof JsonNull) {
+                return dflt;
+            }
+            if (v instanceof JsonNumber n) {
+                return n.doubleValue();
+            }
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "rope " + key + " is " + v + ", not a number");
+        }
+
         void refuseUnsupported(String arch) {
             for (String k : new String[] {"num_local_experts", "num_experts", "n_routed_experts"}) {
                 if (find(k) != null) {
@@ -540,9 +601,9 @@ public final class GgufModel {
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "multimodal rope (mrope_section) cannot"
                         + " be exported as GGUF yet");
             }
-            if ("llama3".equalsIgnoreCase(type)) {
-                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "Llama 3.1 rope scaling (rope_freqs)"
-                        + " cannot be exported as GGUF yet");
+            if ("llama3".equalsIgnoreCase(type) && !arch.equals("llama")) {
+                throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, file, "Llama 3.1 rope scaling on " + arch
+                        + " cannot be exported as GGUF");
             }
         }
 
