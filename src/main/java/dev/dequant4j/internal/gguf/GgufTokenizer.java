@@ -399,9 +399,9 @@ public final class GgufTokenizer {
             }
             byToken.put(tok, id);
         }
-        Map<Long, Boolean> addedSpecial = addedTokens(f, tj, byId, byToken);
-        markNamedSpecials(f, byToken, addedSpecial);
+        Map<Long, Added> addedSpecial = addedTokens(f, tj, byId, byToken);
         checkAddedTokensDecoder(f, addedSpecial, byId);
+        markNamedSpecials(f, byToken, addedSpecial);
         checkAddedTokensJson(f, byToken);
 
         long maxId = byId.keySet().stream().mapToLong(Long::longValue).max().orElse(-1);
@@ -417,9 +417,11 @@ public final class GgufTokenizer {
                 tokens.add("[PAD" + i + "]");
                 types[i] = UNUSED;
             } else if (addedSpecial.containsKey((long) i)) {
-                // A non-normalized added token is encoded and decoded back by the converter; for a BPE tokenizer
-                // transformers 5 decodes an added token to its content, so it stays as it is.
-                if (addedSpecial.get((long) i) || looksSpecial(token)) {
+                Added a = addedSpecial.get((long) i);
+                if (!Boolean.TRUE.equals(a.normalized)) {
+                    token = decodedBack(f, i, token, a.normalized == null);
+                }
+                if (a.special || looksSpecial(token)) {
                     types[i] = CONTROL;
                 } else {
                     token = token.replace('\u2581', ' ');
@@ -448,10 +450,65 @@ public final class GgufTokenizer {
         return new Vocab(n);
     }
 
-    /** tokenizer.json's added tokens: id to its {@code special} flag; each joins the vocabulary. */
-    private static Map<Long, Boolean> addedTokens(TokenizerFiles f, JsonObject tj, Map<Long, String> byId,
-                                                  Map<String, Long> byToken) {
-        Map<Long, Boolean> special = new HashMap<>();
+    /** An added token's flags; {@code normalized} is null where transformers' value is not known for certain. */
+    private static final class Added {
+        boolean special;
+        Boolean normalized;
+
+        Added(boolean special, Boolean normalized) {
+            this.special = special;
+            this.normalized = normalized;
+        }
+    }
+
+    /** GPT-2's bytes_to_unicode, inverted: the byte each character of a byte-level token stands for, or -1. */
+    private static final int[] BYTE_OF_CHAR = new int[324];
+
+    static {
+        Arrays.fill(BYTE_OF_CHAR, -1);
+        int extra = 0;
+        for (int b = 0; b < 256; b++) {
+            boolean printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            BYTE_OF_CHAR[printable ? b : 256 + extra++] = b;
+        }
+    }
+
+    /**
+     * What the converter makes of a non-normalized added token, {@code decode(encode(token))}: tokenizers' ByteLevel
+     * decoder maps a token whose every character is a byte-level character to those bytes (read as UTF-8) and leaves
+     * any other token as it is, so {@code Ġa} becomes {@code " a"}. Bytes that are not UTF-8 (which the converter would
+     * write as U+FFFD) are refused, and so is a change where transformers' normalized flag is not certain.
+     */
+    private static String decodedBack(TokenizerFiles f, int id, String token, boolean uncertain) {
+        byte[] bytes = new byte[token.length()];
+        for (int k = 0; k < token.length(); k++) {
+            char c = token.charAt(k);
+            int b = c < BYTE_OF_CHAR.length ? BYTE_OF_CHAR[c] : -1;
+            if (b < 0) {
+                return token;
+            }
+            bytes[k] = (byte) b;
+        }
+        String decoded;
+        try {
+            decoded = java.nio.charset.StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(java.nio.charset.CodingErrorAction.REPORT)
+                    .decode(java.nio.ByteBuffer.wrap(bytes)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw f.unsupported(TJ, "added token " + id + " '" + token + "' decodes to bytes that are not UTF-8 "
+                    + "(the converter would write it with U+FFFD)");
+        }
+        if (uncertain && !decoded.equals(token)) {
+            throw f.unsupported(TJ, "added token " + id + " '" + token + "' is named special by tokenizer_config.json "
+                    + "while normalized; whether the converter decodes it to '" + decoded + "' is not certain");
+        }
+        return decoded;
+    }
+
+    /** tokenizer.json's added tokens and their flags; each joins the vocabulary. */
+    private static Map<Long, Added> addedTokens(TokenizerFiles f, JsonObject tj, Map<Long, String> byId,
+                                                Map<String, Long> byToken) {
+        Map<Long, Added> special = new HashMap<>();
         JsonValue list = tj.get("added_tokens");
         if (list == null) {
             return special;
@@ -468,7 +525,10 @@ public final class GgufTokenizer {
             if (sp != null && !(sp instanceof JsonBoolean)) {
                 throw f.corrupt(TJ, "added token " + id + ": special must be a boolean");
             }
-            if (special.put(id, truthy(sp)) != null) {
+            if (!(f.get(TJ, at, "normalized") instanceof JsonBoolean normalized)) {
+                throw f.corrupt(TJ, "added token " + id + ": normalized must be a boolean");
+            }
+            if (special.put(id, new Added(truthy(sp), normalized.value())) != null) {
                 throw f.corrupt(TJ, "added token id " + id + " is listed twice");
             }
         }
@@ -476,44 +536,71 @@ public final class GgufTokenizer {
     }
 
     /**
-     * transformers marks the tokens tokenizer_config.json and special_tokens_map.json name (bos_token ...
-     * mask_token, extra_special_tokens) as special added tokens, and adds any it does not find, which would change the
-     * vocabulary: that is refused, as is an additional_special_tokens entry that is not already a special added token.
+     * The special tokens transformers 5 makes of what tokenizer_config.json names: each of bos_token ... mask_token,
+     * extra_special_tokens, and additional_special_tokens when there is no extra_special_tokens, becomes a special
+     * added token (so the converter types it CONTROL), and one tokenizer.json lacks would be added to the vocabulary,
+     * which is refused. special_tokens_map.json counts only for keys tokenizer_config.json does not have, and
+     * additional_special_tokens next to extra_special_tokens not at all (as transformers 5.17 loads them); since
+     * that is less certain, such a name must already be a special added token, or it is refused.
      */
-    private static void markNamedSpecials(TokenizerFiles f, Map<String, Long> byToken, Map<Long, Boolean> added) {
-        for (String file : List.of(TC, "special_tokens_map.json")) {
-            JsonObject o = f.json(file);
-            if (o == null) {
-                continue;
-            }
-            for (String typ : SpecialVocab.DEFAULT_TYPES) {
-                String name = namedToken(f, file, o.get(typ + "_token"));
-                if (name != null) {
-                    added.put(need(f, file, byToken, name), true);
+    private static void markNamedSpecials(TokenizerFiles f, Map<String, Long> byToken, Map<Long, Added> added) {
+        JsonObject tc = f.json(TC);
+        JsonObject stm = f.json("special_tokens_map.json");
+        List<String> keys = new ArrayList<>();
+        SpecialVocab.DEFAULT_TYPES.forEach(t -> keys.add(t + "_token"));
+        keys.add("extra_special_tokens");
+        keys.add("additional_special_tokens");
+        for (String key : keys) {
+            boolean inTc = tc != null && tc.has(key);
+            boolean shadowed = key.equals("additional_special_tokens") && tc != null && tc.has("extra_special_tokens");
+            if (inTc && !shadowed) {
+                for (String name : named(f, TC, tc.get(key), key)) {
+                    promote(added, need(f, TC, byToken, name));
                 }
             }
-            for (String key : List.of("extra_special_tokens", "additional_special_tokens")) {
-                JsonValue v = o.get(key);
-                if (v == null || v == JsonNull.NULL) {
-                    continue;
-                }
-                List<JsonValue> entries = v instanceof JsonObject m ? List.copyOf(m.members().values())
-                        : f.list(file, v, key).values();
-                for (JsonValue e : entries) {
-                    String name = namedToken(f, file, e);
-                    if (name == null) {
-                        continue;
-                    }
-                    long id = need(f, file, byToken, name);
-                    if (key.equals("extra_special_tokens")) {
-                        added.put(id, true);
-                    } else if (!Boolean.TRUE.equals(added.get(id))) {
-                        throw f.unsupported(file, key + " names '" + name + "', which is not a special added token "
-                                + "of tokenizer.json");
-                    }
+            String file = inTc ? TC : "special_tokens_map.json";
+            JsonValue uncertain = inTc ? (shadowed ? tc.get(key) : null) : stm == null ? null : stm.get(key);
+            for (String name : named(f, file, uncertain, key)) {
+                Added a = added.get(need(f, file, byToken, name));
+                if (a == null || !a.special) {
+                    throw f.unsupported(file, key + " names '" + name + "', which is not a special added token of "
+                            + "tokenizer.json (whether transformers makes it one is not certain)");
                 }
             }
         }
+    }
+
+    /**
+     * A named special token: transformers adds a vocabulary token as a special, non-normalized AddedToken; what it
+     * does to the normalized flag of a token already added normalized is not known, so that becomes uncertain.
+     */
+    private static void promote(Map<Long, Added> added, long id) {
+        Added a = added.get(id);
+        if (a == null) {
+            added.put(id, new Added(true, false));
+        } else {
+            a.special = true;
+            if (Boolean.TRUE.equals(a.normalized)) {
+                a.normalized = null;
+            }
+        }
+    }
+
+    /** The token names of a special-token entry: a name, an AddedToken object, or a list or object of them. */
+    private static List<String> named(TokenizerFiles f, String file, JsonValue v, String key) {
+        List<String> names = new ArrayList<>();
+        if (v == null || v == JsonNull.NULL) {
+            return names;
+        }
+        List<JsonValue> entries = !key.endsWith("special_tokens") ? List.of(v)
+                : v instanceof JsonObject m ? List.copyOf(m.members().values()) : f.list(file, v, key).values();
+        for (JsonValue e : entries) {
+            String name = namedToken(f, file, e);
+            if (name != null) {
+                names.add(name);
+            }
+        }
+        return names;
     }
 
     private static String namedToken(TokenizerFiles f, String file, JsonValue v) {
@@ -539,8 +626,8 @@ public final class GgufTokenizer {
         return id;
     }
 
-    /** tokenizer_config.json's added_tokens_decoder must say what tokenizer.json says. */
-    private static void checkAddedTokensDecoder(TokenizerFiles f, Map<Long, Boolean> added, Map<Long, String> byId) {
+    /** tokenizer_config.json's added_tokens_decoder must say what tokenizer.json's added tokens say. */
+    private static void checkAddedTokensDecoder(TokenizerFiles f, Map<Long, Added> added, Map<Long, String> byId) {
         JsonObject tc = f.json(TC);
         if (tc == null) {
             return;
@@ -551,7 +638,7 @@ public final class GgufTokenizer {
             JsonValue data = decoder.get(key);
             String content = content(f, TC, data, "added_tokens_decoder[" + key + "]");
             boolean special = truthy(f.get(TC, data, "special"));
-            if (!content.equals(byId.get(id)) || !added.containsKey(id) || added.get(id) != special) {
+            if (!content.equals(byId.get(id)) || !added.containsKey(id) || added.get(id).special != special) {
                 throw f.unsupported(TC, "added_tokens_decoder[" + key + "] '" + content + "' (special " + special
                         + ") differs from tokenizer.json's added tokens");
             }

@@ -92,7 +92,8 @@ class GgufTokenizerTest {
     @ParameterizedTest
     @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-mistral, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
             "spm-phi3, phi3", "bpe-gpt2, phi3", "sv-roberta, qwen2", "sv-template-eos, qwen2", "sv-no-config, qwen2",
-            "sv-chat-list, qwen2", "sv-spm-extras, llama", "sv-spm-unigram, llama"})
+            "sv-chat-list, qwen2", "sv-spm-extras, llama", "sv-spm-unigram, llama",
+            "sv-bpe-named, qwen2"})
     void equalsTheConverter(String kind, String arch) throws IOException {
         Path dir = gguf("tokenizers/" + kind);
         JsonObject config = json(dir.resolve(arch + "-config.json"));
@@ -216,5 +217,15 @@ class GgufTokenizerTest {
         Dequant4jException e = assertThrows(Dequant4jException.class,
                 () -> GgufTokenizer.read(tokenizerFiles("bpe-qwen2"), "qwen2", config.getLong("vocab_size"), bad));
         assertTrue(e.getMessage().contains("bos token id 5000"), e.getMessage());
+    }
+
+    @Test
+    void refusesAnAddedTokenTheConverterWouldMangle(@TempDir Path tmp) throws IOException {
+        // decode(encode("café")) through the ByteLevel decoder gives "caf\uFFFD" in the converter.
+        Map<String, Path> files = kindWith(tmp, "bpe-qwen2", "tokenizer.json",
+                edited("bpe-qwen2", "tokenizer.json", "\"content\": \"<tool_call>\"", "\"content\": \"caf\u00e9\""));
+        files.remove("tokenizer_config.json");
+        Dequant4jException e = refusedKind(files, "bpe-qwen2", "qwen2");
+        assertTrue(e.getMessage().contains("decodes to bytes that are not UTF-8"), e.getMessage());
     }
 }
