@@ -168,7 +168,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             if (json) {
                 CliJson.print(out, summary(r));
             } else if (!quiet) {
-                printSummary(r, out, b == Backend.CUDA || r.backend() == Backend.CUDA);
+                // a GGUF export's types: the requested ones, else the dtype's (which the result's dtype is then)
+                String as = format != OutputFormat.GGUF ? r.dtype().name()
+                        : "GGUF " + (ggufType != null ? ggufType.name() : r.dtype().name());
+                printSummary(r, as, out, b == Backend.CUDA || r.backend() == Backend.CUDA);
             }
         } finally {
             for (LoraAdapter a : opened) {
@@ -255,11 +258,11 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
     }
 
     /** The summary; the backend's reason (which may explain why CUDA is not usable) only where CUDA was involved. */
-    private static void printSummary(ExportResult r, PrintWriter out, boolean cuda) {
+    private static void printSummary(ExportResult r, String as, PrintWriter out, boolean cuda) {
         double secs = r.elapsed().toNanos() / 1e9;
         // println, not %n: the CLI's writer turns every control character it is given into '?'.
         out.println(String.format(Locale.ROOT, "exported %d tensors (%s) as %s to %s in %.1f s (%s/s), backend %s",
-                r.tensors(), Table.bytes(r.bytes()), r.dtype(), r.directory(), secs,
+                r.tensors(), Table.bytes(r.bytes()), as, r.directory(), secs,
                 Table.bytes((long) (r.bytes() / Math.max(secs, 1e-9))),
                 cuda ? r.backendReason() : r.backend().name().toLowerCase(Locale.ROOT)));
         out.println("files: " + r.files().stream().map(p -> p.getFileName().toString()).toList());

@@ -289,6 +289,8 @@ class ExportCommandTest {
         InspectCommandTest.Run r = InspectCommandTest.run("export", model.toString(), "--out", out.toString(),
                 "--format", "gguf", "--gguf-type", "q8_0");
         assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().lines().toList().get(0).startsWith("exported 21 tensors (136.4 kB) as GGUF Q8_0 to "),
+                r.out());
         assertEquals("files: [model.gguf, dequant4j-manifest.json]", r.out().lines().toList().get(1));
         InspectCommandTest.Run v = InspectCommandTest.run("verify", out.toString());
         assertEquals(0, v.code(), v.err());
