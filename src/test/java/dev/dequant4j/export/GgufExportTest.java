@@ -53,8 +53,10 @@ public class GgufExportTest {
     static Path modelWithTokenizer(Path dir, String checkpoint, String arch) {
         try {
             Files.createDirectories(dir);
+            Path synthetic = Fixtures.root().resolve("gguf/archs/" + checkpoint);
+            Path source = Files.isDirectory(synthetic) ? synthetic : Fixtures.real().resolve(checkpoint);
             for (String f : new String[] {"config.json", "model.safetensors"}) {
-                Files.copy(Fixtures.real().resolve(checkpoint).resolve(f), dir.resolve(f));
+                Files.copy(source.resolve(f), dir.resolve(f));
             }
             Path config = Fixtures.root().resolve("gguf/archs/" + arch + "-config.json");
             if (Files.exists(config)) {
@@ -114,7 +116,8 @@ public class GgufExportTest {
         "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0, true",
         "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32, true",
         "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0, true",
-        "llama31, llama-nf4-dq, adapter-llama-lora, F32, true"})
+        "llama31, llama-nf4-dq, adapter-llama-lora, F32, true",
+        "qwen3, qwen3-model, none, F32, false"})
     void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type,
                                                    boolean tokenizer) throws Exception {
         Path out = tmp.resolve("out");

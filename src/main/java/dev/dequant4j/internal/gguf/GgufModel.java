@@ -162,6 +162,14 @@ public final class GgufModel {
             "self_attn.q_norm", "attn_q_norm",
             "self_attn.k_norm", "attn_k_norm"));
 
+    private static final Map<String, String> QWEN3_BLOCK = with(LLAMA_BLOCK, Map.of(
+            "self_attn.q_norm", "attn_q_norm",
+            "self_attn.k_norm", "attn_k_norm"));
+
+    /** Qwen3Config's defaults (it derives no head_dim: its default is 128). */
+    private static final Map<String, Number> QWEN3_DEFAULTS = Map.of("max_position_embeddings", 32768,
+            "rms_norm_eps", 1e-6, "num_key_value_heads", 32, "head_dim", 128);
+
     /** Phi3Config's defaults (original_max_position_embeddings is read from the rope parameters). */
     private static final Map<String, Number> PHI3_DEFAULTS = Map.of("max_position_embeddings", 4096,
             "original_max_position_embeddings", 4096, "rms_norm_eps", 1e-5);
@@ -175,6 +183,7 @@ public final class GgufModel {
             "Gemma2ForCausalLM", new Arch("gemma2", GEMMA_GLOBAL, GEMMA_BLOCK, false, Keys.GEMMA2,
                     Map.of("num_key_value_heads", 4), false, true),
             "Phi3ForCausalLM", new Arch("phi3", LLAMA_GLOBAL, PHI3_BLOCK, false, Keys.PHI3, PHI3_DEFAULTS, false),
+            "Qwen3ForCausalLM", new Arch("qwen3", LLAMA_GLOBAL, QWEN3_BLOCK, false, Keys.TEXT, QWEN3_DEFAULTS, false),
             "Gemma3ForCausalLM", new Arch("gemma3", LLAMA_GLOBAL, GEMMA3_BLOCK, false, Keys.GEMMA3, Map.of(), false,
                     true),
             "Gemma3ForConditionalGeneration", new Arch("gemma3", LLAMA_GLOBAL, GEMMA3_BLOCK, false, Keys.GEMMA3,
