@@ -36,9 +36,14 @@ final class VectorRelaunch {
     static final String PROPERTY = "dequant4j.relaunch";
     /** Set on the second JVM: the pid of the first, which it watches. */
     static final String PARENT_PROPERTY = "dequant4j.relaunch.parent";
-    /** C2 for the kernels early; {@code quiet} keeps HotSpot from announcing the command on standard output. */
+    /**
+     * C2 for the kernels early, and waited for: until then they run the Vector API's Java fallback, many times
+     * slower, on cores the compiler needs (0.5 CPU-s less on the 8-layer export, docs/BENCHMARKS.md); {@code quiet}
+     * keeps HotSpot from announcing the commands on standard output.
+     */
     static final List<String> EARLY_C2 = List.of("-XX:CompileCommand=quiet",
-            "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01");
+            "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01",
+            "-XX:CompileCommand=BackgroundCompilation,dev.dequant4j.internal.cpu.*::*,false");
     /**
      * The serial collector, unless the flags choose one: an export keeps little on the heap, but the garbage of the
      * Vector API's Java fallback before C2 compiles the kernels made G1 grow the heap to 0.5-1 GB resident, and the

@@ -45,6 +45,7 @@ class VectorRelaunchTest {
         assertEquals(Optional.of(List.of("/opt/jdk/bin/java", "-Xmx2g", "--add-modules=jdk.incubator.vector",
                 "-XX:CompileCommand=quiet",
                 "-XX:CompileCommand=CompileThresholdScaling,dev.dequant4j.internal.cpu.*::*,0.01",
+                "-XX:CompileCommand=BackgroundCompilation,dev.dequant4j.internal.cpu.*::*,false",
                 "-XX:+UseSerialGC", "-Ddequant4j.relaunch=false", "-jar", jar.toString(), "--debug", "export", "m",
                 "--out", "o")), cmd);
         List<String> openJ9 = VectorRelaunch.command(new String[] {"export", "m", "--out", "o"}, new VectorRelaunch.Jvm(false,
