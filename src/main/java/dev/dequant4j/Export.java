@@ -28,7 +28,8 @@ public final class Export {
     private Checkpoint base16;
     private DType dtype;
     private Backend backend = Backend.AUTO;
-    private long maxShardBytes = Exporter.DEFAULT_MAX_SHARD_BYTES;
+    /** 0: not set (5 GB shards for safetensors, one file for GGUF). */
+    private long maxShardBytes;
     private int threads;
     private long memoryBudget = Exporter.DEFAULT_MEMORY_BUDGET;
     private ProgressListener progress = ProgressListener.NONE;
@@ -106,9 +107,12 @@ public final class Export {
     }
 
     /**
-     * The largest shard, counted in tensor bytes, as transformers' {@code max_shard_size}.
+     * The largest shard, counted in tensor bytes, as transformers' {@code max_shard_size}. For a GGUF export, the
+     * file is split only when this is set, as {@code convert_hf_to_gguf.py --split-max-size} splits it
+     * ({@code model-00001-of-0000N.gguf}, with gguf-split's {@code split.*} keys).
      *
-     * @param bytes the limit; default 5 GB (5 * 10^9); a tensor larger than it gets a shard of its own
+     * @param bytes the limit; default 5 GB (5 * 10^9) for safetensors, no split for GGUF; a tensor larger than it
+     *              gets a shard of its own
      * @return this export
      * @throws IllegalArgumentException if {@code bytes} is not positive
      */

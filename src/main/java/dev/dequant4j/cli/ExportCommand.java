@@ -70,9 +70,10 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             description = "Worker threads (default: all processors).")
     Integer threads;
 
-    @Option(names = "--max-shard-size", paramLabel = "SIZE", defaultValue = "5GB", converter = Converters.Size.class,
-            description = "Largest shard, e.g. 300MB, 5GB (10^9), 2GiB (default: ${DEFAULT-VALUE}).")
-    long maxShardSize;
+    @Option(names = "--max-shard-size", paramLabel = "SIZE", converter = Converters.Size.class,
+            description = "Largest shard, e.g. 300MB, 5GB (10^9), 2GiB (default: 5GB; for gguf, one file unless"
+                    + " given).")
+    Long maxShardSize;
 
     @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "512MiB", converter = Converters.Size.class,
             description = "Working-buffer budget (default: ${DEFAULT-VALUE}).")
@@ -131,7 +132,7 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         List<LoraAdapter> opened = new ArrayList<>();
         try (Checkpoint base = Checkpoint.open(model);
              Checkpoint original = base16 == null ? null : Checkpoint.open(base16)) {
-            Export e = Export.of(base).backend(b).maxShardBytes(maxShardSize).memoryBudget(memory)
+            Export e = Export.of(base).backend(b).memoryBudget(memory)
                     .overwrite(overwrite).allowNonFinite(allowNonFinite).tiedEmbeddings(tiedEmbeddings);
             if (!quiet && !dryRun) {
                 e.progress(new ProgressPrinter(Printable.raw(err), terminal));
@@ -146,6 +147,9 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             }
             if (dtype != null) {
                 e.dtype(dtype);
+            }
+            if (maxShardSize != null) {
+                e.maxShardBytes(maxShardSize);
             }
             e.format(format);
             if (ggufType != null) {

@@ -13,8 +13,10 @@ import dev.dequant4j.internal.cpu.CpuKernels;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.gguf.GgmlType;
 import dev.dequant4j.internal.gguf.GgmlQuantize;
+import dev.dequant4j.internal.gguf.GgufMetadata;
 import dev.dequant4j.internal.gguf.GgufModel;
 import dev.dequant4j.internal.gguf.GgufTokenizer;
+import dev.dequant4j.internal.gguf.GgufType;
 import dev.dequant4j.internal.gguf.GgufWriter;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonNull;
@@ -55,7 +57,47 @@ final class GgufExport {
                   Path configFile, DType dtype, boolean untie, long vocabulary, Map<String, Path> modelFiles) {}
 
     /** One GGUF tensor's place in the plan: its type, permutation and file offset. */
-    private record Slot(GgufModel.Tensor gguf, long rowBytes, long rows, long dataOffset, int padding) {}
+    private record Slot(GgufModel.Tensor gguf, long rowBytes, long rows, long dataOffset, int padding, int shard) {}
+
+    /** One output file: its name, layout and how many of the tensors (in order) it holds. */
+    private record Split(String fileName, GgufWriter layout, int count) {}
+
+    /**
+     * gguf-py's split ({@code convert_hf_to_gguf.py --split-max-size}): a new file starts when the current one holds
+     * a tensor and its tensor bytes (unpadded) plus the next tensor's would exceed {@code maxBytes}; with more than
+     * one file, the first gets all metadata and every file {@code split.no}, {@code split.count} and
+     * {@code split.tensors.count} at the end, named {@code model-00001-of-0000N.gguf}. {@code maxBytes} 0: one file.
+     */
+    private static List<Split> split(GgufMetadata md, List<GgufWriter.Planned> tensors, long maxBytes) {
+        List<List<GgufWriter.Planned>> groups = new ArrayList<>();
+        groups.add(new ArrayList<>());
+        long size = 0;
+        for (GgufWriter.Planned t : tensors) {
+            List<GgufWriter.Planned> current = groups.getLast();
+            if (maxBytes > 0 && !current.isEmpty() && size + t.byteSize() > maxBytes) {
+                groups.add(new ArrayList<>());
+                size = 0;
+            }
+            groups.getLast().add(t);
+            size += t.byteSize();
+        }
+        if (groups.size() == 1) {
+            return List.of(new Split(FILE_NAME, new GgufWriter(md, tensors), tensors.size()));
+        }
+        List<Split> out = new ArrayList<>();
+        for (int i = 0; i < groups.size(); i++) {
+            GgufMetadata m = new GgufMetadata();
+            if (i == 0) {
+                md.entries().forEach(m::put);
+            }
+            m.put("split.no", new GgufMetadata.Value(GgufType.UINT16, null, i));
+            m.put("split.count", new GgufMetadata.Value(GgufType.UINT16, null, groups.size()));
+            m.putInt32("split.tensors.count", tensors.size());
+            out.add(new Split(String.format("model-%05d-of-%05d.gguf", i + 1, groups.size()),
+                    new GgufWriter(m, groups.get(i)), groups.get(i).size()));
+        }
+        return out;
+    }
 
     private GgufExport() {}
 
@@ -107,7 +149,7 @@ final class GgufExport {
             }
             planned.add(new GgufWriter.Planned(t.name(), t.ne(), t.type()));
         }
-        GgufWriter layout = new GgufWriter(model.written(), planned);
+        List<Split> splits = split(model.written(), planned, r.maxShardBytes());
 
         int threads = r.threads() > 0 ? r.threads() : Runtime.getRuntime().availableProcessors();
         long budget = r.memoryBudget() > 0 ? r.memoryBudget() : Exporter.DEFAULT_MEMORY_BUDGET;
@@ -116,8 +158,22 @@ final class GgufExport {
         List<ExportPlan.OutputTensor> tensors = new ArrayList<>();
         List<Slot> slots = new ArrayList<>();
         List<ExportPlan.Unit> units = new ArrayList<>();
+        List<ShardedLayout.Shard> files0 = new ArrayList<>();
+        int[] shardOf = new int[model.tensors().size()];
+        int[] indexInShard = new int[model.tensors().size()];
+        for (int sh = 0, i = 0; sh < splits.size(); sh++) {
+            Split sp = splits.get(sh);
+            files0.add(new ShardedLayout.Shard(sp.fileName(), headerBytes(sp.layout()), sp.layout().fileSize(),
+                    List.of()));
+            for (int k = 0; k < sp.count(); k++, i++) {
+                shardOf[i] = sh;
+                indexInShard[i] = k;
+            }
+        }
         for (int i = 0; i < model.tensors().size(); i++) {
             GgufModel.Tensor g = model.tensors().get(i);
+            GgufWriter layout = splits.get(shardOf[i]).layout();
+            int k = indexInShard[i];
             // A computed tensor (rope_freqs) reads no input: it borrows the first tensor's source for a unit of
             // zero elements, so that the read-ahead loads nothing for it.
             ExportPlan.OutputTensor o = in.outs().get(g.values() != null ? 0 : g.source());
@@ -126,14 +182,12 @@ final class GgufExport {
                     : new ExportPlan.OutputTensor(o.name(), o.source(), o.mergeSteps(), DType.F32, o.shape(),
                     false, false, false));
             long rowBytes = g.type().bytes(g.rowLength(), g.rowLength());
-            Slot slot = new Slot(g, rowBytes, g.elements() / g.rowLength(), layout.dataOffset() + layout.offset(i),
-                    layout.paddingAfter(i));
+            Slot slot = new Slot(g, rowBytes, g.elements() / g.rowLength(), layout.dataOffset() + layout.offset(k),
+                    layout.paddingAfter(k), shardOf[i]);
             slots.add(slot);
             addUnits(units, i, slot, unitBytes);
         }
-        ShardedLayout.Shard file = new ShardedLayout.Shard(FILE_NAME, headerBytes(layout), layout.fileSize(),
-                List.of());
-        ExportPlan plan = ExportPlan.of(tensors, ShardedLayout.of(List.of(file)), units, 1);
+        ExportPlan plan = ExportPlan.of(tensors, ShardedLayout.of(files0), units, Exporter.lanes(threads));
 
         if (r.target().toString().isBlank()) {
             throw new IllegalArgumentException("the output path is empty");
@@ -166,7 +220,10 @@ final class GgufExport {
             Exporter.prepass(plan, merges);
             String[] shas = Exporter.execute(plan, merges, tallies, kernels, null, threads, poolSize, unitBytes,
                     out.dir(), r, progress, () -> new Materializer(kernels, slots)::produce);
-            files.add(new Manifest.FileRecord(FILE_NAME, layout.fileSize(), shas[0]));
+            for (int i = 0; i < splits.size(); i++) {
+                files.add(new Manifest.FileRecord(splits.get(i).fileName(), splits.get(i).layout().fileSize(),
+                        shas[i]));
+            }
             for (int i = 0; i < tensors.size(); i++) {
                 GgufModel.Tensor g = slots.get(i).gguf();
                 ExportPlan.OutputTensor t = tensors.get(i);
@@ -193,8 +250,13 @@ final class GgufExport {
             }
             out.commit();
         }
+        List<Path> paths = new ArrayList<>();
+        for (Manifest.FileRecord f : files) {
+            paths.add(target.resolve(f.name()));
+        }
+        paths.add(target.resolve(Manifest.FILE_NAME));
         ExportResult result = new ExportResult(target, statsDtype(floatType(type)), tensors.size(),
-                plan.totalFileBytes(), List.of(target.resolve(FILE_NAME), target.resolve(Manifest.FILE_NAME)),
+                plan.totalFileBytes(), paths,
                 Duration.ofNanos(System.nanoTime() - in.t0()), Backend.CPU, reason, stats);
         progress.onDone(result);
         return result;
@@ -256,7 +318,7 @@ final class GgufExport {
         long rowLength = g.rowLength();
         long step = Math.max(1, unitBytes / Math.max(1, s.rowBytes()));
         if (g.values() != null) {
-            units.add(new ExportPlan.Unit(units.size(), ti, 0, 0, 0, s.dataOffset(),
+            units.add(new ExportPlan.Unit(units.size(), ti, 0, 0, s.shard(), s.dataOffset(),
                     s.rows() * s.rowBytes() + s.padding(), true));
             return;
         }
@@ -265,13 +327,13 @@ final class GgufExport {
             step = Math.max(1, step / headRows) * headRows;
         }
         if (s.rows() == 0) {
-            units.add(new ExportPlan.Unit(units.size(), ti, 0, 0, 0, s.dataOffset(), s.padding(), true));
+            units.add(new ExportPlan.Unit(units.size(), ti, 0, 0, s.shard(), s.dataOffset(), s.padding(), true));
             return;
         }
         for (long row = 0; row < s.rows(); row += step) {
             long n = Math.min(step, s.rows() - row);
             boolean last = row + n == s.rows();
-            units.add(new ExportPlan.Unit(units.size(), ti, row * rowLength, n * rowLength, 0,
+            units.add(new ExportPlan.Unit(units.size(), ti, row * rowLength, n * rowLength, s.shard(),
                     s.dataOffset() + row * s.rowBytes(), n * s.rowBytes() + (last ? s.padding() : 0), last));
         }
     }

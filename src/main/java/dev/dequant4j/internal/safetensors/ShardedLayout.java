@@ -190,13 +190,10 @@ public final class ShardedLayout {
     }
 
     /**
-     * A layout of files whose headers and sizes are already known (a GGUF export lays out its own file); it has no
-     * placements and no index.
+     * A layout of files whose headers and sizes are already known (a GGUF export lays out its own files); it has no
+     * placements and no index ({@link #indexJson} is for safetensors shards).
      */
     public static ShardedLayout of(List<Shard> shards) {
-        if (shards.size() != 1) {
-            throw new IllegalArgumentException("one file expected, got " + shards.size());
-        }
         return new ShardedLayout(List.copyOf(shards), Map.of(), 0, 0);
     }
 
