@@ -113,13 +113,22 @@ final class GgufExport {
         }
         JsonObject config = Json.parseObject(ConfigRewriter.rewrite(in.config(), in.dtype(), in.untie(),
                 in.vocabulary()));
-        List<GgufModel.Source> sources = new ArrayList<>();
+        // The converter's order comes from the files of the safetensors export it reads: ours, in the float type of
+        // the GGUF type (F32 for the quantized ones), with the default 5 GB shards.
+        DType readDtype = type == GgufFileType.F16 ? DType.F16 : type == GgufFileType.BF16 ? DType.BF16 : DType.F32;
+        List<ShardedLayout.Spec> specs = new ArrayList<>();
         for (ExportPlan.OutputTensor t : in.outs()) {
             if (t.raw()) {
                 throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, Exporter.sourcePath(t.source()), t.name(),
                         "tensor of dtype " + t.dtype() + " cannot be exported as GGUF (not a float type)");
             }
-            sources.add(new GgufModel.Source(t.name(), t.shape(), Exporter.sourcePath(t.source())));
+            specs.add(new ShardedLayout.Spec(t.name(), readDtype, t.shape()));
+        }
+        ShardedLayout read = ShardedLayout.plan(specs, Exporter.DEFAULT_MAX_SHARD_BYTES, ExportPlan.DATA_ALIGNMENT);
+        List<GgufModel.Source> sources = new ArrayList<>();
+        for (ExportPlan.OutputTensor t : in.outs()) {
+            sources.add(new GgufModel.Source(t.name(), t.shape(), Exporter.sourcePath(t.source()),
+                    read.placement(t.name()).shard()));
         }
         Path modelDir = r.base().directory().toAbsolutePath().normalize();
         GgufModel model = GgufModel.of(config, in.configFile(), sources, type,

@@ -28,8 +28,11 @@ import java.util.regex.Pattern;
  * architecture's model class; anything it does not know is refused, never written half-right.
  */
 public final class GgufModel {
-    /** One tensor of the Hugging Face model (as our safetensors export would write it), numpy-order shape. */
-    public record Source(String name, long[] shape, Path file) {
+    /**
+     * One tensor of the Hugging Face model (as our safetensors export would write it), numpy-order shape; {@code shard}
+     * is the file of that export it would be in (the converter reads the files in order, each sorted by name).
+     */
+    public record Source(String name, long[] shape, Path file, int shard) {
         public Source {
             shape = shape.clone();
         }
@@ -317,15 +320,16 @@ public final class GgufModel {
     }
 
     /**
-     * The converter's tensors in its order: our export's tensors sorted by name (gguf-py's {@code SafetensorsLocal}
-     * sorts each file's names; our export of a model this size is one file), each mapped, permuted and typed.
+     * The converter's tensors in its order: our export's files in order, each file's tensors sorted by name (gguf-py's
+     * {@code SafetensorsLocal} sorts them), each mapped, permuted and typed.
      */
     private static List<Tensor> tensors(Arch arch, Hparams hp, List<Source> sources, GgufFileType type) {
         List<Integer> order = new ArrayList<>();
         for (int i = 0; i < sources.size(); i++) {
             order.add(i);
         }
-        order.sort(Comparator.comparing(i -> sources.get(i).name()));
+        order.sort(Comparator.comparingInt((Integer i) -> sources.get(i).shard())
+                .thenComparing(i -> sources.get(i).name()));
         int nHead = (int) hp.requireInt("num_attention_heads");
         Long kv = hp.optInt("num_key_value_heads");
         int nKv = kv == null ? nHead : kv.intValue();

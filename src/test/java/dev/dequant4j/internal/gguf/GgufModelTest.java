@@ -40,4 +40,27 @@ class GgufModelTest {
         assertEquals("8.0B", GgufModel.sizeLabel(8_030_261_248L));
         assertEquals("1.2B", GgufModel.sizeLabel(1_235_814_400L));
     }
+
+    /**
+     * The converter reads the files of a sharded export in order and each file's tensors sorted by name
+     * (gguf-py's SafetensorsLocal), so a tensor in the second shard comes after every tensor of the first.
+     */
+    @Test
+    void tensorsFollowTheShardsThenTheNames() {
+        dev.dequant4j.internal.json.JsonObject config = dev.dequant4j.internal.json.Json.parseObject(
+                ("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"num_attention_heads\": 4,"
+                        + " \"num_key_value_heads\": 2, \"num_hidden_layers\": 1, \"vocab_size\": 256,"
+                        + " \"intermediate_size\": 160}").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        java.nio.file.Path f = java.nio.file.Path.of("model.safetensors");
+        GgufModel m = GgufModel.of(config, f, java.util.List.of(
+                new GgufModel.Source("model.embed_tokens.weight", new long[] {256, 64}, f, 0),
+                new GgufModel.Source("model.norm.weight", new long[] {64}, f, 1),
+                new GgufModel.Source("lm_head.weight", new long[] {256, 64}, f, 1),
+                new GgufModel.Source("model.layers.0.self_attn.q_proj.weight", new long[] {64, 64}, f, 0)),
+                dev.dequant4j.GgufFileType.F16, "m");
+        assertEquals(java.util.List.of("token_embd.weight", "blk.0.attn_q.weight", "output.weight",
+                "output_norm.weight"), m.tensors().stream().map(GgufModel.Tensor::name).toList());
+        assertEquals(4, m.tensors().get(1).permuteHeads(), "Q rows permuted for n_head");
+        assertEquals(GgmlType.F32, m.tensors().get(3).type(), "norms stay F32");
+    }
 }
