@@ -368,6 +368,9 @@ public final class MergePlan {
         }
         float[] out = new float[(int) n];
         new PlainTensor(ref).readF32(0, out, 0, out.length);
+        // The copy is what the merge uses: the mapped pages would otherwise stay in the process's resident memory
+        // until the export ends (161 MB for an r = 16 adapter of a Llama-3-8B; they stay in the page cache).
+        ref.unload(0, ref.entry().byteSize());
         return out;
     }
 

@@ -9,10 +9,12 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.Fixtures;
+import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
+import dev.dequant4j.internal.lora.TestFiles;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -112,6 +114,30 @@ class ReadAheadTest {
             out.readFloats("model.layers.2.mlp.w.weight", 15_996_000, b, 0, b.length);
             assertArrayEquals(a, b);
         }
+    }
+
+    @Test
+    void theAdaptersPagesLeaveTheProcessOnceCopied() throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        Path model = SyntheticModel.write(tmp.resolve("m"), 3, 2_000, 2_000, "{\"torch_dtype\": \"bfloat16\"}");
+        List<TestFiles.T> factors = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            String m = "model.layers." + i + ".mlp.w.";
+            factors.add(TestFiles.random(m + "lora_A.weight", DType.F32, new long[] {64, 2_000}, i, 0.01));
+            factors.add(TestFiles.random(m + "lora_B.weight", DType.F32, new long[] {2_000, 64}, 10 + i, 0.01));
+        }
+        Path adapter = TestFiles.adapter(tmp.resolve("a"), TestFiles.config(64, 64, "target_modules", List.of("w")),
+                factors);
+        Path file = adapter.resolve("adapter_model.safetensors");
+        try (Checkpoint c = Checkpoint.open(model); LoraAdapter a = LoraAdapter.open(adapter)) {
+            Export.of(c).adapter(a).dtype(DType.F16).threads(2).to(tmp.resolve("out"));
+            long resident = residentBytes(smaps, file);
+            // every byte was read; the kernel maps up to 64 KiB around each page fault, so a little stays
+            assertTrue(resident < Files.size(file) / 3, "resident adapter after the export: " + resident
+                    + " of " + Files.size(file) + " bytes");
+        }
+        assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
     }
 
     /** Rss of this process's mappings of {@code file}, from /proc/self/smaps. */
