@@ -4,9 +4,17 @@ import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.Int8Tensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
+import dev.dequant4j.internal.safetensors.SafetensorsFile;
 import dev.dequant4j.internal.safetensors.TensorStore;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -16,16 +24,20 @@ import java.util.concurrent.locks.ReentrantLock;
  *
  * <p>From a cold page cache, workers reading a mapped checkpoint fault it in page by page and wait on the disk
  * instead of computing, with little read-ahead from the kernel since units are not read in file order. A reader
- * thread instead loads each upcoming unit's byte ranges whole ({@link TensorStore.Ref#load}), up to
+ * thread instead reads each upcoming unit's byte ranges whole into the page cache with large positional reads
+ * ({@link TensorStore.Ref#prefetch}; {@link TensorStore.Ref#load} where a file cannot be opened), up to
  * {@code window} input bytes beyond the unit the workers took last, so the disk streams while the workers compute
  * and the writer writes. Pages of a finished unit are unmapped ({@link TensorStore.Ref#unload}), so the resident
- * memory of an export is its buffers and this window, not the part of the input read so far. Both are advice:
- * results do not depend on them, and where they do nothing (a file that is not mapped, another OS) the workers
- * simply read the mapping themselves.
+ * memory of an export is its buffers and the units in work, not the part of the input read so far. Both are
+ * advice: results do not depend on them, and where they do nothing (a file that is not mapped, another OS) the
+ * workers simply read the mapping themselves.
  */
 final class ReadAhead implements AutoCloseable {
     /** Bytes {@code [offset, offset + length)} of a stored tensor. */
     record Range(TensorStore.Ref ref, long offset, long length) {}
+
+    /** Bytes per read: large reads stream at the disk's speed and cost the kernel little per byte. */
+    private static final int READ_BYTES = 8 << 20;
 
     private final List<List<Range>> ranges;
     private final long[] before;
@@ -120,6 +132,24 @@ final class ReadAhead implements AutoCloseable {
     }
 
     private void run() {
+        Map<SafetensorsFile, FileChannel> channels = new HashMap<>();
+        try (Arena arena = Arena.ofConfined()) {
+            ByteBuffer scratch = arena.allocate(READ_BYTES, 4096).asByteBuffer();
+            readAhead(channels, scratch);
+        } finally {
+            for (FileChannel ch : channels.values()) {
+                if (ch != null) {
+                    try {
+                        ch.close();
+                    } catch (IOException ignored) {
+                        // read-only, and only read ahead: nothing to lose
+                    }
+                }
+            }
+        }
+    }
+
+    private void readAhead(Map<SafetensorsFile, FileChannel> channels, ByteBuffer scratch) {
         int next = 0;
         while (next < ranges.size()) {
             lock.lock();
@@ -140,11 +170,23 @@ final class ReadAhead implements AutoCloseable {
                 return;
             }
             for (Range r : ranges.get(next)) {
-                if (!r.ref().load(r.offset(), r.length())) {
+                FileChannel ch = channels.computeIfAbsent(r.ref().file(), ReadAhead::open);
+                boolean read = ch != null ? r.ref().prefetch(r.offset(), r.length(), ch, scratch)
+                        : r.ref().load(r.offset(), r.length());
+                if (!read) {
                     return;
                 }
             }
             next++;
+        }
+    }
+
+    /** A channel to read {@code f} ahead through, or null (then its mapping is loaded instead). */
+    private static FileChannel open(SafetensorsFile f) {
+        try {
+            return FileChannel.open(f.path(), StandardOpenOption.READ);
+        } catch (IOException | UnsupportedOperationException e) {
+            return null;
         }
     }
 

@@ -5,7 +5,9 @@ import dev.dequant4j.Dequant4jException.Kind;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -101,6 +103,41 @@ public final class TensorStore implements AutoCloseable {
                 s.load();
                 return true;
             } catch (java.io.IOException | IllegalStateException | InternalError e) {
+                return false;
+            }
+        }
+
+        /**
+         * Reads bytes {@code [offset, offset + len)} of this tensor into the page cache ahead of their reads, unless
+         * they are there already ({@code mincore}): positional reads of {@code scratch}'s size through
+         * {@code channel}, a channel open on this tensor's file. Unlike {@link #load}, nothing is mapped into the
+         * process, so bytes read ahead do not count in its resident memory until a reader touches them, and large
+         * reads cost the kernel less than faulting a mapping in. Advisory, like {@link #load}.
+         */
+        public boolean prefetch(long offset, long len, FileChannel channel, ByteBuffer scratch) {
+            MemorySegment s = advisable(offset, len);
+            if (s == null) {
+                return false;
+            }
+            try {
+                if (file.currentSize() < file.fileSize()) {
+                    return false;
+                }
+                if (s.isLoaded()) {
+                    return true;
+                }
+                long pos = file.dataStart() + entry.begin() + Math.clamp(offset, 0, entry.byteSize());
+                long end = pos + s.byteSize();
+                while (pos < end) {
+                    scratch.clear().limit((int) Math.min(scratch.capacity(), end - pos));
+                    int n = channel.read(scratch, pos);
+                    if (n <= 0) {
+                        return false;
+                    }
+                    pos += n;
+                }
+                return true;
+            } catch (java.io.IOException | IllegalStateException | java.io.UncheckedIOException e) {
                 return false;
             }
         }

@@ -15,7 +15,10 @@ import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.lora.TestFiles;
+import dev.dequant4j.internal.safetensors.TensorStore;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -113,6 +116,26 @@ class ReadAheadTest {
             src.readFloats("model.layers.2.mlp.w.weight", 15_996_000, a, 0, a.length);
             out.readFloats("model.layers.2.mlp.w.weight", 15_996_000, b, 0, b.length);
             assertArrayEquals(a, b);
+        }
+    }
+
+    @Test
+    void readingAheadFillsThePageCacheWithoutMappingIntoTheProcess() throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        Path model = SyntheticModel.write(tmp.resolve("m"), 1, 2_000, 2_000, "{\"torch_dtype\": \"bfloat16\"}");
+        Path file = model.resolve("model.safetensors");
+        try (Checkpoint c = Checkpoint.open(model); FileChannel ch = FileChannel.open(file)) {
+            TensorStore.Ref ref = Internals.checkpoint().store(c).get("model.layers.0.mlp.w.weight");
+            long size = ref.entry().byteSize();
+            long header = residentBytes(smaps, file);
+            assertTrue(ref.prefetch(0, size, ch, ByteBuffer.allocateDirect(1 << 20)));
+            // the file was just written, so its pages are cached already; prefetch maps none of them either way
+            assertEquals(header, residentBytes(smaps, file), "prefetched bytes are not mapped into the process");
+            // against load, which maps them
+            assertTrue(ref.load(0, size));
+            assertTrue(residentBytes(smaps, file) >= size, residentBytes(smaps, file) + " of " + size);
+            ref.unload(0, size);
         }
     }
 
