@@ -5,6 +5,8 @@ import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.ExportResult;
+import dev.dequant4j.GgufFileType;
+import dev.dequant4j.OutputFormat;
 import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.internal.cpu.Kernels;
 import dev.dequant4j.internal.export.SequentialWriter;
@@ -41,7 +43,7 @@ import java.util.stream.Stream;
  *      --layers 2 [--rank 16 (0: no adapter)] [--runs 3] [--threads N] [--backend cpu|cuda|auto]
  *      [--dtype bf16|f16|f32] [--max-shard-bytes 5000000000] [--work /tmp/dequant4j-bench]
  *      [--model DIR [--adapter DIR]] [--cache warm|cold|both] [--evict FILE] [--cli target/dequant4j-cli.jar]
- *      [--launcher bin/dequant4j]
+ *      [--launcher bin/dequant4j] [--gguf f16|q4_k_m|... --tokenizer DIR]
  * </pre>
  */
 public final class ExportBench {
@@ -56,7 +58,7 @@ public final class ExportBench {
 
     /** What an export run needs. */
     record Setup(Path model, Path adapter, Path out, DType dtype, int threads, Backend backend, long maxShard,
-                 Path cli, Path launcher) {}
+                 Path cli, Path launcher, GgufFileType gguf) {}
 
     public static void main(String[] args) throws Exception {
         int layers = 2;
@@ -73,6 +75,8 @@ public final class ExportBench {
         Path evict = null;
         Path cli = null;
         Path launcher = null;
+        GgufFileType gguf = null;
+        Path tokenizer = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--layers" -> layers = Integer.parseInt(args[++i]);
@@ -89,6 +93,8 @@ public final class ExportBench {
                 case "--evict" -> evict = Path.of(args[++i]);
                 case "--cli" -> cli = Path.of(args[++i]);
                 case "--launcher" -> launcher = Path.of(args[++i]);
+                case "--gguf" -> gguf = GgufFileType.valueOf(args[++i].toUpperCase(Locale.ROOT));
+                case "--tokenizer" -> tokenizer = Path.of(args[++i]);
                 default -> throw new IllegalArgumentException("unknown option " + args[i]);
             }
         }
@@ -111,11 +117,20 @@ public final class ExportBench {
                 }
             }
         }
+        if (tokenizer != null) {
+            // a GGUF export needs a vocabulary: a small tokenizer's files, padded to the model's vocab_size
+            try (var files = Files.list(tokenizer)) {
+                for (Path f : files.toList()) {
+                    Files.copy(f, model.resolve(f.getFileName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                }
+            }
+        }
         Setup setup = new Setup(model, adapter, work.resolve("out"), dtype, threads, backend, maxShard, cli,
-                launcher);
+                launcher, gguf);
         Cache dropper = new Cache(evict, List.of(model, adapter == null ? model : adapter));
         System.out.println("cpu kernels: " + Kernels.describe() + "; threads " + threads + "; backend "
-                + backend.name().toLowerCase(Locale.ROOT) + "; dtype " + dtype + "; shards of at most " + maxShard
+                + backend.name().toLowerCase(Locale.ROOT) + "; dtype " + dtype
+                + (gguf != null ? "; GGUF " + gguf : "") + "; shards of at most " + maxShard
                 + " bytes; java " + Runtime.version() + "; " + (launcher != null ? "one-shot " + launcher
                 : cli != null ? "one-shot java -jar " + cli : "in this JVM")
                 + "; cache " + cache);
@@ -194,8 +209,12 @@ public final class ExportBench {
         ExportResult r;
         try (Checkpoint c = Checkpoint.open(s.model());
              LoraAdapter a = s.adapter() != null ? LoraAdapter.open(s.adapter()) : null) {
-            Export e = Export.of(c).dtype(s.dtype()).threads(s.threads()).backend(s.backend())
-                    .maxShardBytes(s.maxShard());
+            Export e = Export.of(c).dtype(s.dtype()).threads(s.threads()).backend(s.backend());
+            if (s.gguf() != null) {
+                e.format(OutputFormat.GGUF).ggufType(s.gguf());
+            } else {
+                e.maxShardBytes(s.maxShard());
+            }
             if (a != null) {
                 e.adapter(a);
             }
