@@ -98,8 +98,7 @@ public class GgufExportTest {
         Path out = tmp.resolve("out");
         ExportResult r = export(type, out);
         assertEquals(List.of(out.resolve("model.gguf"), out.resolve(Manifest.FILE_NAME)), r.files());
-        assertSameAsConverter(out.resolve("model.gguf"), reference(type.name().toLowerCase(java.util.Locale.ROOT)),
-                true);
+        assertSameAsConverter(out.resolve("model.gguf"), reference(type.name().toLowerCase(java.util.Locale.ROOT)));
     }
 
     /**
@@ -121,7 +120,7 @@ public class GgufExportTest {
             expected.add(out.resolve(name));
             Path ref = Fixtures.root().resolve(String.format("gguf/llama-bpe/split/llama-lora-f16-%05d-of-00003.gguf",
                     i));
-            assertSameAsConverter(out.resolve(name), ref, true);
+            assertSameAsConverter(out.resolve(name), ref);
         }
         expected.add(out.resolve(Manifest.FILE_NAME));
         assertEquals(expected, r.files());
@@ -134,34 +133,33 @@ public class GgufExportTest {
      */
     @ParameterizedTest
     @org.junit.jupiter.params.provider.CsvSource({
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, F32, false",
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, Q8_0, false",
-        "mistral, mistral-nf4-dq, adapter-mistral-dora, F32, false",
-        "gemma2, gemma2-nf4-dq, none, F32, true",
-        "gemma2, gemma2-nf4-dq, none, BF16, true",
-        "phi3, phi3-nf4-dq, adapter-phi3-lora, F32, true",
-        "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0, true",
-        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32, true",
-        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0, true",
-        "llama31, llama-nf4-dq, adapter-llama-lora, F32, true",
-        "qwen3, qwen3-model, none, F32, false"})
-    void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type,
-                                                   boolean tokenizer) throws Exception {
+        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, F32",
+        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, Q8_0",
+        "mistral, mistral-nf4-dq, adapter-mistral-dora, F32",
+        "gemma2, gemma2-nf4-dq, none, F32",
+        "gemma2, gemma2-nf4-dq, none, BF16",
+        "phi3, phi3-nf4-dq, adapter-phi3-lora, F32",
+        "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0",
+        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32",
+        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0",
+        "llama31, llama-nf4-dq, adapter-llama-lora, F32",
+        "qwen3, qwen3-model, none, F32"})
+    void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type)
+            throws Exception {
         Path out = tmp.resolve("out");
         export(arch, checkpoint, adapter, type, out);
         assertSameAsConverter(out.resolve("model.gguf"), Fixtures.root().resolve("gguf/archs/" + arch + "-lora-"
-                + type.name().toLowerCase(java.util.Locale.ROOT) + ".gguf"), tokenizer);
+                + type.name().toLowerCase(java.util.Locale.ROOT) + ".gguf"));
     }
 
     /**
-     * @param tokenizer whether to compare the tokenizer.* keys and the whole file: the other architectures' files
-     *                  borrow the llama-bpe tokenizer, and transformers' AutoTokenizer (which the converter asks)
-     *                  adds Qwen2's {@code <|endoftext|>} to it, which a real Qwen2 tokenizer has already
+     * Every key (tokenizer.* included; for qwen2 transformers' Qwen2Tokenizer adds its default {@code <|endoftext|>}
+     * to the borrowed llama-bpe vocabulary, which GgufTokenizer mirrors) and the whole file but the provenance.
      */
-    private static void assertSameAsConverter(Path file, Path reference, boolean tokenizer) throws Exception {
+    private static void assertSameAsConverter(Path file, Path reference) throws Exception {
         try (GgufFile ours = GgufFile.open(file);
              GgufFile ref = GgufFile.open(reference)) {
-            assertEquals(comparable(ref.metadata(), tokenizer), comparable(ours.metadata(), tokenizer));
+            assertEquals(comparable(ref.metadata()), comparable(ours.metadata()));
             assertEquals(List.copyOf(ref.tensors().keySet()), List.copyOf(ours.tensors().keySet()), "tensor order");
             for (GgufFile.Tensor t : ref.tensors().values()) {
                 GgufFile.Tensor o = ours.tensors().get(t.name());
@@ -172,9 +170,7 @@ public class GgufExportTest {
             }
             long dataBytes = ref.fileSize() - ref.dataOffset();
             assertEquals(dataBytes, ours.fileSize() - ours.dataOffset());
-            if (tokenizer) {
-                assertArrayEquals(Files.readAllBytes(ref.path()), withProvenanceOf(ref, ours), "the whole file");
-            }
+            assertArrayEquals(Files.readAllBytes(ref.path()), withProvenanceOf(ref, ours), "the whole file");
         }
         assertEquals(List.of(), Manifest.verify(file.getParent()));
     }
@@ -198,11 +194,11 @@ public class GgufExportTest {
     }
 
     /** Key, type and value of every entry but the provenance ones, in file order. */
-    private static List<String> comparable(GgufMetadata md, boolean tokenizer) {
+    private static List<String> comparable(GgufMetadata md) {
         List<String> out = new ArrayList<>();
         for (Map.Entry<String, GgufMetadata.Value> e : md.entries().entrySet()) {
             String k = e.getKey();
-            if (!tokenizer && k.startsWith("tokenizer.") || k.startsWith("general.") && !k.equals("general.architecture")
+            if (k.startsWith("general.") && !k.equals("general.architecture")
                     && !k.equals("general.type") && !k.equals("general.file_type")
                     && !k.equals("general.quantization_version") && !k.equals("general.alignment")) {
                 continue;

@@ -406,6 +406,7 @@ public final class GgufTokenizer {
         Map<Long, Added> addedSpecial = addedTokens(f, tj, byId, byToken);
         checkAddedTokensDecoder(f, addedSpecial, byId);
         markNamedSpecials(f, byToken, addedSpecial);
+        classDefaults(f, config, byId, byToken, addedSpecial);
         checkAddedTokensJson(f, byToken);
 
         long maxId = byId.keySet().stream().mapToLong(Long::longValue).max().orElse(-1);
@@ -570,6 +571,104 @@ public final class GgufTokenizer {
                             + "tokenizer.json (whether transformers makes it one is not certain)");
                 }
             }
+        }
+    }
+
+    /** The default special tokens of the tokenizer classes' {@code __init__} (transformers 5.17), by type. */
+    private static final Map<String, Map<String, String>> CLASS_DEFAULTS = Map.of(
+            "TokenizersBackend", Map.of(),
+            "LlamaTokenizer", Map.of("bos", "<s>", "eos", "</s>", "unk", "<unk>"),
+            "Qwen2Tokenizer", Map.of("eos", "<|endoftext|>", "unk", "<|endoftext|>", "pad", "<|endoftext|>"),
+            "GemmaTokenizer", Map.of("bos", "<bos>", "eos", "<eos>", "unk", "<unk>", "pad", "<pad>", "mask", "<mask>"),
+            "GPT2Tokenizer", Map.of("bos", "<|endoftext|>", "eos", "<|endoftext|>", "unk", "<|endoftext|>"));
+
+    /** AutoTokenizer's class for a model_type without a tokenizer_class ({@code TOKENIZER_MAPPING_NAMES}). */
+    private static final Map<String, String> REGISTERED = Map.of(
+            "qwen2", "Qwen2Tokenizer", "qwen3", "Qwen2Tokenizer", "gemma2", "GemmaTokenizer",
+            "gemma3", "GemmaTokenizer", "gemma3_text", "GemmaTokenizer",
+            "mistral", "TokenizersBackend", "phi3", "TokenizersBackend");
+
+    /**
+     * The tokenizer class transformers 5.17's {@code AutoTokenizer.from_pretrained} instantiates for a directory with
+     * tokenizer.json: tokenizer_config.json's (else config.json's) tokenizer_class, except that where the model_type
+     * has a registered class of its own and the named one differs, the registered class wins for model types transformers
+     * lists as having a wrong hub class (qwen2, phi3) and a generic named class becomes TokenizersBackend. llama has no
+     * registered class; mistral's (MistralCommonBackend without Mistral-format files) and phi3's are TokenizersBackend.
+     */
+    static String tokenizerClass(TokenizerFiles f, JsonObject config) {
+        JsonObject tc = f.json(TC);
+        String hub = tc == null ? null : str(tc.get("tokenizer_class"));
+        if (hub == null && config != null) {
+            hub = str(config.get("tokenizer_class"));
+        }
+        String modelType = config == null ? null : str(config.get("model_type"));
+        if (!"llama".equals(modelType) && !REGISTERED.containsKey(modelType)) {
+            throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "config.json: model_type " + modelType + ": which "
+                    + "tokenizer class transformers loads for it (and so its default special tokens) is not known");
+        }
+        String registered = REGISTERED.get(modelType);
+        if (hub != null && registered != null && !registered.equals(hub.replaceFirst("Fast$", ""))) {
+            if (registered.equals("TokenizersBackend")) {
+                return registered;
+            }
+            return modelType.equals("qwen2") ? registered : className(f, hub);
+        }
+        return hub != null ? className(f, hub) : registered != null ? registered : "TokenizersBackend";
+    }
+
+    /** {@code tokenizer_class_from_name}, for the classes whose defaults are known; any other is refused. */
+    private static String className(TokenizerFiles f, String name) {
+        String n = name.replaceFirst("Fast$", "");
+        if (n.equals("PreTrainedTokenizer") || n.equals("PreTrainedTokenizerFast") || n.equals("PythonBackend")) {
+            return "TokenizersBackend";
+        }
+        if (!CLASS_DEFAULTS.containsKey(n)) {
+            throw f.unsupported(TC, "tokenizer_class " + name + ": its default special tokens (which transformers "
+                    + "would make special or add to the vocabulary) are not known; known: " + CLASS_DEFAULTS.keySet());
+        }
+        return n;
+    }
+
+    /**
+     * The tokenizer class's default special tokens, for each type whose key neither tokenizer_config.json nor
+     * special_tokens_map.json has (an explicit null turns the default off): transformers makes one in the vocabulary a
+     * special added token, and adds one it lacks as a new special token at the next id, which the converter types
+     * CONTROL (as Qwen2Tokenizer adds {@code <|endoftext|>} to a tokenizer without it). More than one missing token is
+     * refused (their order is not checked against the converter).
+     */
+    private static void classDefaults(TokenizerFiles f, JsonObject config, Map<Long, String> byId,
+                                      Map<String, Long> byToken, Map<Long, Added> added) {
+        JsonObject tc = f.json(TC);
+        JsonObject stm = f.json("special_tokens_map.json");
+        String cls = tokenizerClass(f, config);
+        Map<String, String> defaults = CLASS_DEFAULTS.get(cls);
+        List<String> missing = new ArrayList<>();
+        for (String typ : SpecialVocab.DEFAULT_TYPES) {
+            String token = defaults.get(typ);
+            String key = typ + "_token";
+            if (token == null || tc != null && tc.has(key) || stm != null && stm.has(key)) {
+                continue;
+            }
+            Long id = byToken.get(token);
+            if (id != null) {
+                promote(added, id);
+            } else if (!missing.contains(token)) {
+                missing.add(token);
+            }
+        }
+        if (missing.size() > 1) {
+            throw f.unsupported(TC, cls + " (the class transformers loads) would add its default special tokens "
+                    + missing + " to the vocabulary; more than one is not supported");
+        }
+        if (missing.size() == 1) {
+            long next = byId.size();
+            if (byId.containsKey(next) || byId.keySet().stream().anyMatch(i -> i > next)) {
+                throw f.unsupported(TJ, "the token ids have gaps; where " + cls + " would add its default special "
+                        + "token '" + missing.getFirst() + "' is not known");
+            }
+            byId.put(next, missing.getFirst());
+            byToken.put(missing.getFirst(), next);
+            added.put(next, new Added(true, false));
         }
     }
 
