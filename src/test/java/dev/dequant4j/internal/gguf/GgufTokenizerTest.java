@@ -93,7 +93,7 @@ class GgufTokenizerTest {
     @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-mistral, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
             "spm-phi3, phi3", "bpe-gpt2, phi3", "sv-roberta, qwen2", "sv-template-eos, qwen2", "sv-no-config, qwen2",
             "sv-chat-list, qwen2", "sv-spm-extras, llama", "sv-spm-unigram, llama",
-            "sv-bpe-named, qwen2"})
+            "sv-bpe-named, qwen2", "sv-default-added, qwen2", "sv-default-added, qwen3", "sv-default-llama, llama"})
     void equalsTheConverter(String kind, String arch) throws IOException {
         Path dir = gguf("tokenizers/" + kind);
         JsonObject config = json(dir.resolve(arch + "-config.json"));
@@ -204,6 +204,26 @@ class GgufTokenizerTest {
         assertEquals(Dequant4jException.Kind.UNSUPPORTED_INPUT, e.kind());
         assertTrue(e.getMessage().contains("names the special token '<|pad|>', which tokenizer.json does not have"),
                 e.getMessage());
+    }
+
+    /** What transformers' class would add is mirrored for one token (sv-default-*), and refused for more or unknown. */
+    @Test
+    void refusesDefaultSpecialTokensNotMirrored(@TempDir Path tmp) throws IOException {
+        // LlamaTokenizer's defaults bos <s> and unk <unk>, both absent: two new tokens.
+        Dequant4jException e = refusedKind(kindWith(tmp, "sv-default-llama", "tokenizer_config.json",
+                edited("sv-default-llama", "tokenizer_config.json", "\"bos_token\": null,", "")),
+                "sv-default-llama", "llama");
+        assertEquals(Dequant4jException.Kind.UNSUPPORTED_INPUT, e.kind());
+        assertTrue(e.getMessage().contains("LlamaTokenizer (the class transformers loads) would add its default "
+                + "special tokens [<s>, <unk>]"), e.getMessage());
+        // qwen3 keeps a tokenizer_class it has no defaults for here; qwen2 would overrule it with Qwen2Tokenizer.
+        Map<String, Path> bert = kindWith(tmp, "bpe-qwen2", "tokenizer_config.json", edited("bpe-qwen2",
+                "tokenizer_config.json", "\"Qwen2Tokenizer\"", "\"BertTokenizerFast\""));
+        e = refusedKind(bert, "bpe-qwen2", "qwen3");
+        assertTrue(e.getMessage().contains("tokenizer_class BertTokenizerFast: its default special tokens"),
+                e.getMessage());
+        JsonObject config = json(gguf("tokenizers/bpe-qwen2").resolve("qwen2-config.json"));
+        assertEquals(411, GgufTokenizer.read(bert, "qwen2", config.getLong("vocab_size"), config).size());
     }
 
     @Test
