@@ -601,6 +601,10 @@ public final class GgufTokenizer {
         if (hub == null && config != null) {
             hub = str(config.get("tokenizer_class"));
         }
+        if (tc != null && tc.has("auto_map")) {
+            throw f.unsupported(TC, "has an auto_map (a remote-code tokenizer): which tokenizer class transformers "
+                    + "loads, and so its default special tokens, is not certain");
+        }
         String modelType = config == null ? null : str(config.get("model_type"));
         if (!"llama".equals(modelType) && !REGISTERED.containsKey(modelType)) {
             throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, "config.json: model_type " + modelType + ": which "

@@ -224,6 +224,11 @@ class GgufTokenizerTest {
                 e.getMessage());
         JsonObject config = json(gguf("tokenizers/bpe-qwen2").resolve("qwen2-config.json"));
         assertEquals(411, GgufTokenizer.read(bert, "qwen2", config.getLong("vocab_size"), config).size());
+        // A remote-code tokenizer: the class is not certain.
+        e = refusedKind(kindWith(tmp, "bpe-qwen2", "tokenizer_config.json", edited("bpe-qwen2", "tokenizer_config.json",
+                "\"add_bos_token\"", "\"auto_map\": {\"AutoTokenizer\": [\"t.T\", null]}, \"add_bos_token\"")),
+                "bpe-qwen2", "qwen2");
+        assertTrue(e.getMessage().contains("tokenizer_config.json: has an auto_map"), e.getMessage());
     }
 
     @Test
