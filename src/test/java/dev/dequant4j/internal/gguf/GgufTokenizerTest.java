@@ -93,7 +93,8 @@ class GgufTokenizerTest {
     @CsvSource({"bpe-qwen2, qwen2", "bpe-qwen2, qwen3", "spm-llama, llama", "spm-mistral, llama", "spm-gemma, gemma2", "spm-gemma, gemma3",
             "spm-phi3, phi3", "bpe-gpt2, phi3", "sv-roberta, qwen2", "sv-template-eos, qwen2", "sv-no-config, qwen2",
             "sv-chat-list, qwen2", "sv-spm-extras, llama", "sv-spm-unigram, llama",
-            "sv-bpe-named, qwen2", "sv-default-added, qwen2", "sv-default-added, qwen3", "sv-default-llama, llama"})
+            "sv-bpe-named, qwen2", "sv-default-added, qwen2", "sv-default-added, qwen3", "sv-default-llama, llama",
+            "sv-default-promoted, llama"})
     void equalsTheConverter(String kind, String arch) throws IOException {
         Path dir = gguf("tokenizers/" + kind);
         JsonObject config = json(dir.resolve(arch + "-config.json"));
