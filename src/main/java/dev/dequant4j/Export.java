@@ -244,7 +244,9 @@ public final class Export {
 
     /**
      * Checks everything {@link #to} would check, the target included, and says what it would write, without
-     * writing anything (no output or temporary directory is created). The progress listener is not called.
+     * writing anything (no output or temporary directory is created). The progress listener is not called. For
+     * {@link OutputFormat#GGUF}, the GGUF export's checks run too (architecture, tokenizer, types) and the plan lists
+     * the GGUF file's tensors and files.
      *
      * @param out the output directory the export would write
      * @return the tensors, files and merges the export would write

@@ -14,6 +14,7 @@ import dev.dequant4j.TiedEmbeddings;
 import dev.dequant4j.internal.Printable;
 import dev.dequant4j.internal.json.JsonArray;
 import dev.dequant4j.internal.json.JsonBoolean;
+import dev.dequant4j.internal.json.JsonNull;
 import dev.dequant4j.internal.json.JsonNumber;
 import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
@@ -192,14 +193,22 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             CliJson.print(out, plan(p));
         } else if (!quiet) {
             boolean cuda = cudaAsked || p.backend() == Backend.CUDA;
+            boolean gguf = p.format() == OutputFormat.GGUF;
             out.println("would export " + p.tensors().size() + " tensors (" + Table.bytes(p.bytes()) + ") as "
-                    + p.dtype() + " to " + p.directory() + ", backend "
+                    + (gguf ? "GGUF " + p.ggufType() : p.dtype()) + " to " + p.directory() + ", backend "
                     + (cuda ? p.backendReason() : p.backend().name().toLowerCase(Locale.ROOT))
                     + "; nothing written (--dry-run)");
-            Table t = new Table("TENSOR", "SOURCE", "DTYPE", "SHAPE", "MERGES", "FILE");
+            Table t = gguf ? new Table("TENSOR", "SOURCE", "TYPE", "SHAPE", "BYTES", "MERGES", "FILE")
+                    : new Table("TENSOR", "SOURCE", "DTYPE", "SHAPE", "MERGES", "FILE");
             for (PlannedExport.Tensor x : p.tensors()) {
-                t.add(x.name(), x.sourceKind().name(), x.dtype().name(), Arrays.toString(x.shape()),
-                        Integer.toString(x.mergeSteps()), x.file());
+                // a GGUF tensor's shape in ggml's order, innermost first, as inspect shows a .gguf file's
+                if (gguf) {
+                    t.add(x.name(), x.sourceKind().name(), x.type(), Arrays.toString(x.ne()), Table.bytes(x.bytes()),
+                            Integer.toString(x.mergeSteps()), x.file());
+                } else {
+                    t.add(x.name(), x.sourceKind().name(), x.dtype().name(), Arrays.toString(x.shape()),
+                            Integer.toString(x.mergeSteps()), x.file());
+                }
             }
             t.print(out);
             Table f = new Table("FILE", "SIZE", "TENSORS");
@@ -218,10 +227,15 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
         out.flush();
     }
 
-    /** {@code --dry-run --json}: the summary's fields where they mean the same, and the plan's lists. */
+    /**
+     * {@code --dry-run --json}: the summary's fields where they mean the same, and the plan's lists; the format, the
+     * GGUF type (null for safetensors), and for each tensor its stored type and data bytes (and for GGUF {@code ne}).
+     */
     static JsonObject plan(PlannedExport p) {
         Map<String, JsonValue> m = new LinkedHashMap<>();
         m.put("dry_run", JsonBoolean.TRUE);
+        m.put("format", new JsonString(p.format().name().toLowerCase(Locale.ROOT)));
+        m.put("gguf_type", p.ggufType() == null ? JsonNull.NULL : new JsonString(p.ggufType().name()));
         m.put("directory", new JsonString(p.directory().toString()));
         m.put("dtype", new JsonString(p.dtype().name()));
         m.put("tensors", JsonNumber.of(p.tensors().size()));
@@ -244,6 +258,11 @@ final class ExportCommand implements Callable<Integer>, CliJson.Output {
             o.put("source_kind", new JsonString(t.sourceKind().name()));
             o.put("dtype", new JsonString(t.dtype().name()));
             o.put("shape", InspectCommand.longs(t.shape()));
+            if (p.format() == OutputFormat.GGUF) {
+                o.put("ne", InspectCommand.longs(t.ne()));
+            }
+            o.put("type", new JsonString(t.type()));
+            o.put("bytes", JsonNumber.of(t.bytes()));
             o.put("merge_steps", JsonNumber.of(t.mergeSteps()));
             o.put("file", new JsonString(t.file()));
             tensors.add(new JsonObject(o));

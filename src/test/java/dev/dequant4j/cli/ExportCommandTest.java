@@ -122,8 +122,10 @@ class ExportCommandTest {
                 out.toString(), "--max-shard-size", "100KB", "--dry-run", "--json");
         assertEquals(0, j.code(), j.err());
         JsonObject o = Json.parseObject(j.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
-        assertEquals(List.of("schema_version", "dry_run", "directory", "dtype", "tensors", "bytes", "backend",
-                "backend_reason", "shards", "tensor_plan", "merges"), List.copyOf(o.keys()));
+        assertEquals(List.of("schema_version", "dry_run", "format", "gguf_type", "directory", "dtype", "tensors",
+                "bytes", "backend", "backend_reason", "shards", "tensor_plan", "merges"), List.copyOf(o.keys()));
+        assertEquals("safetensors", o.getString("format"));
+        assertEquals(JsonNull.NULL, o.get("gguf_type"));
         assertEquals(1, o.getLong("schema_version"));
         assertEquals(JsonBoolean.TRUE, o.get("dry_run"));
         assertEquals(21, o.getLong("tensors"));
@@ -138,12 +140,70 @@ class ExportCommandTest {
         assertEquals("model.layers.0.mlp.down_proj.weight", down.getString("name"));
         assertEquals("NF4", down.getString("source_kind"));
         assertEquals(1, down.getLong("merge_steps"));
+        assertEquals("BF16", down.getString("type"));
+        assertEquals(64 * 160 * 2, down.getLong("bytes"));
         assertEquals(List.of(), entries());
 
         InspectCommandTest.Run ok = InspectCommandTest.run("export", model(), "--out", out.toString(), "--dry-run",
                 "--quiet");
         assertEquals(0, ok.code(), ok.err());
         assertEquals("", ok.out() + ok.err(), "--quiet: a check of the inputs only");
+    }
+
+    @Test
+    void aGgufDryRunPrintsTheFilesPlanAndWritesNothing() throws Exception {
+        Path model = dev.dequant4j.export.GgufExportTest.modelWithTokenizer(tmp.resolve("model"));
+        Path out = tmp.resolve("new/out");
+        String adapter = Fixtures.real().resolve("adapter-llama-lora").toString();
+        InspectCommandTest.Run r = InspectCommandTest.run("export", model.toString(), "--adapter", adapter,
+                "--format", "gguf", "--gguf-type", "q4_k_m", "--max-shard-size", "50KB", "--out", out.toString(),
+                "--dry-run");
+        assertEquals(0, r.code(), r.err());
+        assertEquals("", r.err(), "no progress");
+        List<String> lines = r.out().lines().toList();
+        assertTrue(lines.get(0).matches("would export 21 tensors \\(.* kB\\) as GGUF Q4_K_M to " + java.util.regex
+                .Pattern.quote(out.toAbsolutePath().toString()) + ", backend cpu; nothing written \\(--dry-run\\)"),
+                lines.get(0));
+        assertTrue(lines.get(1).matches("TENSOR +SOURCE +TYPE +SHAPE +BYTES +MERGES +FILE"), lines.get(1));
+        assertTrue(lines.stream().anyMatch(l -> l.matches("blk\\.0\\.attn_q\\.weight +NF4 +Q5_0 +\\[64, 64] +2\\.8 kB"
+                + " +1 +model-00001-of-0000\\d\\.gguf")), r.out());
+        assertTrue(lines.stream().anyMatch(l -> l.matches("model-00001-of-0000\\d\\.gguf +.* kB +\\d+")), r.out());
+        assertEquals(List.of(tmp.resolve("model")), entries(), "no output, parent or temporary directory");
+
+        InspectCommandTest.Run j = InspectCommandTest.run("export", model.toString(), "--format", "gguf", "--out",
+                out.toString(), "--dry-run", "--json");
+        assertEquals(0, j.code(), j.err());
+        JsonObject o = Json.parseObject(j.out().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertEquals(1, o.getLong("schema_version"));
+        assertEquals(JsonBoolean.TRUE, o.get("dry_run"));
+        assertEquals("gguf", o.getString("format"));
+        assertEquals("BF16", o.getString("gguf_type"), "the model's own dtype");
+        assertEquals(1, o.getArray("shards").size());
+        JsonObject file = (JsonObject) o.getArray("shards").values().getFirst();
+        assertEquals("model.gguf", file.getString("file"));
+        assertEquals(o.getLong("bytes"), file.getLong("bytes"));
+        JsonObject output = (JsonObject) o.getArray("tensor_plan").values().getFirst();
+        assertEquals("output.weight", output.getString("name"));
+        assertEquals("BF16", output.getString("type"));
+        assertEquals(List.of(64L, 256L).toString(), output.getArray("ne").values().stream()
+                .map(v -> ((JsonNumber) v).longValue()).toList().toString());
+        assertEquals(List.of(tmp.resolve("model")), entries());
+
+        Path bare = tmp.resolve("bare");
+        Files.createDirectories(bare);
+        Files.copy(model.resolve("config.json"), bare.resolve("config.json"));
+        Files.copy(model.resolve("model.safetensors"), bare.resolve("model.safetensors"));
+        InspectCommandTest.Run dry = InspectCommandTest.run("export", bare.toString(), "--format", "gguf", "--out",
+                tmp.resolve("o").toString(), "--dry-run");
+        InspectCommandTest.Run real = InspectCommandTest.run("export", bare.toString(), "--format", "gguf", "--out",
+                tmp.resolve("o").toString());
+        assertEquals(1, dry.code());
+        assertEquals(1, dry.errLines().size(), dry.err());
+        assertTrue(dry.err().contains("no tokenizer.json or tokenizer.model"), dry.err());
+        assertEquals(real.err(), dry.err());
+        assertEquals(real.code(), dry.code());
+        assertEquals("", dry.out());
+        assertFalse(Files.exists(tmp.resolve("o")));
     }
 
     @Test

@@ -112,13 +112,18 @@ public final class Exporter {
     public static ExportResult run(Request r) {
         Prepared p = prepare(r);
         if (r.format() == OutputFormat.GGUF) {
-            Internals.CheckpointAccess acc = Internals.checkpoint();
-            Checkpoint source = r.base16() != null ? r.base16() : r.base();
-            Path configFile = acc.configFile(acc.config(source) != null ? source : r.base());
-            return GgufExport.run(r, new GgufExport.Inputs(p.started(), p.plan().tensors(), p.mergePlan(),
-                    p.config(), configFile, p.dtype(), p.untie(), p.vocabulary(), p.copied()));
+            return GgufExport.run(r, ggufInputs(p));
         }
         return write(p);
+    }
+
+    private static GgufExport.Inputs ggufInputs(Prepared p) {
+        Request r = p.request();
+        Internals.CheckpointAccess acc = Internals.checkpoint();
+        Checkpoint source = r.base16() != null ? r.base16() : r.base();
+        Path configFile = acc.configFile(acc.config(source) != null ? source : r.base());
+        return new GgufExport.Inputs(p.started(), p.plan().tensors(), p.mergePlan(), p.config(), configFile,
+                p.dtype(), p.untie(), p.vocabulary(), p.copied());
     }
 
     /** Everything an export decides and checks before it writes a byte. */
@@ -223,10 +228,10 @@ public final class Exporter {
 
     /** What {@link #run} would write, checked as it checks (the target too), with nothing written. */
     public static PlannedExport plan(Request r) {
-        if (r.format() == OutputFormat.GGUF) {
-            throw new Dequant4jException(Kind.INVALID_REQUEST, "a dry run of a GGUF export is not supported yet");
-        }
         Prepared p = prepare(r);
+        if (r.format() == OutputFormat.GGUF) {
+            return GgufExport.plan(r, ggufInputs(p));
+        }
         AtomicDirectory.checkTarget(p.target(), r.overwrite());
         List<ShardedLayout.Shard> layout = p.plan().layout().shards();
         Map<String, String> fileOf = new HashMap<>();
@@ -240,15 +245,20 @@ public final class Exporter {
             tensors.add(new PlannedExport.Tensor(t.name(), t.sourceKind(), t.dtype(), t.shape(), t.mergeSteps(),
                     fileOf.get(t.name())));
         }
+        return new PlannedExport(p.target(), p.dtype(), p.backend().backend(), p.backend().reason(), tensors, shards,
+                p.plan().totalFileBytes(), merges(r, p.mergePlan()));
+    }
+
+    /** Every adapter module to merge, in merge order, for the plan. */
+    static List<PlannedExport.Merge> merges(Request r, MergePlan mergePlan) {
         List<PlannedExport.Merge> merges = new ArrayList<>();
-        if (p.mergePlan() != null) {
-            for (MergePlan.Target t : p.mergePlan().targets()) {
+        if (mergePlan != null) {
+            for (MergePlan.Target t : mergePlan.targets()) {
                 merges.add(new PlannedExport.Merge(r.adapters().get(t.adapter()).directory(), t.module().module(),
                         t.baseTensor()));
             }
         }
-        return new PlannedExport(p.target(), p.dtype(), p.backend().backend(), p.backend().reason(), tensors, shards,
-                p.plan().totalFileBytes(), merges);
+        return merges;
     }
 
     private static ExportResult write(Prepared p) {

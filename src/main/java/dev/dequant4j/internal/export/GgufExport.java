@@ -6,6 +6,8 @@ import dev.dequant4j.Dequant4jException;
 import dev.dequant4j.Dequant4jException.Kind;
 import dev.dequant4j.ExportResult;
 import dev.dequant4j.GgufFileType;
+import dev.dequant4j.OutputFormat;
+import dev.dequant4j.PlannedExport;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.Internals;
@@ -101,7 +103,15 @@ final class GgufExport {
 
     private GgufExport() {}
 
-    static ExportResult run(Exporter.Request r, Inputs in) {
+    /**
+     * Everything the export decides and checks before it writes a byte: the types, the GGUF header of every file,
+     * each tensor's place and the units that fill it. The dry run reports it; the export writes it.
+     */
+    private record Layout(GgufFileType type, GgufModel model, List<Split> splits, List<ExportPlan.OutputTensor> tensors,
+                          List<Slot> slots, ExportPlan plan, Path target, int threads, long budget, int poolSize,
+                          long unitBytes) {}
+
+    private static Layout layout(Exporter.Request r, Inputs in) {
         GgufFileType type = fileType(r, in.dtype());
         if (in.config() == null) {
             throw new Dequant4jException(Kind.UNSUPPORTED_INPUT, r.base().directory(), "no config.json: a GGUF"
@@ -204,7 +214,43 @@ final class GgufExport {
         Path target = r.target().toAbsolutePath().normalize();
         Exporter.checkTarget(target, r, in.modelFiles());
         Exporter.checkFreeSpace(target, plan.totalFileBytes());
+        return new Layout(type, model, splits, tensors, slots, plan, target, threads, budget, poolSize, unitBytes);
+    }
 
+    /** What {@link #run} would write, checked as it checks (the output directory too), with nothing written. */
+    static PlannedExport plan(Exporter.Request r, Inputs in) {
+        Layout l = layout(r, in);
+        AtomicDirectory.checkTarget(l.target(), r.overwrite());
+        List<PlannedExport.Tensor> tensors = new ArrayList<>();
+        for (int i = 0; i < l.tensors().size(); i++) {
+            Slot s = l.slots().get(i);
+            GgufModel.Tensor g = s.gguf();
+            tensors.add(new PlannedExport.Tensor(g.name(), sourceKind(g, l.tensors().get(i)), statsDtype(g.type()),
+                    reversed(g.ne()), l.tensors().get(i).mergeSteps(), l.splits().get(s.shard()).fileName(),
+                    g.type().name(), s.rows() * s.rowBytes()));
+        }
+        List<PlannedExport.Shard> shards = new ArrayList<>();
+        for (Split sp : l.splits()) {
+            shards.add(new PlannedExport.Shard(sp.fileName(), sp.layout().fileSize(), sp.count()));
+        }
+        return new PlannedExport(l.target(), statsDtype(floatType(l.type())), Backend.CPU, reason(), tensors,
+                shards, l.plan().totalFileBytes(), Exporter.merges(r, in.mergePlan()), OutputFormat.GGUF, l.type());
+    }
+
+    static ExportResult run(Exporter.Request r, Inputs in) {
+        Layout l = layout(r, in);
+        GgufFileType type = l.type();
+        GgufModel model = l.model();
+        List<Split> splits = l.splits();
+        List<ExportPlan.OutputTensor> tensors = l.tensors();
+        List<Slot> slots = l.slots();
+        ExportPlan plan = l.plan();
+        Path target = l.target();
+        int threads = l.threads();
+        long budget = l.budget();
+        int poolSize = l.poolSize();
+        long unitBytes = l.unitBytes();
+        List<ExportPlan.Unit> units = plan.units();
         CpuKernels kernels = Kernels.get();
         int[] unitsPerTensor = new int[tensors.size()];
         for (ExportPlan.Unit u : units) {
@@ -223,7 +269,7 @@ final class GgufExport {
         List<Manifest.FileRecord> files = new ArrayList<>();
         List<TensorStats> stats = new ArrayList<>();
         List<String> types = new ArrayList<>();
-        String reason = "cpu (the GGUF export runs on the CPU; " + Kernels.describe() + ")";
+        String reason = reason();
         try (AtomicDirectory out = AtomicDirectory.create(target, r.overwrite())) {
             progress.onStart(tensors.size(), plan.totalFileBytes());
             Exporter.prepass(plan, merges);
@@ -237,8 +283,7 @@ final class GgufExport {
                 GgufModel.Tensor g = slots.get(i).gguf();
                 ExportPlan.OutputTensor t = tensors.get(i);
                 TensorTally tally = tallies.get(i);
-                stats.add(new TensorStats(g.name(), g.values() != null ? dev.dequant4j.QuantKind.PLAIN
-                        : t.sourceKind(), statsDtype(g.type()), reversed(g.ne()),
+                stats.add(new TensorStats(g.name(), sourceKind(g, t), statsDtype(g.type()), reversed(g.ne()),
                         t.mergeSteps(), tally.maxAbsDelta(), tally.relDeltaNorm()));
                 types.add(g.type().name());
             }
@@ -269,6 +314,16 @@ final class GgufExport {
                 Duration.ofNanos(System.nanoTime() - in.t0()), Backend.CPU, reason, stats);
         progress.onDone(result);
         return result;
+    }
+
+    /** Why the CPU: the GGUF export runs there whatever the backend. */
+    private static String reason() {
+        return "cpu (the GGUF export runs on the CPU; " + Kernels.describe() + ")";
+    }
+
+    /** A computed tensor (rope_freqs) has no source: it counts as plain. */
+    private static dev.dequant4j.QuantKind sourceKind(GgufModel.Tensor g, ExportPlan.OutputTensor t) {
+        return g.values() != null ? dev.dequant4j.QuantKind.PLAIN : t.sourceKind();
     }
 
     /**
