@@ -329,19 +329,10 @@ public final class Exporter {
             JsonObject manifest = Manifest.build(tool(), sourceRecord(r.base(), acc), base16,
                     adapterRecords(r.adapters(), mergePlan), options(r, dtype, threads, budget, maxShard,
                             backend.reason()), files, stats);
-            writeSmall(channels, out.dir(), Manifest.FILE_NAME,
-                    (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
-            if (progress.isCancelled()) {
-                throw new Dequant4jException(Kind.CANCELLED, target, "export cancelled");
-            }
-            out.commit();
+            publish(channels, out, manifest, progress, target);
         }
-        List<Path> paths = new ArrayList<>();
-        for (Manifest.FileRecord f : files) {
-            paths.add(target.resolve(f.name()));
-        }
-        paths.add(target.resolve(Manifest.FILE_NAME));
-        ExportResult result = new ExportResult(target, dtype, plan.tensors().size(), plan.totalFileBytes(), paths,
+        ExportResult result = new ExportResult(target, dtype, plan.tensors().size(), plan.totalFileBytes(),
+                outputPaths(target, files),
                 Duration.ofNanos(System.nanoTime() - t0), backend.backend(), backend.reason(), stats);
         progress.onDone(result);
         return result;
@@ -709,6 +700,30 @@ public final class Exporter {
         return new Dequant4jException(Kind.NON_FINITE, sourcePath(t.source()), t.name(), tally.nonFinite() + " non-finite value(s)"
                 + what + " in " + t.dtype() + " (NaN, infinity or beyond the dtype's range; first at element "
                 + tally.firstNonFinite() + "); use Export.allowNonFinite(true) to write them anyway");
+    }
+
+    /**
+     * The last steps of every export, whatever its format: the manifest written beside the files, a cancel honoured
+     * up to the last moment, then the directory published.
+     */
+    static void publish(SequentialWriter.ChannelFactory channels, AtomicDirectory out, JsonObject manifest,
+                        ProgressListener progress, Path target) {
+        writeSmall(channels, out.dir(), Manifest.FILE_NAME,
+                (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
+        if (progress.isCancelled()) {
+            throw new Dequant4jException(Kind.CANCELLED, target, "export cancelled");
+        }
+        out.commit();
+    }
+
+    /** The published files under {@code target}, the manifest last. */
+    static List<Path> outputPaths(Path target, List<Manifest.FileRecord> files) {
+        List<Path> paths = new ArrayList<>();
+        for (Manifest.FileRecord f : files) {
+            paths.add(target.resolve(f.name()));
+        }
+        paths.add(target.resolve(Manifest.FILE_NAME));
+        return paths;
     }
 
     static Manifest.FileRecord writeSmall(SequentialWriter.ChannelFactory channels, Path dir, String name,

@@ -32,7 +32,6 @@ import dev.dequant4j.internal.safetensors.ShardedLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -297,20 +296,10 @@ final class GgufExport {
             opts.put("gguf_architecture", new JsonString(model.architecture()));
             JsonObject manifest = Manifest.build(Exporter.tool(), Exporter.sourceRecord(r.base(), acc), base16,
                     Exporter.adapterRecords(r.adapters(), in.mergePlan()), new JsonObject(opts), files, stats, types);
-            Exporter.writeSmall(channels, out.dir(), Manifest.FILE_NAME,
-                    (Json.write(manifest, Json.Style.PYTHON_INDENT2) + "\n").getBytes(StandardCharsets.UTF_8));
-            if (progress.isCancelled()) {
-                throw new Dequant4jException(Kind.CANCELLED, target, "export cancelled");
-            }
-            out.commit();
+            Exporter.publish(channels, out, manifest, progress, target);
         }
-        List<Path> paths = new ArrayList<>();
-        for (Manifest.FileRecord f : files) {
-            paths.add(target.resolve(f.name()));
-        }
-        paths.add(target.resolve(Manifest.FILE_NAME));
         ExportResult result = new ExportResult(target, statsDtype(floatType(type)), tensors.size(),
-                plan.totalFileBytes(), paths,
+                plan.totalFileBytes(), Exporter.outputPaths(target, files),
                 Duration.ofNanos(System.nanoTime() - in.t0()), Backend.CPU, reason, stats);
         progress.onDone(result);
         return result;
