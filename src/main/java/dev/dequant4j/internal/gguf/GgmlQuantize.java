@@ -11,17 +11,21 @@ import java.nio.ByteBuffer;
  * <p>ggml-base, which holds these functions, is compiled without {@code -march} (x86-64 baseline, SSE2) even in a
  * {@code GGML_NATIVE} build, so no multiply-add is fused there: every operation below is one float operation in C's
  * evaluation order, which Java's float arithmetic reproduces exactly. Each row is quantized independently; scratch
- * space is per thread, so a row allocates nothing.
+ * space is per thread, so a row allocates nothing. Where the Vector API kernels are in use, q4_K/q5_K search the eight
+ * sub-blocks of a super-block in parallel lanes ({@link SubBlockSearch}), with the same operations per lane.
  */
 public final class GgmlQuantize {
     private static final int QK_K = 256;
     private static final float GROUP_MAX_EPS = 1e-15f;
 
+    /** The Vector API search over a super-block's 8 sub-blocks at once, or null for the scalar one. */
+    private static final SubBlockSearch SEARCH = SubBlockSearch.lookup();
+
     private GgmlQuantize() {}
 
     /** Per-thread scratch: no allocation per row or block. */
     private static final class Scratch {
-        final float[] weights = new float[32];
+        final float[] weights = new float[QK_K];
         final byte[] l = new byte[QK_K];
         final byte[] laux = new byte[32];
         final float[] scales = new float[QK_K / 16];
@@ -29,6 +33,7 @@ public final class GgmlQuantize {
         final float[] out = new float[1];
         float maxScale;
         float maxMin;
+        SubBlockSearch search;
         byte[] row = new byte[0];
 
         byte[] row(int size) {
@@ -64,6 +69,12 @@ public final class GgmlQuantize {
      *     blocks, {@code src} holds fewer values or {@code dst} has less room than the rows need
      */
     public static void quantize(GgmlType type, float[] src, int srcOff, int rows, int cols, ByteBuffer dst) {
+        quantize(type, src, srcOff, rows, cols, dst, SEARCH);
+    }
+
+    /** {@link #quantize} with the given sub-block search; null is the scalar reference. */
+    static void quantize(GgmlType type, float[] src, int srcOff, int rows, int cols, ByteBuffer dst,
+            SubBlockSearch search) {
         if (!supports(type)) {
             throw new IllegalArgumentException("no quantizer for ggml type " + type);
         }
@@ -80,6 +91,7 @@ public final class GgmlQuantize {
                     + " bytes, the buffer has " + dst.remaining());
         }
         Scratch s = SCRATCH.get();
+        s.search = search;
         byte[] out = s.row((int) rowSize);
         for (int r = 0; r < rows; r++) {
             int x = srcOff + r * cols;
@@ -281,8 +293,6 @@ public final class GgmlQuantize {
         float[] scales = s.scales;
         float[] mins = s.mins;
         float[] weights = s.weights;
-        float maxScale = 0;
-        float maxMin = 0;
         for (int j = 0; j < QK_K / 32; j++) {
             int xj = xb + 32 * j;
             float sumX2 = 0;
@@ -291,10 +301,21 @@ public final class GgmlQuantize {
             }
             float avX = (float) Math.sqrt(sumX2 / 32);
             for (int l = 0; l < 32; l++) {
-                weights[l] = avX + Math.abs(x[xj + l]);
+                weights[32 * j + l] = avX + Math.abs(x[xj + l]);
             }
-            scales[j] = makeQkx2Quants(32, nmax, x, xj, weights, s.l, 32 * j, s.out, s.laux, rmin, 0.1f, nstep);
-            mins[j] = s.out[0];
+        }
+        if (s.search != null) {
+            s.search.makeQkx2Quants8(x, xb, weights, nmax, rmin, 0.1f, nstep, s.l, scales, mins);
+        } else {
+            for (int j = 0; j < QK_K / 32; j++) {
+                scales[j] = makeQkx2Quants(32, nmax, x, xb + 32 * j, weights, 32 * j, s.l, 32 * j, s.out, s.laux,
+                        rmin, 0.1f, nstep);
+                mins[j] = s.out[0];
+            }
+        }
+        float maxScale = 0;
+        float maxMin = 0;
+        for (int j = 0; j < QK_K / 32; j++) {
             if (scales[j] > maxScale) {
                 maxScale = scales[j];
             }
@@ -438,11 +459,11 @@ public final class GgmlQuantize {
      * searched over {@code nstep + 1} trial scales. Writes the quants to {@code l[lOff..]}, the negated min to
      * {@code theMin[0]}; returns the scale.
      */
-    private static float makeQkx2Quants(int n, int nmax, float[] x, int xo, float[] weights, byte[] l, int lOff,
-            float[] theMin, byte[] laux, float rmin, float rdelta, int nstep) {
+    private static float makeQkx2Quants(int n, int nmax, float[] x, int xo, float[] weights, int wo, byte[] l,
+            int lOff, float[] theMin, byte[] laux, float rmin, float rdelta, int nstep) {
         float min = x[xo];
         float max = x[xo];
-        float sumW = weights[0];
+        float sumW = weights[wo];
         float sumX = sumW * x[xo];
         for (int i = 1; i < n; i++) {
             float xi = x[xo + i];
@@ -452,7 +473,7 @@ public final class GgmlQuantize {
             if (xi > max) {
                 max = xi;
             }
-            float w = weights[i];
+            float w = weights[wo + i];
             sumW += w;
             sumX += w * xi;
         }
@@ -472,7 +493,7 @@ public final class GgmlQuantize {
             l[lOff + i] = (byte) q;
             float diff = scale * q + min - x[xo + i];
             diff = diff * diff;
-            bestError += weights[i] * diff;
+            bestError += weights[wo + i] * diff;
         }
         for (int is = 0; is <= nstep; is++) {
             iscale = (rmin + rdelta * is + nmax) / (max - min);
@@ -482,7 +503,7 @@ public final class GgmlQuantize {
             for (int i = 0; i < n; i++) {
                 int q = Math.max(0, Math.min(nmax, nearestInt(iscale * (x[xo + i] - min))));
                 laux[i] = (byte) q;
-                float w = weights[i];
+                float w = weights[wo + i];
                 sumL += w * q;
                 sumL2 += w * q * q;
                 sumXl += w * q * x[xo + i];
@@ -499,7 +520,7 @@ public final class GgmlQuantize {
                 for (int i = 0; i < n; i++) {
                     float diff = thisScale * laux[i] + thisMin - x[xo + i];
                     diff = diff * diff;
-                    curError += weights[i] * diff;
+                    curError += weights[wo + i] * diff;
                 }
                 if (curError < bestError) {
                     System.arraycopy(laux, 0, l, lOff, n);

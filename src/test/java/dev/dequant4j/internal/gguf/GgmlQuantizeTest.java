@@ -44,12 +44,16 @@ class GgmlQuantizeTest {
         return f.data(t).toArray(ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN));
     }
 
+    /** The default path's bytes (the Vector API search where it loads), checked equal to the scalar reference's. */
     static byte[] quantize(GgmlType type, float[] src, long[] ne) {
         int cols = Math.toIntExact(ne[0]);
         int rows = src.length / cols;
         ByteBuffer out = ByteBuffer.allocate(Math.toIntExact(rows * GgmlQuantize.rowSize(type, cols)));
         GgmlQuantize.quantize(type, src, 0, rows, cols, out);
         assertEquals(0, out.remaining());
+        ByteBuffer scalar = ByteBuffer.allocate(out.capacity());
+        GgmlQuantize.quantize(type, src, 0, rows, cols, scalar, null);
+        assertArrayEquals(scalar.array(), out.array(), "scalar and default path");
         return out.array();
     }
 
