@@ -11,7 +11,7 @@ import java.nio.ByteBuffer;
  * <p>ggml-base, which holds these functions, is compiled without {@code -march} (x86-64 baseline, SSE2) even in a
  * {@code GGML_NATIVE} build, so no multiply-add is fused there: every operation below is one float operation in C's
  * evaluation order, which Java's float arithmetic reproduces exactly. Each row is quantized independently; scratch
- * space is per thread, so a row allocates nothing. Where the Vector API kernels are in use, q4_K/q5_K search the eight
+ * space is per thread, so a row allocates nothing. Where the Vector API kernels are in use, the K-quants search the
  * sub-blocks of a super-block in parallel lanes ({@link SubBlockSearch}), with the same operations per lane.
  */
 public final class GgmlQuantize {
@@ -374,9 +374,15 @@ public final class GgmlQuantize {
         float[] scales = s.scales;
         float maxScale = 0;
         float maxAbsScale = 0;
+        if (s.search != null) {
+            s.search.makeQxQuants16(x, xb, l, scales);
+        } else {
+            for (int ib = 0; ib < QK_K / 16; ib++) {
+                scales[ib] = makeQxQuantsRmse1(16, 32, x, xb + 16 * ib, l, 16 * ib);
+            }
+        }
         for (int ib = 0; ib < QK_K / 16; ib++) {
-            float scale = makeQxQuantsRmse1(16, 32, x, xb + 16 * ib, l, 16 * ib);
-            scales[ib] = scale;
+            float scale = scales[ib];
             float absScale = Math.abs(scale);
             if (absScale > maxAbsScale) {
                 maxAbsScale = absScale;

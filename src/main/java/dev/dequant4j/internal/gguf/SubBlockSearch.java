@@ -6,8 +6,8 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.MethodType;
 
 /**
- * {@code make_qkx2_quants} for the eight 32-value sub-blocks of one K-quant super-block at once. The sub-blocks are
- * independent, so the Vector API implementation runs one per lane, each lane doing {@link GgmlQuantize}'s float
+ * The per-sub-block scale searches of the K-quants for all sub-blocks of one 256-value super-block at once. The
+ * sub-blocks are independent, so the Vector API implementation runs one per lane, each lane doing {@link GgmlQuantize}'s float
  * operations in its order; the scalar search stays the reference it is tested against.
  */
 interface SubBlockSearch {
@@ -18,6 +18,13 @@ interface SubBlockSearch {
      */
     void makeQkx2Quants8(float[] x, int xb, float[] weights, int nmax, float rmin, float rdelta, int nstep, byte[] l,
             float[] scales, float[] mins);
+
+    /**
+     * {@code make_qx_quants} (rmse_type 1, no importance weights, {@code nmax} 32) for each of the sixteen 16-value
+     * sub-blocks {@code j} of {@code x[xb + 16 j ..]}, as q6_K calls it: writes its quants, offset by 32, to
+     * {@code l[16 j ..]} and its scale to {@code scales[j]}.
+     */
+    void makeQxQuants16(float[] x, int xb, byte[] l, float[] scales);
 
     /** The Vector API search when the vector CPU kernels are in use (their checks passed), else null. */
     static SubBlockSearch lookup() {

@@ -12,7 +12,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * The Vector API K-quant search gives the same bytes as the scalar reference on random rows: Gaussian rows of every
- * magnitude, all-positive and all-negative rows, few-valued rows (ties, flat sub-blocks, det == 0), and rows with
+ * magnitude, all-positive and all-negative rows, few-valued rows (ties, flat sub-blocks, det == 0, sub-blocks below q6_K's epsilon), and rows with
  * zeros, -0.0, subnormals, infinities and NaN, including in single sub-blocks so that lanes take different branches.
  */
 class SubBlockSearchDifferentialTest {
@@ -39,11 +39,16 @@ class SubBlockSearchDifferentialTest {
     private float[] rows() {
         float[] x = new float[ROWS * 256];
         for (int sb = 0; sb < x.length / 32; sb++) {
-            int kind = random.nextInt(7);
-            float scale = (float) Math.scalb(1.0, random.nextInt(60) - 40);
+            int kind = random.nextInt(8);
+            float scale = (float) Math.scalb(1.0, random.nextInt(70) - 55);
             float constant = value(0, scale);
             for (int i = 0; i < 32; i++) {
-                x[32 * sb + i] = kind == 6 ? constant : value(kind, scale);
+                // kind 7: a first half below q6_K's GROUP_MAX_EPS (1e-15) beside a normal one
+                x[32 * sb + i] = switch (kind) {
+                    case 6 -> constant;
+                    case 7 -> i < 16 ? value(0, 1e-17f) : value(0, 1f);
+                    default -> value(kind, scale);
+                };
             }
         }
         return x;
@@ -56,7 +61,7 @@ class SubBlockSearchDifferentialTest {
     }
 
     @ParameterizedTest
-    @EnumSource(names = {"Q4_K", "Q5_K"})
+    @EnumSource(names = {"Q4_K", "Q5_K", "Q6_K"})
     void vectorEqualsScalar(GgmlType type) {
         assumeTrue(VECTOR != null, () -> "no Vector API search on this JVM: " + Kernels.describe());
         float[] x = rows();
