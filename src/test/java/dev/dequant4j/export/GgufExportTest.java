@@ -131,19 +131,31 @@ public class GgufExportTest {
      * The other architectures, each against the converter's file for our export of its real checkpoint + adapter
      * (fixtures/gguf/archs, made by scripts/fixtures/make_gguf_archs.py).
      */
+    /** Every architecture but llama (above) with its checkpoint and adapter, as make_gguf_archs.py converts them. */
+    private static final String[][] ARCHS = {
+        {"qwen2", "qwen2-nf4-dq", "adapter-qwen2-lora"},
+        {"mistral", "mistral-nf4-dq", "adapter-mistral-dora"},
+        {"gemma2", "gemma2-nf4-dq", "none"},
+        {"phi3", "phi3-nf4-dq", "adapter-phi3-lora"},
+        {"gemma3", "gemma3-nf4-dq", "adapter-gemma3-lora"},
+        {"llama31", "llama-nf4-dq", "adapter-llama-lora"},
+        {"qwen3", "qwen3-model", "none"}};
+
+    /** The types the converter writes itself (the K-quants need llama-quantize; llama has those above). */
+    private static final GgufFileType[] CONVERTER_TYPES = {
+        GgufFileType.F32, GgufFileType.F16, GgufFileType.BF16, GgufFileType.Q8_0};
+
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> architecturesAndTypes() {
+        return java.util.Arrays.stream(ARCHS).flatMap(a -> java.util.Arrays.stream(CONVERTER_TYPES)
+                .map(t -> org.junit.jupiter.params.provider.Arguments.of(a[0], a[1], a[2], t)));
+    }
+
+    /**
+     * The other architectures, each type against the converter's file for our export of its real checkpoint +
+     * adapter (fixtures/gguf/archs, made by scripts/fixtures/make_gguf_archs.py).
+     */
     @ParameterizedTest
-    @org.junit.jupiter.params.provider.CsvSource({
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, F32",
-        "qwen2, qwen2-nf4-dq, adapter-qwen2-lora, Q8_0",
-        "mistral, mistral-nf4-dq, adapter-mistral-dora, F32",
-        "gemma2, gemma2-nf4-dq, none, F32",
-        "gemma2, gemma2-nf4-dq, none, BF16",
-        "phi3, phi3-nf4-dq, adapter-phi3-lora, F32",
-        "phi3, phi3-nf4-dq, adapter-phi3-lora, Q8_0",
-        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, F32",
-        "gemma3, gemma3-nf4-dq, adapter-gemma3-lora, Q8_0",
-        "llama31, llama-nf4-dq, adapter-llama-lora, F32",
-        "qwen3, qwen3-model, none, F32"})
+    @org.junit.jupiter.params.provider.MethodSource("architecturesAndTypes")
     void otherArchitecturesEqualTheConvertersFiles(String arch, String checkpoint, String adapter, GgufFileType type)
             throws Exception {
         Path out = tmp.resolve("out");
