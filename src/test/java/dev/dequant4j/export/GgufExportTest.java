@@ -102,6 +102,22 @@ public class GgufExportTest {
     }
 
     /**
+     * An adapter that grew the vocabulary (PEFT modules_to_save on embed_tokens and lm_head, 260 rows, its own
+     * tokenizer with 4 added tokens) gives the converter's file made from our safetensors export: vocab_size 260, the
+     * adapter's tokens at 220-223 and [PAD224]..[PAD259], the new rows (fixtures/gguf/llama-bpe/adapter-resized).
+     */
+    @Test
+    void anAdapterThatResizedTheVocabularyEqualsTheConvertersFile() throws Exception {
+        Path out = tmp.resolve("out");
+        try (Checkpoint base = Checkpoint.open(modelWithTokenizer(tmp.resolve("export-bpe-f32")));
+             LoraAdapter lora = LoraAdapter.open(Fixtures.root().resolve("gguf/llama-bpe/adapter-resized"))) {
+            Export.of(base).adapter(lora).format(OutputFormat.GGUF).ggufType(GgufFileType.F32).threads(2).to(out);
+        }
+        assertSameAsConverter(out.resolve("model.gguf"),
+                Fixtures.root().resolve("gguf/llama-bpe/llama-resized-f32.gguf"));
+    }
+
+    /**
      * A maximum file size splits the file as {@code convert_hf_to_gguf.py --split-max-size 100K} does: the same three
      * files (names, split.* keys, tensors), each equal as a whole.
      */

@@ -39,7 +39,10 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
         TOKENS,
         /** A whole tensor that replaces the base tensor: modules_to_save, saved embedding layers, biases. */
         FULL,
-        /** Training-only state of a LoRA variant (VeLoRA, MonteCLoRA) that takes no part in the merge. */
+        /**
+         * Training-only state of a LoRA variant (VeLoRA, MonteCLoRA), or a modules_to_save wrapper's copies, that
+         * takes no part in the merge.
+         */
         IGNORED
     }
 
@@ -59,6 +62,11 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
     private static final Pattern VELORA_EMBED =
             Pattern.compile(".*\\.lora_velora_embed(\\.[^.]+)?", Pattern.DOTALL);
     private static final Pattern MODULES_TO_SAVE = Pattern.compile("\\.modules_to_save\\.[^.]+\\.");
+    // save_embedding_layers (PEFT's default "auto" when the vocabulary was resized) saves a modules_to_save
+    // wrapper's whole state dict: beside X.weight, the copy X.modules_to_save.weight and the frozen original
+    // X.original_module.weight. PEFT's loader maps them to no parameter and uses X.weight.
+    private static final Pattern WRAPPER_COPY =
+            Pattern.compile(".+\\.(?:modules_to_save|original_module)\\.[^.]+", Pattern.DOTALL);
 
     /**
      * Parses a key, or returns null if it is a LoRA key of a form dequant4j does not know (the caller reports it).
@@ -104,6 +112,9 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
         }
         if (LORA_PART.matcher(k).matches()) {
             return null;
+        }
+        if (WRAPPER_COPY.matcher(k).matches()) {
+            return new AdapterKey(key, Role.IGNORED, k, null, 0);
         }
         String target = stripBaseLayer(MODULES_TO_SAVE.matcher(k).replaceFirst("."));
         return new AdapterKey(key, Role.FULL, target, null, 0);
