@@ -178,6 +178,7 @@ public final class Adapter implements AutoCloseable {
                 throw new Dequant4jException(Dequant4jException.Kind.CORRUPT_INPUT, file, "holds no tensors");
             }
             Set<String> adapterNames = new TreeSet<>();
+            Map<String, TensorStore.Ref> wrapperCopies = new LinkedHashMap<>();
             for (TensorStore.Ref ref : store.refs().values()) {
                 AdapterKey k = AdapterKey.parse(ref.name(), config.velora(), config.monteclora());
                 if (k == null) {
@@ -190,6 +191,7 @@ public final class Adapter implements AutoCloseable {
                 }
                 switch (k.role()) {
                     case IGNORED -> { }
+                    case WRAPPER_COPY -> wrapperCopies.put(k.module(), ref);
                     case FULL -> {
                         TensorStore.Ref prev = full.put(k.module(), ref);
                         if (prev != null) {
@@ -206,6 +208,7 @@ public final class Adapter implements AutoCloseable {
                     }
                 }
             }
+            checkWrapperCopies(wrapperCopies);
             if (adapterNames.size() > 1) {
                 throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, "holds several adapters " + adapterNames
                         + "; save each adapter on its own and pass them in order");
@@ -219,6 +222,20 @@ public final class Adapter implements AutoCloseable {
             out.sort(Comparator.comparing((Entry e) -> e.module().tensor(), NaturalOrder.INSTANCE)
                     .thenComparing(e -> e.module().kind()));
             return out;
+        }
+
+        /**
+         * PEFT's loader skips a wrapper's copies because the replacement saved beside them is what it loads; copies
+         * without that replacement would be a trained module silently dropped, so they are refused.
+         */
+        private void checkWrapperCopies(Map<String, TensorStore.Ref> wrapperCopies) {
+            wrapperCopies.forEach((target, ref) -> {
+                if (!full.containsKey(target)) {
+                    throw new Dequant4jException(Dequant4jException.Kind.UNSUPPORTED_INPUT, file, ref.name(),
+                            "is a modules_to_save wrapper's copy, but the adapter holds no replacement '" + target
+                                    + "' beside it, which is what PEFT loads");
+                }
+            });
         }
 
         /**

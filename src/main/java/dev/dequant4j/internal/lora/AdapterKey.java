@@ -39,11 +39,13 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
         TOKENS,
         /** A whole tensor that replaces the base tensor: modules_to_save, saved embedding layers, biases. */
         FULL,
+        /** Training-only state of a LoRA variant (VeLoRA, MonteCLoRA) that takes no part in the merge. */
+        IGNORED,
         /**
-         * Training-only state of a LoRA variant (VeLoRA, MonteCLoRA), or a modules_to_save wrapper's copies, that
-         * takes no part in the merge.
+         * A modules_to_save wrapper's copy ({@code X.modules_to_save.weight}, {@code X.original_module.weight}) saved
+         * beside the replacement {@code X.weight}; {@link #module} is the tensor that replacement replaces.
          */
-        IGNORED
+        WRAPPER_COPY
     }
 
     static final String PREFIX = "base_model.model.";
@@ -114,7 +116,8 @@ public record AdapterKey(String key, Role role, String module, String adapterNam
             return null;
         }
         if (WRAPPER_COPY.matcher(k).matches()) {
-            return new AdapterKey(key, Role.IGNORED, k, null, 0);
+            String replaced = k.replaceFirst("\\.(?:modules_to_save|original_module)\\.([^.]+)$", ".$1");
+            return new AdapterKey(key, Role.WRAPPER_COPY, stripBaseLayer(replaced), null, 0);
         }
         String target = stripBaseLayer(MODULES_TO_SAVE.matcher(k).replaceFirst("."));
         return new AdapterKey(key, Role.FULL, target, null, 0);

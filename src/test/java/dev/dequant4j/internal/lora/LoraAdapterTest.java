@@ -77,6 +77,26 @@ class LoraAdapterTest {
         }
     }
 
+    /** PEFT's save of a resized vocabulary: wrapper copies beside their replacement are skipped, as PEFT does. */
+    @Test
+    void wrapperCopiesCountOnlyBesideTheirReplacement() {
+        List<TestFiles.T> copies = List.of(
+                random("m.q.lora_A.weight", DType.F32, new long[] {2, 3}, 1, 1),
+                random("m.q.lora_B.weight", DType.F32, new long[] {5, 2}, 2, 1),
+                random("lm_head.modules_to_save.weight", DType.F32, new long[] {4, 3}, 3, 1),
+                random("lm_head.original_module.weight", DType.F32, new long[] {4, 3}, 4, 1));
+        List<TestFiles.T> withReplacement = new java.util.ArrayList<>(copies);
+        withReplacement.add(random("lm_head.weight", DType.F32, new long[] {4, 3}, 5, 1));
+        try (LoraAdapter a = LoraAdapter.open(TestFiles.adapter(tmp.resolve("a"), config(2, 2), withReplacement))) {
+            assertEquals(List.of("lm_head.weight", "m.q.weight"),
+                    a.modules().stream().map(m -> m.tensor()).sorted().toList());
+        }
+        Path alone = TestFiles.adapter(tmp.resolve("b"), config(2, 2), copies);
+        Dequant4jException e = assertThrows(Dequant4jException.class,
+                () -> LoraAdapter.open(alone).close());
+        assertTrue(e.getMessage().contains("no replacement 'lm_head.weight'"), e.getMessage());
+    }
+
     @Test
     void scalingIsTheFloatOfTheDoubleQuotient() {
         Path dir = TestFiles.adapter(tmp.resolve("a"), config(3, 7, "use_rslora", true), List.of(
