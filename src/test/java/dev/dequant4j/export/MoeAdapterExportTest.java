@@ -14,14 +14,12 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.TensorInfo;
 import dev.dequant4j.TensorStats;
 import dev.dequant4j.internal.json.Json;
-import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonValue;
+import dev.dequant4j.internal.lora.TestFiles;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -180,14 +178,7 @@ class MoeAdapterExportTest {
     }
 
     private Path withConfig(String adapter, Consumer<Map<String, JsonValue>> edit) throws IOException {
-        Path src = root().resolve("adapters").resolve(adapter);
-        Path dir = Files.createDirectories(tmp.resolve(adapter + "-edited"));
-        Files.copy(src.resolve("adapter_model.safetensors"), dir.resolve("adapter_model.safetensors"));
-        JsonObject c = Json.readObject(src.resolve("adapter_config.json"), 1 << 20);
-        Map<String, JsonValue> m = new LinkedHashMap<>(c.members());
-        edit.accept(m);
-        Files.writeString(dir.resolve("adapter_config.json"), Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2),
-                StandardCharsets.UTF_8);
-        return dir;
+        return TestFiles.withEditedConfig(root().resolve("adapters").resolve(adapter),
+                tmp.resolve(adapter + "-edited"), edit);
     }
 }

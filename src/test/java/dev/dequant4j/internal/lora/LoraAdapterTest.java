@@ -14,11 +14,9 @@ import dev.dequant4j.LoraAdapter;
 import dev.dequant4j.LoraAdapter.Kind;
 import dev.dequant4j.internal.json.Json;
 import dev.dequant4j.internal.json.JsonBoolean;
-import dev.dequant4j.internal.json.JsonObject;
 import dev.dequant4j.internal.json.JsonString;
 import dev.dequant4j.internal.json.JsonValue;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -80,18 +78,18 @@ class LoraAdapterTest {
     /** PEFT's save of a resized vocabulary: wrapper copies beside their replacement are skipped, as PEFT does. */
     @Test
     void wrapperCopiesCountOnlyBesideTheirReplacement() {
-        List<TestFiles.T> copies = List.of(
+        List<TestFiles.T> wrapperCopies = List.of(
                 random("m.q.lora_A.weight", DType.F32, new long[] {2, 3}, 1, 1),
                 random("m.q.lora_B.weight", DType.F32, new long[] {5, 2}, 2, 1),
                 random("lm_head.modules_to_save.weight", DType.F32, new long[] {4, 3}, 3, 1),
                 random("lm_head.original_module.weight", DType.F32, new long[] {4, 3}, 4, 1));
-        List<TestFiles.T> withReplacement = new java.util.ArrayList<>(copies);
+        List<TestFiles.T> withReplacement = new java.util.ArrayList<>(wrapperCopies);
         withReplacement.add(random("lm_head.weight", DType.F32, new long[] {4, 3}, 5, 1));
         try (LoraAdapter a = LoraAdapter.open(TestFiles.adapter(tmp.resolve("a"), config(2, 2), withReplacement))) {
             assertEquals(List.of("lm_head.weight", "m.q.weight"),
                     a.modules().stream().map(m -> m.tensor()).sorted().toList());
         }
-        Path alone = TestFiles.adapter(tmp.resolve("b"), config(2, 2), copies);
+        Path alone = TestFiles.adapter(tmp.resolve("b"), config(2, 2), wrapperCopies);
         Dequant4jException e = assertThrows(Dequant4jException.class,
                 () -> LoraAdapter.open(alone).close());
         assertTrue(e.getMessage().contains("no replacement 'lm_head.weight'"), e.getMessage());
@@ -323,14 +321,6 @@ class LoraAdapterTest {
 
     /** A copy of a fixture adapter with an edited config. */
     private Path fixtureWithConfig(String name, Consumer<Map<String, JsonValue>> edit) throws IOException {
-        Path src = Fixtures.adapter(name);
-        Path dir = Files.createDirectories(tmp.resolve(name + "-" + copies++));
-        Files.copy(src.resolve("adapter_model.safetensors"), dir.resolve("adapter_model.safetensors"));
-        JsonObject c = Json.readObject(src.resolve("adapter_config.json"), 1 << 20);
-        Map<String, JsonValue> m = new LinkedHashMap<>(c.members());
-        edit.accept(m);
-        Files.writeString(dir.resolve("adapter_config.json"), Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2),
-                StandardCharsets.UTF_8);
-        return dir;
+        return TestFiles.withEditedConfig(Fixtures.adapter(name), tmp.resolve(name + "-" + copies++), edit);
     }
 }

@@ -2,6 +2,9 @@ package dev.dequant4j.internal.lora;
 
 import dev.dequant4j.DType;
 import dev.dequant4j.internal.cpu.ScalarKernels;
+import dev.dequant4j.internal.json.Json;
+import dev.dequant4j.internal.json.JsonObject;
+import dev.dequant4j.internal.json.JsonValue;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
@@ -15,6 +18,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.function.Consumer;
 
 /** Small hand-built checkpoints and adapters for tests, written byte by byte (independently of the code under test). */
 public final class TestFiles {
@@ -115,6 +119,22 @@ public final class TestFiles {
         }
         safetensors(dir.resolve("adapter_model.safetensors"), prefixed);
         write(dir.resolve("adapter_config.json"), json(config).getBytes(StandardCharsets.UTF_8));
+        return dir;
+    }
+
+    /**
+     * A copy of the adapter in {@code src} under {@code dir} (created), its adapter_config.json's members changed by
+     * {@code edit}; the tensors are copied as they are.
+     */
+    public static Path withEditedConfig(Path src, Path dir, Consumer<Map<String, JsonValue>> edit)
+            throws IOException {
+        Files.createDirectories(dir);
+        Files.copy(src.resolve("adapter_model.safetensors"), dir.resolve("adapter_model.safetensors"));
+        JsonObject c = Json.readObject(src.resolve("adapter_config.json"), 1 << 20);
+        Map<String, JsonValue> m = new LinkedHashMap<>(c.members());
+        edit.accept(m);
+        Files.writeString(dir.resolve("adapter_config.json"), Json.write(new JsonObject(m), Json.Style.PYTHON_INDENT2),
+                StandardCharsets.UTF_8);
         return dir;
     }
 
