@@ -37,6 +37,7 @@ import dev.dequant4j.internal.safetensors.AtomicDirectory;
 import dev.dequant4j.internal.safetensors.SafetensorsFile;
 import dev.dequant4j.internal.safetensors.ShardIndex;
 import dev.dequant4j.internal.safetensors.ShardedLayout;
+import dev.dequant4j.internal.safetensors.StagedReads;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -577,6 +578,7 @@ public final class Exporter {
                                 return;
                             }
                             readAhead.taken(seq);
+                            List<StagedReads.Piece> staged = readAhead.awaitRead(seq);
                             if (progress.isCancelled()) {
                                 pool.add(buf);
                                 throw new Dequant4jException(Kind.CANCELLED, r.target(), "export cancelled");
@@ -597,6 +599,7 @@ public final class Exporter {
                                 pool.add(buf);
                             };
                             try {
+                                StagedReads.set(staged);
                                 OrderedWriter.beforeUnit("worker");
                                 TensorTally tally = tallies.get(u.tensorIndex());
                                 TensorMerge merge = merges.get(u.tensorIndex());
@@ -618,6 +621,8 @@ public final class Exporter {
                             } catch (RuntimeException | Error e) {
                                 release.run();
                                 throw e;
+                            } finally {
+                                StagedReads.clear();
                             }
                             writer.submit(u, target, release);
                         }

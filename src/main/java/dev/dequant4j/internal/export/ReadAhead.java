@@ -1,13 +1,16 @@
 package dev.dequant4j.internal.export;
 
+import com.sun.nio.file.ExtendedOpenOption;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.Int8Tensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.bnb.PlainTensor;
 import dev.dequant4j.internal.safetensors.SafetensorsFile;
+import dev.dequant4j.internal.safetensors.StagedReads;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.io.IOException;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.StandardOpenOption;
@@ -24,33 +27,72 @@ import java.util.concurrent.locks.ReentrantLock;
  *
  * <p>From a cold page cache, workers reading a mapped checkpoint fault it in page by page and wait on the disk
  * instead of computing, with little read-ahead from the kernel since units are not read in file order. A reader
- * thread instead reads each upcoming unit's byte ranges whole into the page cache with large positional reads
- * ({@link TensorStore.Ref#prefetch}; {@link TensorStore.Ref#load} where a file cannot be opened), up to
- * {@code window} input bytes beyond the unit the workers took last, so the disk streams while the workers compute
- * and the writer writes. Pages of a finished unit are unmapped ({@link TensorStore.Ref#unload}), so the resident
- * memory of an export is its buffers and the units in work, not the part of the input read so far. Both are
- * advice: results do not depend on them, and where they do nothing (a file that is not mapped, another OS) the
- * workers simply read the mapping themselves.
+ * thread instead reads each upcoming unit's byte ranges ahead, up to {@code window} input bytes beyond the unit the
+ * workers took last, so the disk streams while the workers compute and the writer writes:
+ * <ul>
+ * <li>ranges not in the page cache are read with direct I/O (O_DIRECT) into a staging ring of {@code window} bytes,
+ *     and the worker that produces the unit reads them from there ({@link StagedReads}): the disk's DMA lands in
+ *     memory the process reuses, so a cold export costs no more CPU than a warm one, where filling the page cache
+ *     and faulting it into the mapping cost several CPU-seconds per GB on the VMs we measured (docs/BENCHMARKS.md);
+ * <li>where direct I/O is refused (tmpfs, some network file systems) or a unit's ranges do not fit the ring, the
+ *     ranges are read into the page cache with large positional reads ({@link TensorStore.Ref#prefetch};
+ *     {@link TensorStore.Ref#load} where a file cannot be opened) and the worker reads the mapping;
+ * <li>ranges already in the page cache are left to the mapping, so a warm export reads no byte twice.
+ * </ul>
+ * A worker waits for its unit's ranges ({@link #awaitRead}) rather than faulting them in itself. Pages of a finished
+ * unit are unmapped ({@link TensorStore.Ref#unload}), so the resident memory of an export is its buffers, the ring
+ * and the units in work, not the part of the input read so far. All of it is advice: results do not depend on it,
+ * and where the reader cannot read (a file truncated meanwhile, another OS) it stops and the workers read the
+ * mapping themselves, which reports any failure.
  */
 final class ReadAhead implements AutoCloseable {
     /** Bytes {@code [offset, offset + length)} of a stored tensor. */
     record Range(TensorStore.Ref ref, long offset, long length) {}
 
+    /**
+     * The ranges of one unit read into the ring, and its span {@code [start, end)} of the ring (in bytes ever
+     * allocated); {@code complete} is false when a read failed and the unit was read into the page cache instead.
+     */
+    private record Staged(List<StagedReads.Piece> pieces, long start, long end, boolean complete) {}
+
     /** Bytes per read: large reads stream at the disk's speed and cost the kernel little per byte. */
     private static final int READ_BYTES = 8 << 20;
+    /** Direct I/O reads whole blocks into block-aligned memory; 4 KiB suits every device we know. */
+    private static final int ALIGN = 4096;
+
+    /**
+     * Test seam, false outside tests: stage ranges that are in the page cache too, as a cold input's would be (a test
+     * cannot drop the page cache).
+     */
+    static volatile boolean stageCached;
 
     private final List<List<Range>> ranges;
     private final long[] before;
     private final long window;
+    private final Staged[] staged;
+    private final boolean[] finished;
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition moved = lock.newCondition();
+    private final Condition advanced = lock.newCondition();
     private final Thread thread;
+    /** Holds the staging ring, allocated when the first unit needs it (a warm export never does). */
+    private final Arena ring = Arena.ofShared();
+    private MemorySegment memory;
     private int taken;
+    /** Units {@code [0, read)} in dispatch order have been read ahead. */
+    private int read;
+    /** The reader has ended (all read, or it could not read): nobody waits for it any more. */
+    private boolean stopped;
     private boolean closed;
+    /** Ring bytes allocated and released so far; the ring holds {@code [released, allocated)}. */
+    private long allocated;
+    private long released;
+    /** Units before this one in dispatch order have given their ring span back. */
+    private int oldest;
 
     /**
-     * @param plan   the export's plan; units are loaded in its dispatch order
-     * @param window input bytes loaded at most beyond the last unit taken by a worker
+     * @param plan   the export's plan; units are read in its dispatch order
+     * @param window input bytes read at most beyond the last unit taken by a worker, and the staging ring's size
      */
     ReadAhead(ExportPlan plan, long window) {
         List<ExportPlan.Unit> order = plan.dispatch();
@@ -67,13 +109,16 @@ final class ReadAhead implements AutoCloseable {
             before[i + 1] = before[i] + bytes;
         }
         this.window = window;
+        this.staged = new Staged[order.size()];
+        this.finished = new boolean[order.size()];
         this.thread = Thread.ofPlatform().daemon().name("dequant4j-readahead").unstarted(this::run);
     }
 
     /**
-     * The window for a memory budget of which {@code poolBytes} go to the unit buffers: half of the rest, so pages
-     * loaded but not yet unmapped stay within the budget, and at least 4 MiB, at most 256 MiB (at a few hundred MB/s
-     * to a few GB/s, enough to keep a disk streaming while the workers and the writer take their turns).
+     * The window for a memory budget of which {@code poolBytes} go to the unit buffers: half of the rest, so the
+     * staging ring and pages loaded but not yet unmapped stay within the budget, and at least 4 MiB, at most
+     * 256 MiB (at a few hundred MB/s to a few GB/s, enough to keep a disk streaming while the workers and the writer
+     * take their turns).
      */
     static long window(long budget, long poolBytes) {
         return Math.clamp((budget - poolBytes) / 2, 4L << 20, 256L << 20);
@@ -96,16 +141,55 @@ final class ReadAhead implements AutoCloseable {
         }
     }
 
-    /** A worker has read all it needs of the unit at dispatch position {@code position}. */
-    void done(int position) {
-        if (position < ranges.size()) {
-            for (Range r : ranges.get(position)) {
-                r.ref().unload(r.offset(), r.length());
+    /**
+     * Waits until the reader has read the unit at dispatch position {@code position} ahead, or has stopped; returns
+     * the pieces of it staged in memory, for {@link StagedReads#set} (empty where the mapping is to be read).
+     */
+    List<StagedReads.Piece> awaitRead(int position) throws InterruptedException {
+        lock.lock();
+        try {
+            while (!stopped && read <= position) {
+                advanced.await();
             }
+            Staged s = position < staged.length ? staged[position] : null;
+            return s == null || !s.complete() ? List.of() : s.pieces();
+        } finally {
+            lock.unlock();
         }
     }
 
-    /** Stops the reader and waits for it, so nothing touches the mapping once the checkpoint may be closed. */
+    /**
+     * A worker has read all it needs of the unit at dispatch position {@code position}: its pages leave the process
+     * and its span of the ring is free once every unit before it is done too.
+     */
+    void done(int position) {
+        if (position >= ranges.size()) {
+            return;
+        }
+        for (Range r : ranges.get(position)) {
+            r.ref().unload(r.offset(), r.length());
+        }
+        lock.lock();
+        try {
+            finished[position] = true;
+            while (oldest < finished.length && finished[oldest]) {
+                Staged s = staged[oldest];
+                if (s != null) {
+                    released = Math.max(released, s.end());
+                    staged[oldest] = null;
+                }
+                oldest++;
+            }
+            moved.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Stops the reader and waits for it, so nothing touches the mapping or the ring once the checkpoint may be
+     * closed; the caller has joined the workers.
+     */
     @Override
     public void close() {
         lock.lock();
@@ -129,29 +213,31 @@ final class ReadAhead implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
         }
+        ring.close();
     }
 
     private void run() {
-        Map<SafetensorsFile, FileChannel> channels = new HashMap<>();
-        try (Arena arena = Arena.ofConfined()) {
-            ByteBuffer scratch = arena.allocate(READ_BYTES, 4096).asByteBuffer();
-            readAhead(channels, scratch);
+        Map<SafetensorsFile, FileChannel> buffered = new HashMap<>();
+        Map<SafetensorsFile, FileChannel> direct = new HashMap<>();
+        try (Arena scratchArena = Arena.ofConfined()) {
+            ByteBuffer scratch = scratchArena.allocate(READ_BYTES, ALIGN).asByteBuffer();
+            readAhead(buffered, direct, scratch);
         } finally {
-            for (FileChannel ch : channels.values()) {
-                if (ch != null) {
-                    try {
-                        ch.close();
-                    } catch (IOException ignored) {
-                        // read-only, and only read ahead: nothing to lose
-                    }
-                }
+            closeAll(buffered);
+            closeAll(direct);
+            lock.lock();
+            try {
+                stopped = true;
+                advanced.signalAll();
+            } finally {
+                lock.unlock();
             }
         }
     }
 
-    private void readAhead(Map<SafetensorsFile, FileChannel> channels, ByteBuffer scratch) {
-        int next = 0;
-        while (next < ranges.size()) {
+    private void readAhead(Map<SafetensorsFile, FileChannel> buffered, Map<SafetensorsFile, FileChannel> direct,
+                           ByteBuffer scratch) {
+        for (int next = 0; next < ranges.size(); next++) {
             lock.lock();
             try {
                 // The unit a worker took is being read already; a unit far ahead would use memory long before it
@@ -162,23 +248,152 @@ final class ReadAhead implements AutoCloseable {
                 if (closed) {
                     return;
                 }
-                next = Math.max(next, taken);
             } finally {
                 lock.unlock();
             }
-            if (next >= ranges.size()) {
+            Staged s = stage(next, direct);
+            if ((s == null || !s.complete()) && !prefetch(ranges.get(next), buffered, scratch)) {
                 return;
             }
-            for (Range r : ranges.get(next)) {
-                FileChannel ch = channels.computeIfAbsent(r.ref().file(), ReadAhead::open);
-                boolean read = ch != null ? r.ref().prefetch(r.offset(), r.length(), ch, scratch)
-                        : r.ref().load(r.offset(), r.length());
-                if (!read) {
-                    return;
-                }
+            lock.lock();
+            try {
+                staged[next] = s;
+                read = next + 1;
+                advanced.signalAll();
+            } finally {
+                lock.unlock();
             }
-            next++;
         }
+    }
+
+    /**
+     * Reads the uncached ranges of unit {@code next} into the ring with direct I/O, waiting for room; null when they
+     * cannot be (no direct I/O on a file, more than the ring holds), incomplete when a read failed: the caller then
+     * prefetches them into the page cache.
+     */
+    private Staged stage(int next, Map<SafetensorsFile, FileChannel> direct) {
+        List<Range> todo = new ArrayList<>();
+        long need = 0;
+        for (Range r : ranges.get(next)) {
+            if (r.length() > 0 && (stageCached || !r.ref().isCached(r.offset(), r.length()))) {
+                if (direct.computeIfAbsent(r.ref().file(), ReadAhead::openDirect) == null) {
+                    return null;
+                }
+                todo.add(r);
+                need += span(r);
+            }
+        }
+        long start = reserve(need);
+        if (start < 0) {
+            return null;
+        }
+        List<StagedReads.Piece> pieces = new ArrayList<>(todo.size());
+        long at = todo.isEmpty() ? 0 : start % memory.byteSize();
+        for (Range r : todo) {
+            MemorySegment bytes = readDirect(r, direct.get(r.ref().file()), memory.asSlice(at, span(r)));
+            if (bytes == null) {
+                return new Staged(List.of(), start, start + need, false);
+            }
+            pieces.add(new StagedReads.Piece(r.ref(), r.offset(), bytes));
+            at += span(r);
+        }
+        return new Staged(pieces, start, start + need, true);
+    }
+
+    /**
+     * Reserves {@code need} contiguous ring bytes for the next unit, waiting until the units before it give theirs
+     * back; returns the start (in bytes ever allocated), or -1 when it cannot fit or the reader is closed.
+     */
+    private long reserve(long need) {
+        long size = ringBytes(window);
+        if (need > size) {
+            return -1;
+        }
+        lock.lock();
+        try {
+            if (memory == null && need > 0) {
+                memory = ring.allocate(size, ALIGN);
+            }
+            while (!closed) {
+                if (released == allocated) {
+                    // empty: start again at the ring's beginning, so a span that did not fit its end fits now
+                    allocated = released = Math.ceilDiv(allocated, size) * size;
+                }
+                long start = allocated;
+                if (need > size - start % size) {
+                    start += size - start % size;
+                }
+                if (start + need - released <= size) {
+                    allocated = start + need;
+                    return start;
+                }
+                moved.awaitUninterruptibly();
+            }
+            return -1;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * The staging ring's size: a quarter of the window, at least 4 MiB, at most 64 MiB. Some tens of MB keep a disk
+     * streaming (64 MiB is 40 ms at 1.6 GB/s) and hold a few units' inputs, the rest of the window is left to the
+     * page cache read-ahead that units too large for the ring fall back to.
+     */
+    static long ringBytes(long window) {
+        return Math.clamp(window / 4, 4L << 20, 64L << 20) & -ALIGN;
+    }
+
+    /** Ring bytes a range takes: its file bytes widened to whole blocks at both ends. */
+    private static long span(Range r) {
+        long pos = position(r);
+        return alignUp(pos + r.length()) - (pos & -ALIGN);
+    }
+
+    private static long position(Range r) {
+        return r.ref().file().dataStart() + r.ref().entry().begin() + r.offset();
+    }
+
+    private static long alignUp(long v) {
+        return (v + ALIGN - 1) & -ALIGN;
+    }
+
+    /** Reads range {@code r} by whole blocks into {@code dst}; returns the slice holding its bytes, or null. */
+    private static MemorySegment readDirect(Range r, FileChannel ch, MemorySegment dst) {
+        long pos = position(r);
+        long from = pos & -ALIGN;
+        try {
+            if (r.ref().file().currentSize() < r.ref().file().fileSize()) {
+                return null;
+            }
+            long done = 0;
+            long want = pos + r.length() - from;
+            while (done < want) {
+                ByteBuffer bb = dst.asSlice(done, Math.min(READ_BYTES, dst.byteSize() - done)).asByteBuffer();
+                int n = ch.read(bb, from + done);
+                if (n <= 0) {
+                    return null;
+                }
+                done += n;
+            }
+            return dst.asSlice(pos - from, r.length());
+        } catch (IOException | IllegalStateException | UnsupportedOperationException e) {
+            return null;
+        }
+    }
+
+    /** Reads a unit's ranges into the page cache; false when the reader must stop. */
+    private static boolean prefetch(List<Range> unit, Map<SafetensorsFile, FileChannel> buffered,
+                                    ByteBuffer scratch) {
+        for (Range r : unit) {
+            FileChannel ch = buffered.computeIfAbsent(r.ref().file(), ReadAhead::open);
+            boolean fetched = ch != null ? r.ref().prefetch(r.offset(), r.length(), ch, scratch)
+                    : r.ref().load(r.offset(), r.length());
+            if (!fetched) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** A channel to read {@code f} ahead through, or null (then its mapping is loaded instead). */
@@ -187,6 +402,46 @@ final class ReadAhead implements AutoCloseable {
             return FileChannel.open(f.path(), StandardOpenOption.READ);
         } catch (IOException | UnsupportedOperationException e) {
             return null;
+        }
+    }
+
+    /**
+     * A direct-I/O channel on {@code f}, or null where the file system refuses direct I/O. Opened by path, so it is
+     * checked to be the file that was mapped: a path replaced since (a download finished) is not read.
+     */
+    private static FileChannel openDirect(SafetensorsFile f) {
+        if (!SequentialWriter.directByDefault()) {
+            return null;
+        }
+        FileChannel ch = null;
+        try {
+            ch = FileChannel.open(f.path(), StandardOpenOption.READ, ExtendedOpenOption.DIRECT);
+            if (f.currentSize() != f.fileSize() || ch.size() != f.fileSize()) {
+                ch.close();
+                return null;
+            }
+            return ch;
+        } catch (IOException | UnsupportedOperationException e) {
+            if (ch != null) {
+                try {
+                    ch.close();
+                } catch (IOException ignored) {
+                    // read-only
+                }
+            }
+            return null;
+        }
+    }
+
+    private static void closeAll(Map<SafetensorsFile, FileChannel> channels) {
+        for (FileChannel ch : channels.values()) {
+            if (ch != null) {
+                try {
+                    ch.close();
+                } catch (IOException ignored) {
+                    // read-only, and only read ahead: nothing to lose
+                }
+            }
         }
     }
 

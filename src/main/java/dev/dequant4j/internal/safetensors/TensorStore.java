@@ -36,9 +36,9 @@ public final class TensorStore implements AutoCloseable {
 
         /** Copies {@code len} bytes from byte {@code offset} of this tensor. */
         public void copyBytes(long offset, byte[] dst, int dstOff, int len) {
-            MemorySegment src = guard(offset, len);
+            MemorySegment src = source(offset, len);
             try {
-                MemorySegment.copy(src, ValueLayout.JAVA_BYTE, offset, dst, dstOff, len);
+                MemorySegment.copy(src, ValueLayout.JAVA_BYTE, 0, dst, dstOff, len);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
@@ -46,9 +46,9 @@ public final class TensorStore implements AutoCloseable {
 
         /** Copies {@code len} bytes from byte {@code offset} of this tensor into {@code dst} at {@code dstOffset}. */
         public void copyTo(long offset, MemorySegment dst, long dstOffset, long len) {
-            MemorySegment src = guard(offset, len);
+            MemorySegment src = source(offset, len);
             try {
-                MemorySegment.copy(src, offset, dst, dstOffset, len);
+                MemorySegment.copy(src, 0, dst, dstOffset, len);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
@@ -56,9 +56,9 @@ public final class TensorStore implements AutoCloseable {
 
         /** Copies {@code n} little-endian 16-bit values starting at byte {@code offset}. */
         public void copyShorts(long offset, short[] dst, int dstOff, int n) {
-            MemorySegment src = guard(offset, 2L * n);
+            MemorySegment src = source(offset, 2L * n);
             try {
-                MemorySegment.copy(src, SHORT_LE, offset, dst, dstOff, n);
+                MemorySegment.copy(src, SHORT_LE, 0, dst, dstOff, n);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
@@ -66,9 +66,9 @@ public final class TensorStore implements AutoCloseable {
 
         /** Copies {@code n} little-endian floats starting at byte {@code offset}. */
         public void copyFloats(long offset, float[] dst, int dstOff, int n) {
-            MemorySegment src = guard(offset, 4L * n);
+            MemorySegment src = source(offset, 4L * n);
             try {
-                MemorySegment.copy(src, FLOAT_LE, offset, dst, dstOff, n);
+                MemorySegment.copy(src, FLOAT_LE, 0, dst, dstOff, n);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
@@ -76,9 +76,9 @@ public final class TensorStore implements AutoCloseable {
 
         /** Copies {@code n} little-endian doubles starting at byte {@code offset}. */
         public void copyDoubles(long offset, double[] dst, int dstOff, int n) {
-            MemorySegment src = guard(offset, 8L * n);
+            MemorySegment src = source(offset, 8L * n);
             try {
-                MemorySegment.copy(src, DOUBLE_LE, offset, dst, dstOff, n);
+                MemorySegment.copy(src, DOUBLE_LE, 0, dst, dstOff, n);
             } catch (IllegalStateException | InternalError e) {
                 throw readFailure(e);
             }
@@ -183,6 +183,25 @@ public final class TensorStore implements AutoCloseable {
             byte[] b = new byte[(int) size];
             copyBytes(0, b, 0, b.length);
             return b;
+        }
+
+        /**
+         * Bytes {@code [offset, offset + len)} of this tensor: staged in memory by this thread ({@link StagedReads}),
+         * else the checked mapping ({@link #guard}).
+         */
+        private MemorySegment source(long offset, long len) {
+            MemorySegment staged = StagedReads.find(this, offset, len);
+            return staged != null ? staged : guard(offset, len).asSlice(offset, len);
+        }
+
+        /** Whether bytes {@code [offset, offset + len)} of this tensor are all in the page cache ({@code mincore}). */
+        public boolean isCached(long offset, long len) {
+            MemorySegment s = advisable(offset, len);
+            try {
+                return s != null && s.isLoaded();
+            } catch (IllegalStateException | java.io.UncheckedIOException e) {
+                return false;
+            }
         }
 
         /**

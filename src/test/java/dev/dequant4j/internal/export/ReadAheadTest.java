@@ -15,21 +15,28 @@ import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import dev.dequant4j.internal.lora.TestFiles;
+import dev.dequant4j.internal.safetensors.StagedReads;
 import dev.dequant4j.internal.safetensors.TensorStore;
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The read-ahead loads exactly the stored bytes each unit reads, and the pages of finished units leave the process:
- * the part of the mapped input resident in an export stays within its memory budget, whatever the input's size.
+ * the part of the mapped input resident in an export stays within its memory budget, whatever the input's size. A
+ * cold input is read with direct I/O into a staging ring, which the workers read instead of the mapping, to the same
+ * output bytes.
  */
 class ReadAheadTest {
     @TempDir
@@ -161,6 +168,106 @@ class ReadAheadTest {
                     + " of " + Files.size(file) + " bytes");
         }
         assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
+    }
+
+    @Test
+    void stagedBytesAreReadInsteadOfTheMappingWhereTheyCoverTheWholeRead() {
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint("llama-h64-nf4-dq"));
+             Arena arena = Arena.ofConfined()) {
+            FourBitTensor f = Internals.checkpoint().logical(c).values().stream()
+                    .filter(FourBitTensor.class::isInstance).map(FourBitTensor.class::cast).findFirst().orElseThrow();
+            TensorStore.Ref w = f.weight();
+            byte[] mapped = new byte[40];
+            w.copyBytes(0, mapped, 0, 40);
+            byte[] scales = new byte[4];
+            f.absmax().copyBytes(0, scales, 0, 4);
+            MemorySegment staged = arena.allocate(32).fill((byte) 0x5A);
+            byte[] got = new byte[16];
+            StagedReads.set(List.of(new StagedReads.Piece(w, 4, staged)));
+            try {
+                w.copyBytes(8, got, 0, 16);
+                byte[] expected = new byte[16];
+                java.util.Arrays.fill(expected, (byte) 0x5A);
+                assertArrayEquals(expected, got, "bytes [8, 24) come from the piece covering [4, 36)");
+                byte[] wider = new byte[40];
+                w.copyBytes(0, wider, 0, 40);
+                assertArrayEquals(mapped, wider, "a read the piece covers only in part goes to the mapping");
+                byte[] other = new byte[4];
+                f.absmax().copyBytes(0, other, 0, 4);
+                assertArrayEquals(scales, other, "another tensor's reads are not affected");
+            } finally {
+                StagedReads.clear();
+            }
+            w.copyBytes(8, got, 0, 16);
+            assertArrayEquals(java.util.Arrays.copyOfRange(mapped, 8, 24), got, "cleared: the mapping again");
+        }
+    }
+
+    @Test
+    void exportsReadingStagedInputWriteTheSameBytes() throws IOException {
+        for (String pair : List.of("llama-h64-fp4-dq__h64-lora-r8", "llama-h64-int8__h64-dora-qv",
+                "llama-h48-fp16-nf4-dq__h48-lora-r4")) {
+            String[] p = pair.split("__");
+            Map<String, byte[]> mapped = exportFixture(p[0], p[1], false, tmp.resolve(pair + "-mapped"));
+            Map<String, byte[]> staged = exportFixture(p[0], p[1], true, tmp.resolve(pair + "-staged"));
+            assertEquals(mapped.keySet(), staged.keySet(), pair);
+            for (String name : mapped.keySet()) {
+                assertArrayEquals(mapped.get(name), staged.get(name), pair + ": " + name);
+            }
+        }
+    }
+
+    private static Map<String, byte[]> exportFixture(String model, String adapter, boolean stage, Path out)
+            throws IOException {
+        ReadAhead.stageCached = stage;
+        try (Checkpoint c = Checkpoint.open(Fixtures.checkpoint(model));
+             LoraAdapter a = LoraAdapter.open(Fixtures.adapter(adapter))) {
+            Export.of(c).adapter(a).dtype(DType.F16).threads(2).to(out);
+        } finally {
+            ReadAhead.stageCached = false;
+        }
+        Map<String, byte[]> files = new TreeMap<>();
+        try (var s = Files.list(out)) {
+            for (Path f : s.filter(x -> x.toString().endsWith(".safetensors")).toList()) {
+                files.put(f.getFileName().toString(), Files.readAllBytes(f));
+            }
+        }
+        return files;
+    }
+
+    @Test
+    void aStagedInputIsReadThroughTheRingAndNeverMapped() throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        // 96 MB of BF16 through a 4 MiB ring (32 MiB budget): every unit's input, 2.7 MB, wraps the ring around
+        Path model = SyntheticModel.write(tmp.resolve("m"), 3, 4_000, 4_000, "{\"torch_dtype\": \"bfloat16\"}");
+        Path file = model.resolve("model.safetensors");
+        AtomicLong peak = new AtomicLong();
+        ReadAhead.stageCached = true;
+        try (Checkpoint c = Checkpoint.open(model)) {
+            ProgressListener sample = new ProgressListener() {
+                @Override
+                public void onBytes(long bytesDone) {
+                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                }
+            };
+            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
+        } finally {
+            ReadAhead.stageCached = false;
+        }
+        assertTrue(peak.get() <= 256 << 10, "resident input mapping " + peak.get() + " bytes at the peak: staged"
+                + " units are not read through the mapping");
+        assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
+        try (Checkpoint src = Checkpoint.open(model); Checkpoint out = Checkpoint.open(tmp.resolve("out"))) {
+            float[] a = new float[4_000 * 4_000];
+            float[] b = new float[a.length];
+            for (int i = 0; i < 3; i++) {
+                String name = "model.layers." + i + ".mlp.w.weight";
+                src.readFloats(name, 0, a, 0, a.length);
+                out.readFloats(name, 0, b, 0, b.length);
+                assertArrayEquals(a, b, name);
+            }
+        }
     }
 
     /** Rss of this process's mappings of {@code file}, from /proc/self/smaps. */
