@@ -240,8 +240,8 @@ final class ReadAhead implements AutoCloseable {
         for (int next = 0; next < ranges.size(); next++) {
             lock.lock();
             try {
-                // The unit a worker took is being read already; a unit far ahead would use memory long before it
-                // is needed. The first unit past the last one taken is always allowed, whatever its size.
+                // A unit far ahead would use memory long before it is needed. The first unit past the last one
+                // taken is always allowed, whatever its size: a worker waits for it.
                 while (!closed && next > taken && before[next] - before[taken] >= window) {
                     moved.awaitUninterruptibly();
                 }
@@ -276,7 +276,11 @@ final class ReadAhead implements AutoCloseable {
         long need = 0;
         for (Range r : ranges.get(next)) {
             if (r.length() > 0 && (stageCached || !r.ref().isCached(r.offset(), r.length()))) {
-                if (direct.computeIfAbsent(r.ref().file(), ReadAhead::openDirect) == null) {
+                // a file that refuses direct I/O is remembered (as null), not tried again for every unit
+                if (!direct.containsKey(r.ref().file())) {
+                    direct.put(r.ref().file(), openDirect(r.ref().file()));
+                }
+                if (direct.get(r.ref().file()) == null) {
                     return null;
                 }
                 todo.add(r);

@@ -270,6 +270,44 @@ class ReadAheadTest {
         }
     }
 
+    @Test
+    void withoutDirectIoTheMappingIsReadInstead() throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        // as on a file system that refuses O_DIRECT: -Ddequant4j.directIO=false turns it off for reads and writes
+        Path model = SyntheticModel.write(tmp.resolve("m"), 2, 3_000, 3_000, "{\"torch_dtype\": \"bfloat16\"}");
+        Path file = model.resolve("model.safetensors");
+        AtomicLong peak = new AtomicLong();
+        String before = System.getProperty("dequant4j.directIO");
+        System.setProperty("dequant4j.directIO", "false");
+        ReadAhead.stageCached = true;
+        try (Checkpoint c = Checkpoint.open(model)) {
+            ProgressListener sample = new ProgressListener() {
+                @Override
+                public void onBytes(long bytesDone) {
+                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                }
+            };
+            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
+        } finally {
+            ReadAhead.stageCached = false;
+            if (before == null) {
+                System.clearProperty("dequant4j.directIO");
+            } else {
+                System.setProperty("dequant4j.directIO", before);
+            }
+        }
+        assertTrue(peak.get() > 256 << 10, "the workers read the mapping: " + peak.get() + " bytes resident");
+        assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
+        try (Checkpoint src = Checkpoint.open(model); Checkpoint out = Checkpoint.open(tmp.resolve("out"))) {
+            float[] a = new float[3_000 * 3_000];
+            float[] b = new float[a.length];
+            src.readFloats("model.layers.1.mlp.w.weight", 0, a, 0, a.length);
+            out.readFloats("model.layers.1.mlp.w.weight", 0, b, 0, b.length);
+            assertArrayEquals(a, b);
+        }
+    }
+
     /** Rss of this process's mappings of {@code file}, from /proc/self/smaps. */
     private static long residentBytes(Path smaps, Path file) {
         String name = file.toAbsolutePath().toString();
