@@ -410,8 +410,9 @@ final class ReadAhead implements AutoCloseable {
     }
 
     /**
-     * A direct-I/O channel on {@code f}, or null where the file system refuses direct I/O. Opened by path, so it is
-     * checked to be the file that was mapped: a path replaced since (a download finished) is not read.
+     * A direct-I/O channel on {@code f}, or null where the file system refuses direct I/O. Opened by path, so the
+     * path must name the mapped file before and after the open: a path replaced since (a download finished, even
+     * with a file of the same size) is not read, and the units come from the mapping instead.
      */
     private static FileChannel openDirect(SafetensorsFile f) {
         if (!SequentialWriter.directByDefault()) {
@@ -419,8 +420,11 @@ final class ReadAhead implements AutoCloseable {
         }
         FileChannel ch = null;
         try {
+            if (!f.pathNamesMappedFile()) {
+                return null;
+            }
             ch = FileChannel.open(f.path(), StandardOpenOption.READ, ExtendedOpenOption.DIRECT);
-            if (f.currentSize() != f.fileSize() || ch.size() != f.fileSize()) {
+            if (!f.pathNamesMappedFile() || ch.size() != f.fileSize()) {
                 ch.close();
                 return null;
             }

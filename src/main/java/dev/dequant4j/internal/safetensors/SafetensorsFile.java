@@ -412,6 +412,22 @@ public final class SafetensorsFile implements AutoCloseable {
         return now.size();
     }
 
+    /**
+     * Whether {@link #path()} still names the file that was mapped: false once the path is gone or names another
+     * file (a download replaced it), and false where the file system gives no file key to tell. A reader that opens
+     * the path again (direct I/O) reads the mapped file's bytes only while this holds.
+     */
+    public boolean pathNamesMappedFile() throws IOException {
+        if (fileKey == null) {
+            return false;
+        }
+        try {
+            return fileKey.equals(Files.readAttributes(path, BasicFileAttributes.class).fileKey());
+        } catch (NoSuchFileException e) {
+            return false;
+        }
+    }
+
     @Override
     public void close() {
         if (ownsArena) {

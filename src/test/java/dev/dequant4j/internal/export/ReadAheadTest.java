@@ -237,74 +237,95 @@ class ReadAheadTest {
 
     @Test
     void aStagedInputIsReadThroughTheRingAndNeverMapped() throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
         // 96 MB of BF16 through a 4 MiB ring (32 MiB budget): every unit's input, 2.7 MB, wraps the ring around
         Path model = SyntheticModel.write(tmp.resolve("m"), 3, 4_000, 4_000, "{\"torch_dtype\": \"bfloat16\"}");
-        Path file = model.resolve("model.safetensors");
-        AtomicLong peak = new AtomicLong();
-        ReadAhead.stageCached = true;
-        try (Checkpoint c = Checkpoint.open(model)) {
-            ProgressListener sample = new ProgressListener() {
-                @Override
-                public void onBytes(long bytesDone) {
-                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
-                }
-            };
-            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
-        } finally {
-            ReadAhead.stageCached = false;
-        }
-        assertTrue(peak.get() <= 256 << 10, "resident input mapping " + peak.get() + " bytes at the peak: staged"
-                + " units are not read through the mapping");
-        assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
-        try (Checkpoint src = Checkpoint.open(model); Checkpoint out = Checkpoint.open(tmp.resolve("out"))) {
-            float[] a = new float[4_000 * 4_000];
-            float[] b = new float[a.length];
-            for (int i = 0; i < 3; i++) {
-                String name = "model.layers." + i + ".mlp.w.weight";
-                src.readFloats(name, 0, a, 0, a.length);
-                out.readFloats(name, 0, b, 0, b.length);
-                assertArrayEquals(a, b, name);
-            }
-        }
+        long peak = stagedExport(model, () -> {});
+        assertTrue(peak <= 256 << 10, "resident input mapping " + peak + " bytes at the peak: staged units are not"
+                + " read through the mapping");
+        assertSameWeights(model, 3, 4_000);
     }
 
     @Test
     void withoutDirectIoTheMappingIsReadInstead() throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
         // as on a file system that refuses O_DIRECT: -Ddequant4j.directIO=false turns it off for reads and writes
         Path model = SyntheticModel.write(tmp.resolve("m"), 2, 3_000, 3_000, "{\"torch_dtype\": \"bfloat16\"}");
-        Path file = model.resolve("model.safetensors");
-        AtomicLong peak = new AtomicLong();
         String before = System.getProperty("dequant4j.directIO");
         System.setProperty("dequant4j.directIO", "false");
-        ReadAhead.stageCached = true;
-        try (Checkpoint c = Checkpoint.open(model)) {
-            ProgressListener sample = new ProgressListener() {
-                @Override
-                public void onBytes(long bytesDone) {
-                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
-                }
-            };
-            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
+        long peak;
+        try {
+            peak = stagedExport(model, () -> {});
         } finally {
-            ReadAhead.stageCached = false;
             if (before == null) {
                 System.clearProperty("dequant4j.directIO");
             } else {
                 System.setProperty("dequant4j.directIO", before);
             }
         }
-        assertTrue(peak.get() > 256 << 10, "the workers read the mapping: " + peak.get() + " bytes resident");
+        assertTrue(peak > 256 << 10, "the workers read the mapping: " + peak + " bytes resident");
+        assertSameWeights(model, 2, 3_000);
+    }
+
+    /**
+     * Direct I/O opens the input again by its path. A download that replaced the file after it was opened, with one
+     * of the same size and header, must not be read: the export is of the file that was opened.
+     */
+    @Test
+    void aPathReplacedAfterOpeningIsNotReadWithDirectIo() throws IOException {
+        Path model = SyntheticModel.write(tmp.resolve("m"), 2, 3_000, 3_000, "{\"torch_dtype\": \"bfloat16\"}");
+        Path original = SyntheticModel.write(tmp.resolve("original"), 2, 3_000, 3_000, "{}");
+        Path file = model.resolve("model.safetensors");
+        stagedExport(model, () -> {
+            byte[] bytes = Files.readAllBytes(file);
+            long dataStart = 8 + ByteBuffer.wrap(bytes, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+            java.util.Arrays.fill(bytes, (int) dataStart, bytes.length, (byte) 0x3F);
+            Path next = Files.write(tmp.resolve("download.tmp"), bytes);
+            Files.move(next, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        });
+        assertSameWeights(original, 2, 3_000);
+    }
+
+    /**
+     * Exports {@code model} to tmp/out as F32 under a 32 MiB budget (a 4 MiB ring) with every range staged, after
+     * {@code afterOpen} ran on the opened checkpoint; returns the peak Rss of the mapped input during the export.
+     */
+    private long stagedExport(Path model, IoAction afterOpen) throws IOException {
+        Path smaps = Path.of("/proc/self/smaps");
+        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        Path file = model.resolve("model.safetensors");
+        AtomicLong peak = new AtomicLong();
+        ReadAhead.stageCached = true;
+        try (Checkpoint c = Checkpoint.open(model)) {
+            afterOpen.run();
+            ProgressListener sample = new ProgressListener() {
+                @Override
+                public void onBytes(long bytesDone) {
+                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                }
+            };
+            Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
+        } finally {
+            ReadAhead.stageCached = false;
+        }
         assertEquals(List.of(), Manifest.verify(tmp.resolve("out")));
+        return peak.get();
+    }
+
+    private interface IoAction {
+        void run() throws IOException;
+    }
+
+    /** Every {@code n x n} weight of the {@code layers}-layer {@code model} is in tmp/out, value for value. */
+    private void assertSameWeights(Path model, int layers, int n) {
         try (Checkpoint src = Checkpoint.open(model); Checkpoint out = Checkpoint.open(tmp.resolve("out"))) {
-            float[] a = new float[3_000 * 3_000];
+            float[] a = new float[n * n];
             float[] b = new float[a.length];
-            src.readFloats("model.layers.1.mlp.w.weight", 0, a, 0, a.length);
-            out.readFloats("model.layers.1.mlp.w.weight", 0, b, 0, b.length);
-            assertArrayEquals(a, b);
+            for (int i = 0; i < layers; i++) {
+                String name = "model.layers." + i + ".mlp.w.weight";
+                src.readFloats(name, 0, a, 0, a.length);
+                out.readFloats(name, 0, b, 0, b.length);
+                assertArrayEquals(a, b, name);
+            }
         }
     }
 

@@ -5,6 +5,7 @@ import static dev.dequant4j.RawSafetensors.file;
 import static dev.dequant4j.RawSafetensors.header;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -217,6 +218,24 @@ class SafetensorsFileTest {
             Files.delete(f);
             store.get("f").copyFloats(0, out, 0, 2);
             assertArrayEquals(new float[] {1, 2}, out);
+        }
+    }
+
+    @Test
+    void thePathNamesTheMappedFileUntilItIsReplacedOrRemoved() throws IOException {
+        byte[] original = file(List.of(new RawSafetensors.Tensor("f", "F32", new long[] {2}, RawSafetensors.f32(1, 2))));
+        Path f = RawSafetensors.write(dir.resolve("same.safetensors"), original);
+        try (SafetensorsFile sf = SafetensorsFile.open(f)) {
+            assertTrue(sf.pathNamesMappedFile());
+            Files.setLastModifiedTime(f, java.nio.file.attribute.FileTime.fromMillis(0));
+            assertTrue(sf.pathNamesMappedFile(), "the same file, touched");
+            // the same bytes under the same name, but another file
+            Path replacement = Files.write(dir.resolve("same.tmp"), original);
+            Files.move(replacement, f, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                    java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            assertFalse(sf.pathNamesMappedFile(), "replaced");
+            Files.delete(f);
+            assertFalse(sf.pathNamesMappedFile(), "removed");
         }
     }
 
