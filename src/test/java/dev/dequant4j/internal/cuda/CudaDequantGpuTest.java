@@ -3,6 +3,7 @@ package dev.dequant4j.internal.cuda;
 import dev.dequant4j.Checkpoint;
 import dev.dequant4j.DType;
 import dev.dequant4j.Fixtures;
+import dev.dequant4j.SyntheticCheckpoint;
 import dev.dequant4j.internal.bnb.LogicalTensor;
 import java.io.IOException;
 import java.lang.foreign.Arena;

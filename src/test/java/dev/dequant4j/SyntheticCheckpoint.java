@@ -1,6 +1,5 @@
-package dev.dequant4j.internal.cuda;
+package dev.dequant4j;
 
-import dev.dequant4j.DType;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -17,19 +16,19 @@ import java.util.Random;
  * Writes bitsandbytes-style tensors with random contents into a safetensors file, so that the GPU tests can cover
  * shapes, blocksizes and storage variants the fixtures do not have (odd sizes, partial blocks, every blocksize, F16
  * and BF16 absmax, large tensors). Values are random bit patterns of the right kind; the oracle decides what they
- * mean.
+ * mean. Tensors are stored in the order they are added, each 4-bit weight's components side by side.
  */
-final class SyntheticCheckpoint {
+public final class SyntheticCheckpoint {
     private record Entry(String name, String dtype, long[] shape, byte[] data) {}
 
     private final List<Entry> entries = new ArrayList<>();
     private final Random rnd;
 
-    SyntheticCheckpoint(long seed) {
+    public SyntheticCheckpoint(long seed) {
         this.rnd = new Random(seed);
     }
 
-    SyntheticCheckpoint add(String name, String dtype, long[] shape, byte[] data) {
+    public SyntheticCheckpoint add(String name, String dtype, long[] shape, byte[] data) {
         entries.add(new Entry(name, dtype, shape.clone(), data));
         return this;
     }
@@ -39,7 +38,7 @@ final class SyntheticCheckpoint {
      *
      * @param absmaxDtype F32, F16 or BF16 scales without double quantization (ignored with it)
      */
-    SyntheticCheckpoint fourBit(String prefix, long[] shape, String quantType, int blocksize, boolean nested,
+    public SyntheticCheckpoint fourBit(String prefix, long[] shape, String quantType, int blocksize, boolean nested,
                                 DType dtype, DType absmaxDtype) {
         long n = numel(shape);
         long nb = (n + blocksize - 1) / blocksize;
@@ -80,7 +79,7 @@ final class SyntheticCheckpoint {
     }
 
     /** Overwrites element {@code index} of the F32 tensor {@code name} with the float of these bits. */
-    SyntheticCheckpoint setF32Bits(String name, int index, int bits) {
+    public SyntheticCheckpoint setF32Bits(String name, int index, int bits) {
         Entry e = entries.stream().filter(x -> x.name.equals(name)).findFirst().orElseThrow();
         if (!e.dtype.equals("F32")) {
             throw new IllegalArgumentException(name + " is " + e.dtype);
@@ -90,7 +89,7 @@ final class SyntheticCheckpoint {
     }
 
     /** An LLM.int8 weight {@code prefix.weight} [rows, cols] with its SCB. */
-    SyntheticCheckpoint int8(String prefix, long rows, long cols) {
+    public SyntheticCheckpoint int8(String prefix, long rows, long cols) {
         add(prefix + ".weight", "I8", new long[] {rows, cols}, randomBytes(rows * cols));
         add(prefix + ".SCB", "F32", new long[] {rows}, floats(positive(rows)));
         add(prefix + ".weight_format", "U8", new long[] {}, new byte[] {0});
@@ -98,7 +97,7 @@ final class SyntheticCheckpoint {
     }
 
     /** A plain tensor of random finite values (F32, F16, BF16 or F64). */
-    SyntheticCheckpoint plain(String name, long[] shape, DType dtype) {
+    public SyntheticCheckpoint plain(String name, long[] shape, DType dtype) {
         long n = numel(shape);
         byte[] data = new byte[(int) dtype.byteSize(n)];
         ByteBuffer b = ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN);
@@ -115,7 +114,7 @@ final class SyntheticCheckpoint {
         return add(name, dtype.name(), shape, data);
     }
 
-    float[] gaussian(int n, double sigma) {
+    public float[] gaussian(int n, double sigma) {
         float[] v = new float[n];
         for (int i = 0; i < n; i++) {
             v[i] = (float) (rnd.nextGaussian() * sigma);
@@ -123,11 +122,11 @@ final class SyntheticCheckpoint {
         return v;
     }
 
-    Random random() {
+    public Random random() {
         return rnd;
     }
 
-    Path write(Path file) throws IOException {
+    public Path write(Path file) throws IOException {
         StringBuilder h = new StringBuilder("{");
         long off = 0;
         for (Entry e : entries) {
@@ -158,7 +157,7 @@ final class SyntheticCheckpoint {
         return file;
     }
 
-    static long numel(long[] shape) {
+    public static long numel(long[] shape) {
         long n = 1;
         for (long d : shape) {
             n *= d;
@@ -180,7 +179,7 @@ final class SyntheticCheckpoint {
         return v;
     }
 
-    static byte[] floats(float[] v) {
+    public static byte[] floats(float[] v) {
         ByteBuffer b = ByteBuffer.allocate(4 * v.length).order(ByteOrder.LITTLE_ENDIAN);
         for (float f : v) {
             b.putFloat(f);
