@@ -56,6 +56,7 @@ public final class Grouping {
     private Map<String, LogicalTensor> run() {
         Map<String, LogicalTensor> out = new TreeMap<>(NaturalOrder.INSTANCE);
         Map<String, TensorStore.Ref> refs = store.refs();
+        store.prefetch(refs.values().stream().filter(r -> readWhileGrouping(r.name())).toList());
         for (String key : refs.keySet()) {
             if (key.endsWith(".nested_quant_map") && sharedNestedMap == null) {
                 TensorStore.Ref r = refs.get(key);
@@ -292,6 +293,12 @@ public final class Grouping {
                 + " model was saved after running on the CPU); read transposed back into block order, which gives"
                 + " the original scales rounded to " + a.dtype());
         return true;
+    }
+
+    /** Whether grouping reads the stored tensor {@code key}, not only its header entry. */
+    private static boolean readWhileGrouping(String key) {
+        return key.contains(QS_PREFIX) || key.endsWith(".quant_map") || key.endsWith(".nested_absmax")
+                || key.endsWith(".nested_quant_map") || key.endsWith(".SCB") || key.endsWith(".weight_format");
     }
 
     private float[] floats(TensorStore.Ref r, int expected, String weightName) {

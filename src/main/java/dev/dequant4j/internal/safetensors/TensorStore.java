@@ -324,6 +324,25 @@ public final class TensorStore implements AutoCloseable {
         }
     }
 
+    /** Tensors closer than this are read in one positional read: bitsandbytes stores a weight's side by side. */
+    private static final long PREFETCH_GAP_BYTES = 64 << 10;
+    private static final long PREFETCH_RUN_BYTES = 8 << 20;
+
+    /**
+     * Reads the bytes of {@code tensors}, small ones scattered through the files, into the page cache with a few
+     * positional reads before they are read through the mapping. Opening a bitsandbytes checkpoint reads each 4-bit
+     * weight's quant state, maps and nested absmax, a few KB; from a cold cache each of them would otherwise cost a
+     * page fault that reads the kernel's whole read-around window: 1.46 GB of a 5.7 GB Llama-3-8B checkpoint read
+     * to open it. Advisory, see {@link SafetensorsFile#prefetch}.
+     */
+    public void prefetch(java.util.Collection<Ref> tensors) {
+        Map<SafetensorsFile, List<TensorEntry>> byFile = new LinkedHashMap<>();
+        for (Ref r : tensors) {
+            byFile.computeIfAbsent(r.file(), f -> new ArrayList<>()).add(r.entry());
+        }
+        byFile.forEach((f, entries) -> f.prefetch(entries, PREFETCH_GAP_BYTES, PREFETCH_RUN_BYTES));
+    }
+
     public Map<String, Ref> refs() {
         return refs;
     }
