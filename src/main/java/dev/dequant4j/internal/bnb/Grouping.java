@@ -50,13 +50,20 @@ public final class Grouping {
      * @param config the model's config.json, or null; used only for the legacy {@code "shape": null} quant states
      */
     public static Map<String, LogicalTensor> group(TensorStore store, JsonObject config) {
-        return new Grouping(store, config).run();
+        // What grouping reads is read ahead with positional reads (a cold mapping would read megabytes around each),
+        // and unmapped afterwards: a page-cache folio is mapped whole, up to 2 MiB per component read.
+        List<TensorStore.Ref> read = store.refs().values().stream().filter(r -> readWhileGrouping(r.name())).toList();
+        store.prefetch(read);
+        try {
+            return new Grouping(store, config).run();
+        } finally {
+            store.unmap(read);
+        }
     }
 
     private Map<String, LogicalTensor> run() {
         Map<String, LogicalTensor> out = new TreeMap<>(NaturalOrder.INSTANCE);
         Map<String, TensorStore.Ref> refs = store.refs();
-        store.prefetch(refs.values().stream().filter(r -> readWhileGrouping(r.name())).toList());
         for (String key : refs.keySet()) {
             if (key.endsWith(".nested_quant_map") && sharedNestedMap == null) {
                 TensorStore.Ref r = refs.get(key);

@@ -343,6 +343,18 @@ public final class TensorStore implements AutoCloseable {
         byFile.forEach((f, entries) -> f.prefetch(entries, PREFETCH_GAP_BYTES, PREFETCH_RUN_BYTES));
     }
 
+    /**
+     * Unmaps from this process the pages around {@code tensors}, small ones read once (see {@link #prefetch}), in
+     * whole huge pages: where the page cache holds a file in large folios, one read maps a whole folio, up to 2 MiB,
+     * into the resident memory of the process. The data stays in the page cache; a later read maps it again.
+     */
+    public void unmap(java.util.Collection<Ref> tensors) {
+        for (Ref r : tensors) {
+            long start = r.file().dataStart() + r.entry().begin();
+            r.file().unmapAround(start, start + r.entry().byteSize());
+        }
+    }
+
     public Map<String, Ref> refs() {
         return refs;
     }

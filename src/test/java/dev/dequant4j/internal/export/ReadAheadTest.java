@@ -10,6 +10,7 @@ import dev.dequant4j.DType;
 import dev.dequant4j.Export;
 import dev.dequant4j.Fixtures;
 import dev.dequant4j.LoraAdapter;
+import dev.dequant4j.ProcessMemory;
 import dev.dequant4j.ProgressListener;
 import dev.dequant4j.internal.Internals;
 import dev.dequant4j.internal.bnb.FourBitTensor;
@@ -96,8 +97,7 @@ class ReadAheadTest {
 
     @Test
     void theResidentPartOfTheMappedInputStaysWithinTheBudget() throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        assumeTrue(ProcessMemory.available(), "needs Linux's /proc/self/smaps");
         // 96 MB of BF16 in one file, exported to F32 (192 MB) under a 32 MiB budget
         Path model = SyntheticModel.write(tmp.resolve("m"), 3, 4_000, 4_000, "{\"torch_dtype\": \"bfloat16\"}");
         Path file = model.resolve("model.safetensors");
@@ -107,11 +107,11 @@ class ReadAheadTest {
             ProgressListener sample = new ProgressListener() {
                 @Override
                 public void onBytes(long bytesDone) {
-                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                    peak.accumulateAndGet(ProcessMemory.residentBytes(file), Math::max);
                 }
             };
             Export.of(c).dtype(DType.F32).threads(2).memoryBudget(budget).progress(sample).to(tmp.resolve("out"));
-            long after = residentBytes(smaps, file);
+            long after = ProcessMemory.residentBytes(file);
             assertTrue(peak.get() > 0, "sampled while the export ran");
             assertTrue(peak.get() <= budget, "resident input " + peak.get() + " bytes at the peak, budget " + budget);
             assertTrue(after <= 1 << 20, "resident input after the export: " + after + " bytes");
@@ -128,28 +128,26 @@ class ReadAheadTest {
 
     @Test
     void readingAheadFillsThePageCacheWithoutMappingIntoTheProcess() throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        assumeTrue(ProcessMemory.available(), "needs Linux's /proc/self/smaps");
         Path model = SyntheticModel.write(tmp.resolve("m"), 1, 2_000, 2_000, "{\"torch_dtype\": \"bfloat16\"}");
         Path file = model.resolve("model.safetensors");
         try (Checkpoint c = Checkpoint.open(model); FileChannel ch = FileChannel.open(file)) {
             TensorStore.Ref ref = Internals.checkpoint().store(c).get("model.layers.0.mlp.w.weight");
             long size = ref.entry().byteSize();
-            long header = residentBytes(smaps, file);
+            long header = ProcessMemory.residentBytes(file);
             assertTrue(ref.prefetch(0, size, ch, ByteBuffer.allocateDirect(1 << 20)));
             // the file was just written, so its pages are cached already; prefetch maps none of them either way
-            assertEquals(header, residentBytes(smaps, file), "prefetched bytes are not mapped into the process");
+            assertEquals(header, ProcessMemory.residentBytes(file), "prefetched bytes are not mapped into the process");
             // against load, which maps them
             assertTrue(ref.load(0, size));
-            assertTrue(residentBytes(smaps, file) >= size, residentBytes(smaps, file) + " of " + size);
+            assertTrue(ProcessMemory.residentBytes(file) >= size, ProcessMemory.residentBytes(file) + " of " + size);
             ref.unload(0, size);
         }
     }
 
     @Test
     void theAdaptersPagesLeaveTheProcessOnceCopied() throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        assumeTrue(ProcessMemory.available(), "needs Linux's /proc/self/smaps");
         Path model = SyntheticModel.write(tmp.resolve("m"), 3, 2_000, 2_000, "{\"torch_dtype\": \"bfloat16\"}");
         List<TestFiles.T> factors = new ArrayList<>();
         for (int i = 0; i < 3; i++) {
@@ -162,7 +160,7 @@ class ReadAheadTest {
         Path file = adapter.resolve("adapter_model.safetensors");
         try (Checkpoint c = Checkpoint.open(model); LoraAdapter a = LoraAdapter.open(adapter)) {
             Export.of(c).adapter(a).dtype(DType.F16).threads(2).to(tmp.resolve("out"));
-            long resident = residentBytes(smaps, file);
+            long resident = ProcessMemory.residentBytes(file);
             // every byte was read; the kernel maps up to 64 KiB around each page fault, so a little stays
             assertTrue(resident < Files.size(file) / 3, "resident adapter after the export: " + resident
                     + " of " + Files.size(file) + " bytes");
@@ -290,8 +288,7 @@ class ReadAheadTest {
      * {@code afterOpen} ran on the opened checkpoint; returns the peak Rss of the mapped input during the export.
      */
     private long stagedExport(Path model, IoAction afterOpen) throws IOException {
-        Path smaps = Path.of("/proc/self/smaps");
-        assumeTrue(Files.isReadable(smaps), "needs Linux's /proc/self/smaps");
+        assumeTrue(ProcessMemory.available(), "needs Linux's /proc/self/smaps");
         Path file = model.resolve("model.safetensors");
         AtomicLong peak = new AtomicLong();
         ReadAhead.stageCached = true;
@@ -300,7 +297,7 @@ class ReadAheadTest {
             ProgressListener sample = new ProgressListener() {
                 @Override
                 public void onBytes(long bytesDone) {
-                    peak.accumulateAndGet(residentBytes(smaps, file), Math::max);
+                    peak.accumulateAndGet(ProcessMemory.residentBytes(file), Math::max);
                 }
             };
             Export.of(c).dtype(DType.F32).threads(2).memoryBudget(32L << 20).progress(sample).to(tmp.resolve("out"));
@@ -327,24 +324,5 @@ class ReadAheadTest {
                 assertArrayEquals(a, b, name);
             }
         }
-    }
-
-    /** Rss of this process's mappings of {@code file}, from /proc/self/smaps. */
-    private static long residentBytes(Path smaps, Path file) {
-        String name = file.toAbsolutePath().toString();
-        long kb = 0;
-        boolean in = false;
-        try {
-            for (String line : Files.readAllLines(smaps)) {
-                if (Character.isDigit(line.charAt(0)) || Character.isLowerCase(line.charAt(0))) {
-                    in = line.endsWith(" " + name);
-                } else if (in && line.startsWith("Rss:")) {
-                    kb += Long.parseLong(line.substring(4).trim().split("\\s+")[0]);
-                }
-            }
-        } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
-        }
-        return kb << 10;
     }
 }

@@ -20,27 +20,32 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Opening a checkpoint that is not in the page cache reads its headers and the few KB per weight that grouping
- * needs (quant states, maps, nested absmax, SCB), not the packed weights around them. Through a cold mapping each of
+ * Opening a checkpoint reads its headers and the few KB per weight that grouping needs (quant states, maps, nested
+ * absmax, SCB), not the packed weights around them, and leaves none of them mapped. Through a cold mapping each of
  * those small reads would be a page fault that reads the kernel's read-around window (read_ahead_kb, 8 MiB on the
- * virtio disks we measured), most of the model for a model of many weights. The input is made cold by copying it
- * with direct I/O, which leaves nothing in the page cache where the file system honours it.
+ * virtio disks we measured), most of the model for a model of many weights; through a warm one, each maps the page
+ * cache's folio around it, up to 2 MiB, into the process's resident memory until the export gets there. A cold input
+ * is made by copying it with direct I/O, which leaves nothing in the page cache where the file system honours it.
  */
-class ColdOpenTest {
+class OpenFootprintTest {
     private static final int ALIGN = 4096;
 
     @TempDir
     Path tmp;
 
-    @Test
-    void openingAColdCheckpointReadsItsQuantStatesNotItsWeights() throws IOException {
-        // three 4-bit weights of 16 MiB packed each, every one followed by its components, as bitsandbytes stores them
+    /** Three 4-bit weights of 16 MiB packed each, every one followed by its components as bitsandbytes stores them. */
+    private Path checkpoint() throws IOException {
         SyntheticCheckpoint s = new SyntheticCheckpoint(7);
         for (String w : List.of("a", "b", "c")) {
             s.fourBit("model.layers.0." + w, new long[] {4096, 8192}, "nf4", 64, true, DType.BF16, DType.F32);
         }
         s.int8("model.layers.1.mlp", 4096, 4096);
-        Path warm = s.write(tmp.resolve("warm.safetensors"));
+        return s.write(Files.createDirectories(tmp.resolve("warm")).resolve("model.safetensors"));
+    }
+
+    @Test
+    void openingAColdCheckpointReadsItsQuantStatesNotItsWeights() throws IOException {
+        Path warm = checkpoint();
         Path cold = Files.createDirectories(tmp.resolve("cold")).resolve("model.safetensors");
         assumeTrue(uncachedCopy(warm, cold), "the file system refuses direct I/O");
         assumeTrue(cachedBytes(cold) <= ALIGN, "the file system caches what direct I/O writes (tmpfs)");
@@ -57,6 +62,17 @@ class ColdOpenTest {
             // read (a few pages); not the 48 MiB of packed weights, 1.5 MiB of absmax codes or the int8 weight
             assertTrue(cached <= read + (2L << 20), cached + " bytes of " + Files.size(cold) + " cached after opening;"
                     + " grouping reads " + read);
+        }
+    }
+
+    @Test
+    void openingACheckpointLeavesNoneOfItMapped() throws IOException {
+        assumeTrue(ProcessMemory.available(), "needs Linux's /proc/self/smaps");
+        Path file = checkpoint();
+        try (Checkpoint c = Checkpoint.open(file.getParent())) {
+            assertEquals(4, c.tensors().size());
+            long resident = ProcessMemory.residentBytes(file);
+            assertTrue(resident == 0, resident + " bytes of " + Files.size(file) + " mapped after opening");
         }
     }
 
