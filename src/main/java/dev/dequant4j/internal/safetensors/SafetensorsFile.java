@@ -124,14 +124,7 @@ public final class SafetensorsFile implements AutoCloseable {
         if (end < 8 || end > Math.min(size, 8 + MAX_HEADER_BYTES)) {
             return;
         }
-        for (long pos = b.position(); pos < end; ) {
-            b.clear().limit((int) Math.min(b.capacity(), end - pos));
-            int n = ch.read(b, pos);
-            if (n <= 0) {
-                return;
-            }
-            pos += n;
-        }
+        readThrough(ch, b.position(), end, b);
     }
 
     /**
@@ -434,7 +427,8 @@ public final class SafetensorsFile implements AutoCloseable {
         if (runs.isEmpty()) {
             return;
         }
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ); Arena scratchArena = Arena.ofConfined()) {
+        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ);
+             Arena scratchArena = Arena.ofConfined()) {
             if (!pathNamesMappedFile()) {
                 return;
             }

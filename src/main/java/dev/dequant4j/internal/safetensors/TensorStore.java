@@ -237,6 +237,10 @@ public final class TensorStore implements AutoCloseable {
     private static final ValueLayout.OfFloat FLOAT_LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final ValueLayout.OfDouble DOUBLE_LE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
+    /** Tensors closer than this are read in one positional read: bitsandbytes stores a weight's side by side. */
+    private static final long PREFETCH_GAP_BYTES = 64 << 10;
+    private static final long PREFETCH_RUN_BYTES = 8 << 20;
+
     private final Arena arena;
     private final List<SafetensorsFile> files;
     private final Map<String, Ref> refs;
@@ -323,10 +327,6 @@ public final class TensorStore implements AutoCloseable {
             }
         }
     }
-
-    /** Tensors closer than this are read in one positional read: bitsandbytes stores a weight's side by side. */
-    private static final long PREFETCH_GAP_BYTES = 64 << 10;
-    private static final long PREFETCH_RUN_BYTES = 8 << 20;
 
     /**
      * Reads the bytes of {@code tensors}, small ones scattered through the files, into the page cache with a few
