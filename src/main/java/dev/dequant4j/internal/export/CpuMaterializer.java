@@ -166,7 +166,7 @@ final class CpuMaterializer {
         if (base != null) {
             Arrays.fill(acc, 0);
             kernels.deltaStats(base, f32, c, acc);
-            tally.addDelta(acc);
+            tally.addDelta(s, acc);
         }
     }
 

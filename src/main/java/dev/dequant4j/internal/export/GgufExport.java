@@ -465,7 +465,7 @@ final class GgufExport {
                 runner.apply(start / cols, (int) (c / cols), f32, 0);
                 double[] acc = new double[3];
                 kernels.deltaStats(base, f32, c, acc);
-                tally.addDelta(acc);
+                tally.addDelta(start, acc);
             }
             if (g.add() != 0) {
                 for (int i = 0; i < c; i++) {

@@ -4,14 +4,15 @@ package dev.dequant4j.internal.export;
  * Per-tensor figures gathered while the units of a tensor are produced, possibly by several threads: values that
  * are not finite in the output (NaN, infinity, or a finite float32 beyond the output dtype's range), and for merged
  * tensors the size of the change {@code delta = merged - base}: the largest |delta| and the relative Frobenius norm
- * {@code ||delta|| / ||base||}.
+ * {@code ||delta|| / ||base||}. The sums are kept per chunk and added in the chunks' element order, so that the
+ * figures, written to the manifest, are the same in every run whichever worker finishes a chunk first.
  */
 final class TensorTally {
     private long nonFinite;
     private long firstNonFinite = -1;
     private double maxAbsDelta;
-    private double sumDelta2;
-    private double sumBase2;
+    /** Each chunk's {@code [sum delta^2, sum base^2]}, by the chunk's first element. */
+    private final java.util.TreeMap<Long, double[]> sums = new java.util.TreeMap<>();
 
     synchronized void addNonFinite(long count, long firstIndex) {
         if (count > 0) {
@@ -22,11 +23,13 @@ final class TensorTally {
         }
     }
 
-    /** Adds a merged chunk's {@code [max |delta|, sum delta^2, sum base^2]} (see {@code CpuKernels.deltaStats}). */
-    synchronized void addDelta(double[] stats) {
+    /**
+     * Adds the {@code [max |delta|, sum delta^2, sum base^2]} (see {@code CpuKernels.deltaStats}) of the merged chunk
+     * that starts at element {@code firstElement} of the tensor.
+     */
+    synchronized void addDelta(long firstElement, double[] stats) {
         maxAbsDelta = Math.max(maxAbsDelta, stats[0]);
-        sumDelta2 += stats[1];
-        sumBase2 += stats[2];
+        sums.merge(firstElement, new double[] {stats[1], stats[2]}, (a, b) -> new double[] {a[0] + b[0], a[1] + b[1]});
     }
 
     synchronized long nonFinite() {
@@ -43,6 +46,12 @@ final class TensorTally {
 
     /** {@code ||delta|| / ||base||}: 0 if nothing changed, infinite if an all-zero base changed. */
     synchronized double relDeltaNorm() {
+        double sumDelta2 = 0;
+        double sumBase2 = 0;
+        for (double[] chunk : sums.values()) {
+            sumDelta2 += chunk[0];
+            sumBase2 += chunk[1];
+        }
         if (sumDelta2 == 0) {
             return 0;
         }
