@@ -422,8 +422,8 @@ public final class VectorKernels implements CpuKernels {
                 d2 = d.fma(d, d2);
                 mx = mx.lanewise(VectorOperators.MAX, d.abs()); // not mx.max(..): see block4
             }
-            acc[1] += d2.reduceLanes(VectorOperators.ADD);
-            acc[2] += b2.reduceLanes(VectorOperators.ADD);
+            acc[1] += sumLanes(d2);
+            acc[2] += sumLanes(b2);
             max = Math.max(max, mx.reduceLanes(VectorOperators.MAX));
         }
         acc[0] = max;
@@ -432,6 +432,19 @@ public final class VectorKernels implements CpuKernels {
                     Arrays.copyOfRange(merged, vecEnd, n),
                     n - vecEnd, acc);
         }
+    }
+
+    /**
+     * The lanes of {@code v} added in lane order, in double. Not {@code reduceLanes(ADD)}: its order of additions
+     * differs between the compiled intrinsic and the Java fallback that runs before C2 compiles the kernel, so the
+     * manifest's merge figures would change from run to run with the timing of the compilation.
+     */
+    private static double sumLanes(FloatVector v) {
+        double sum = 0;
+        for (int i = 0; i < VL; i++) {
+            sum += v.lane(i);
+        }
+        return sum;
     }
 
     /** Elements summed in float32 lanes before the lanes go into double. */
