@@ -1,5 +1,6 @@
 package dev.dequant4j;
 
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.nio.file.Path;
 import java.util.List;
 
@@ -84,7 +85,7 @@ public record PlannedExport(Path directory, DType dtype, Backend backend, String
          * @param file       the safetensors file it goes into
          */
         public Tensor(String name, QuantKind sourceKind, DType dtype, long[] shape, int mergeSteps, String file) {
-            this(name, sourceKind, dtype, shape, mergeSteps, file, dtype.name(), dtype.byteSize(numel(shape)));
+            this(name, sourceKind, dtype, shape, mergeSteps, file, dtype.name(), dtype.byteSize(TensorEntry.numel(shape)));
         }
 
         /** {@return a copy of the logical shape to write} */
@@ -100,14 +101,6 @@ public record PlannedExport(Path directory, DType dtype, Backend backend, String
                 ne[i] = shape[shape.length - 1 - i];
             }
             return ne;
-        }
-
-        private static long numel(long[] shape) {
-            long n = 1;
-            for (long d : shape) {
-                n *= d;
-            }
-            return n;
         }
     }
 

@@ -1,5 +1,6 @@
 package dev.dequant4j;
 
+import dev.dequant4j.internal.safetensors.TensorEntry;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -40,7 +41,7 @@ public final class SyntheticCheckpoint {
      */
     public SyntheticCheckpoint fourBit(String prefix, long[] shape, String quantType, int blocksize, boolean nested,
                                 DType dtype, DType absmaxDtype) {
-        long n = numel(shape);
+        long n = TensorEntry.numel(shape);
         long nb = (n + blocksize - 1) / blocksize;
         String w = prefix + ".weight";
         add(w, "U8", new long[] {(n + 1) / 2, 1}, randomBytes((n + 1) / 2));
@@ -98,7 +99,7 @@ public final class SyntheticCheckpoint {
 
     /** A plain tensor of random finite values (F32, F16, BF16 or F64). */
     public SyntheticCheckpoint plain(String name, long[] shape, DType dtype) {
-        long n = numel(shape);
+        long n = TensorEntry.numel(shape);
         byte[] data = new byte[(int) dtype.byteSize(n)];
         ByteBuffer b = ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN);
         for (long i = 0; i < n; i++) {
@@ -155,14 +156,6 @@ public final class SyntheticCheckpoint {
             }
         }
         return file;
-    }
-
-    public static long numel(long[] shape) {
-        long n = 1;
-        for (long d : shape) {
-            n *= d;
-        }
-        return n;
     }
 
     private byte[] randomBytes(long n) {

@@ -1,5 +1,7 @@
 package dev.dequant4j.internal.export;
 
+import java.util.TreeMap;
+
 /**
  * Per-tensor figures gathered while the units of a tensor are produced, possibly by several threads: values that
  * are not finite in the output (NaN, infinity, or a finite float32 beyond the output dtype's range), and for merged
@@ -12,7 +14,7 @@ final class TensorTally {
     private long firstNonFinite = -1;
     private double maxAbsDelta;
     /** Each chunk's {@code [sum delta^2, sum base^2]}, by the chunk's first element. */
-    private final java.util.TreeMap<Long, double[]> sums = new java.util.TreeMap<>();
+    private final TreeMap<Long, double[]> sums = new TreeMap<>();
 
     synchronized void addNonFinite(long count, long firstIndex) {
         if (count > 0) {
